@@ -1,0 +1,137 @@
+"""The `dagc` command line: parses options and calls the library, nothing more.
+
+stdout carries only what was asked for; diagnostics, summaries and progress go to stderr.
+Exit codes: 0 success, 2 a problem with the input or the options, 1 an internal error.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+import dagc
+from dagc.diagnostics import DiagnosticError
+
+app = typer.Typer(
+    name="dagc",
+    help="Compile and analyse plans of how a large language model runs on many GPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ISSUES_URL = "https://github.com/dagc/dagc/issues"
+T = TypeVar("T")
+
+FileArg = Annotated[Path, typer.Argument(help="A .dag file.", show_default=False)]
+WerrorOpt = Annotated[bool, typer.Option("--werror", help="Treat warnings as errors.")]
+
+
+class Emit(enum.StrEnum):
+    ast = "ast"
+    ir = "ir"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dagc {dagc.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Compile and analyse plans of how a large language model runs on many GPUs."""
+
+
+def _fail_input(error: DiagnosticError) -> NoReturn:
+    typer.echo(error.render(), err=True)
+    raise typer.Exit(2)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run library code, turning diagnostics into exit 2 and bugs into exit 1."""
+    try:
+        return action()
+    except DiagnosticError as error:
+        _fail_input(error)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a bug in dagc, not in the user's input
+        if os.environ.get("DAGC_DEBUG") == "1":
+            traceback.print_exc()
+        else:
+            typer.echo(
+                f"dagc: internal error: {type(error).__name__}: {error}\n"
+                f"This is a bug in dagc. Rerun with DAGC_DEBUG=1 for a traceback and report it"
+                f" at {ISSUES_URL}",
+                err=True,
+            )
+        raise typer.Exit(1) from None
+
+
+def _print_warnings(result: dagc.CompileResult) -> None:
+    for warning in result.warnings:
+        typer.echo(warning.render(), err=True)
+
+
+@app.command()
+def check(
+    files: Annotated[
+        list[Path], typer.Argument(help="One or more .dag files.", show_default=False)
+    ],
+    werror: WerrorOpt = False,
+) -> None:
+    """Check .dag files and report every error and warning (nothing goes to stdout)."""
+    failed = 0
+    warnings = 0
+    for file in files:
+        try:
+            result = _run(lambda path=file: dagc.compile_file(path, werror=werror))  # type: ignore[misc]
+        except typer.Exit as stop:
+            if stop.exit_code != 2:
+                raise
+            failed += 1
+            continue
+        _print_warnings(result)
+        warnings += len(result.warnings)
+    summary = f"dagc: checked {len(files)} file{'s' if len(files) != 1 else ''}"
+    summary += f", {failed} with errors, {warnings} warning{'s' if warnings != 1 else ''}"
+    typer.echo(summary, err=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def lower(
+    file: FileArg,
+    emit: Annotated[Emit, typer.Option(help="What to print: the syntax tree or the IR.")] = Emit.ir,
+    werror: WerrorOpt = False,
+) -> None:
+    """Print a .dag file's syntax tree (`--emit ast`) or its logical IR (`--emit ir`)."""
+    if emit is Emit.ast:
+        from dagc.frontend.ast import dump
+
+        tree = _run(lambda: dagc.parse_source(dagc.read_source(file)))
+        sys.stdout.write(dump(tree) + "\n")
+        return
+    result = _run(lambda: dagc.compile_file(file, werror=werror))
+    _print_warnings(result)
+    sys.stdout.write(str(result.program) + "\n")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,114 @@
+"""The front-end pipeline: read a file, parse it, check it, lower it to the logical IR.
+
+This is the library entry point; the CLI is one of its callers::
+
+    import dagc
+    result = dagc.compile_file("examples/seed/baseline_tp8_pp2.dag")
+    print(result.program)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagc.diagnostics import Diagnostic, DiagnosticBag, DiagnosticError, Severity
+from dagc.frontend import ast
+from dagc.frontend.parser import parse
+from dagc.frontend.sema import lower_to_logical
+from dagc.ir.logical import Program
+from dagc.source import SourceFile, Span
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """A checked program and the warnings found on the way."""
+
+    program: Program
+    warnings: tuple[Diagnostic, ...]
+
+
+def read_source(path: str | os.PathLike[str]) -> SourceFile:
+    """Read a .dag file as UTF-8; unreadable input raises DiagnosticError."""
+    name = os.fspath(path)
+    file = Path(name)
+
+    def fail(message: str, help: str, span: Span | None = None, text: str = "") -> DiagnosticError:
+        source = SourceFile(name, text)
+        bag = DiagnosticBag(source)
+        bag.error(span, message, help=help)
+        return DiagnosticError(bag.diagnostics)
+
+    if file.is_dir():
+        raise fail("is a directory, not a .dag file", "name a file, e.g. `model.dag`")
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise fail("no such file", "check the path") from None
+    except OSError as error:
+        raise fail(f"cannot read the file: {error.strerror}", "check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        good = data[: error.start].decode("utf-8")
+        line = good.count("\n") + 1
+        column = len(good) - (good.rfind("\n") + 1) + 1
+        raise fail(
+            f"the file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
+            "save it as UTF-8",
+            Span.point(line, column),
+            good,
+        ) from None
+    if not text.strip():
+        raise fail(
+            "the file is empty",
+            "a .dag file declares a `model`, a `workload`, `devices` and `layers`",
+            Span.point(1, 1),
+            text,
+        )
+    return SourceFile(name, text)
+
+
+def parse_source(source: SourceFile) -> ast.File:
+    """Parse only (no semantic checks); syntax errors raise DiagnosticError."""
+    bag = DiagnosticBag(source)
+    tree = parse(source, bag)
+    bag.raise_if_errors()
+    assert tree is not None
+    return tree
+
+
+def compile_source(source: SourceFile, *, werror: bool = False) -> CompileResult:
+    """Parse, check and lower `source`; errors (all of them) raise DiagnosticError."""
+    bag = DiagnosticBag(source)
+    tree = parse(source, bag)
+    program = lower_to_logical(tree, source, bag) if tree is not None else None
+    if werror:
+        bag.diagnostics = [_as_error(d) for d in bag.diagnostics]
+    bag.raise_if_errors()
+    assert program is not None
+    return CompileResult(program, tuple(bag.sorted()))
+
+
+def compile_file(path: str | os.PathLike[str], *, werror: bool = False) -> CompileResult:
+    """Read and compile a .dag file."""
+    return compile_source(read_source(path), werror=werror)
+
+
+def compile_text(text: str, path: str = "<memory>", *, werror: bool = False) -> CompileResult:
+    """Compile .dag text held in memory."""
+    return compile_source(SourceFile(path, text), werror=werror)
+
+
+def _as_error(diagnostic: Diagnostic) -> Diagnostic:
+    if diagnostic.severity is Severity.ERROR:
+        return diagnostic
+    return Diagnostic(
+        Severity.ERROR,
+        diagnostic.message + " [--werror]",
+        diagnostic.source,
+        diagnostic.span,
+        diagnostic.help,
+        diagnostic.notes,
+    )

@@ -1,0 +1,834 @@
+"""Semantic checks and lowering of the AST to the logical IR.
+
+Every problem is recorded in the DiagnosticBag and checking goes on, so a file's errors are
+reported together. The pipeline sugar (`layers A..B on G1, G2 pp=2`) is lowered here to one
+explicit LayerRange per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dagc.diagnostics import DiagnosticBag, Note, did_you_mean, one_of
+from dagc.frontend import ast
+from dagc.hardware import DEFAULT_GPU, DEFAULT_NODE_SIZE, PRESETS
+from dagc.ir.logical import (
+    Activation,
+    Block,
+    BlockKind,
+    DeviceGroup,
+    DType,
+    Hardware,
+    LayerRange,
+    Model,
+    Program,
+    Workload,
+)
+from dagc.source import SourceFile, Span
+from dagc.split import split_evenly
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What one key of a section accepts."""
+
+    kind: str  # "int" (positive integer), "number" (positive), "choice", "bool"
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    meaning: str = ""
+
+
+MODEL_KEYS: dict[str, KeySpec] = {
+    "layers": KeySpec("int", True, meaning="number of transformer layers"),
+    "hidden": KeySpec("int", True, meaning="hidden size"),
+    "heads": KeySpec("int", meaning="attention (query) heads"),
+    "head_dim": KeySpec("int", meaning="size of one head"),
+    "kv_heads": KeySpec("int", meaning="key/value heads"),
+    "ffn": KeySpec("int", meaning="dense MLP inner size"),
+    "activation": KeySpec("choice", choices=tuple(a.value for a in Activation)),
+    "experts": KeySpec("int", meaning="routed experts"),
+    "top_k": KeySpec("int", meaning="experts per token"),
+    "expert_ffn": KeySpec("int", meaning="expert MLP inner size"),
+    "capacity_factor": KeySpec("number", meaning="expert capacity factor"),
+    "vocab": KeySpec("int", meaning="vocabulary size"),
+}
+WORKLOAD_KEYS: dict[str, KeySpec] = {
+    "batch": KeySpec("int", True, meaning="sequences in the batch"),
+    "seq": KeySpec("int", True, meaning="tokens per sequence"),
+    "dtype": KeySpec("choice", choices=tuple(d.value for d in DType)),
+    "microbatches": KeySpec("int", meaning="micro-batches"),
+}
+DEVICES_KEYS: dict[str, KeySpec] = {
+    "gpu": KeySpec("choice", choices=tuple(sorted(PRESETS))),
+    "node_size": KeySpec("int", meaning="GPUs per node"),
+}
+LAYERS_OPTIONS: dict[str, KeySpec] = {"pp": KeySpec("int", meaning="pipeline stages")}
+BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
+    BlockKind.EMBED: {},
+    BlockKind.ATTENTION: {"tp": KeySpec("int"), "fused_qkv": KeySpec("bool")},
+    BlockKind.MLP: {"tp": KeySpec("int")},
+    BlockKind.MOE: {"ep": KeySpec("int")},
+    BlockKind.LM_HEAD: {"tp": KeySpec("int")},
+}
+# Model keys each block kind needs.
+BLOCK_NEEDS: dict[BlockKind, tuple[str, ...]] = {
+    BlockKind.EMBED: (),
+    BlockKind.ATTENTION: ("heads",),
+    BlockKind.MLP: ("ffn",),
+    BlockKind.MOE: ("experts", "top_k"),
+    BlockKind.LM_HEAD: ("vocab",),
+}
+BLOCK_KINDS = {kind.value: kind for kind in BlockKind}
+
+
+@dataclass
+class _Entry:
+    """A checked setting: its converted value and where it was written."""
+
+    value: Any
+    setting: ast.Setting | None
+
+    @property
+    def span(self) -> Span | None:
+        if self.setting is None:
+            return None
+        return self.setting.value.span if self.setting.value else self.setting.key.span
+
+
+Settings = dict[str, _Entry]
+
+
+def lower_to_logical(tree: ast.File, source: SourceFile, bag: DiagnosticBag) -> Program | None:
+    """Check `tree` and lower it to the logical IR; None if any error was found."""
+    return _Lowering(source, bag).run(tree)
+
+
+class _Lowering:
+    def __init__(self, source: SourceFile, bag: DiagnosticBag) -> None:
+        self.source = source
+        self.bag = bag
+        self.model_section: ast.Section | None = None
+
+    # -- the file ---------------------------------------------------------------------
+
+    def run(self, tree: ast.File) -> Program | None:
+        model = self._single(tree.models, "model", "model NAME { layers = 4  hidden = 4096 }")
+        workload = self._single(tree.workloads, "workload", "workload { batch = 8  seq = 2048 }")
+        devices = self._single(tree.devices, "devices", "devices { group all = gpu[0..7] }")
+        if not tree.layers:
+            self.bag.error(
+                self._file_start(),
+                "the file has no `layers` statement, so nothing runs anywhere",
+                help="place the layers on a group, e.g. `layers 0..3 on all { attention  mlp }`",
+            )
+        self.model_section = model
+        model_settings = self._settings(model.settings, MODEL_KEYS, "model") if model else None
+        workload_settings = (
+            self._settings(workload.settings, WORKLOAD_KEYS, "workload") if workload else None
+        )
+        device_settings = (
+            self._settings(devices.settings, DEVICES_KEYS, "devices") if devices else None
+        )
+        groups = self._groups(devices.groups) if devices else {}
+        built_model = self._model(model, model_settings) if model and model_settings else None
+        built_workload = (
+            self._workload(workload, workload_settings) if workload and workload_settings else None
+        )
+        hardware = self._hardware(device_settings) if device_settings is not None else None
+        ranges = self._layer_ranges(tree.layers, groups, built_model, model_settings)
+        if self.bag.errors or not (built_model and built_workload and hardware):
+            return None
+        return Program(
+            built_model,
+            built_workload,
+            hardware,
+            tuple(groups.values()),
+            tuple(ranges),
+            self.source.path,
+        )
+
+    def _file_start(self) -> Span:
+        return Span.point(1, 1)
+
+    def _single(self, sections: tuple[Any, ...], keyword: str, example: str) -> Any:
+        if not sections:
+            self.bag.error(
+                self._file_start(),
+                f"the file has no `{keyword}` section",
+                help=f"add one, e.g. `{example}`",
+            )
+            return None
+        for extra in sections[1:]:
+            self.bag.error(
+                Span.point(extra.span.line, extra.span.column, len(keyword)),
+                f"duplicate `{keyword}` section",
+                help="a file describes one configuration: merge the two sections",
+                notes=[Note(f"the first `{keyword}` section is here", sections[0].span)],
+            )
+        return sections[0]
+
+    # -- key = value settings -----------------------------------------------------------
+
+    def _settings(
+        self, settings: Iterable[ast.Setting], schema: dict[str, KeySpec], where: str
+    ) -> Settings:
+        """Check each setting against `schema`; unknown, duplicate and bad values are errors."""
+        seen: Settings = {}
+        for setting in settings:
+            key = setting.key.text
+            spec = schema.get(key)
+            if spec is None:
+                self._unknown_key(setting.key, schema, where)
+                continue
+            if key in seen:
+                first = seen[key].setting
+                self.bag.error(
+                    setting.key.span,
+                    f"duplicate key `{key}` in {where}",
+                    help="remove one of them",
+                    notes=[Note("first set here", first.key.span)] if first else [],
+                )
+                continue
+            value = self._convert(setting, spec, where)
+            if value is not None:
+                seen[key] = _Entry(value, setting)
+        return seen
+
+    def _unknown_key(self, key: ast.Ident, schema: dict[str, KeySpec], where: str) -> None:
+        hint = did_you_mean(key.text, schema)
+        if hint is None:
+            hint = f"{where} accepts {one_of(schema)}" if schema else f"{where} takes no options"
+        self.bag.error(key.span, f"unknown {where} key `{key.text}`", help=hint)
+
+    def _convert(self, setting: ast.Setting, spec: KeySpec, where: str) -> Any:
+        key, value = setting.key.text, setting.value
+        if spec.kind == "bool":
+            if value is None:
+                return True
+            if value.value in ("true", "false"):
+                return value.value == "true"
+            self.bag.error(
+                value.span,
+                f"`{key}` is a flag, not `{value.value}`",
+                help=f"write `{key}` alone, or `{key}=true` / `{key}=false`",
+            )
+            return None
+        if value is None:
+            self.bag.error(
+                setting.key.span,
+                f"`{key}` needs a value",
+                help=f"write `{key}=VALUE`",
+            )
+            return None
+        if spec.kind == "choice":
+            if isinstance(value.value, str) and value.value in spec.choices:
+                return value.value
+            hint = did_you_mean(str(value.value), spec.choices)
+            self.bag.error(
+                value.span,
+                f"`{key}` must be {one_of(spec.choices)}, not `{value.value}`",
+                help=hint or f"write `{key} = {spec.choices[0]}`",
+            )
+            return None
+        if spec.kind == "number":
+            if isinstance(value.value, (int, float)) and value.value > 0:
+                return float(value.value)
+            self.bag.error(
+                value.span,
+                f"`{key}` must be a positive number, not `{value.value}`",
+                help=f"e.g. `{key} = 1.25`",
+            )
+            return None
+        if isinstance(value.value, int) and value.value > 0:
+            return value.value
+        self.bag.error(
+            value.span,
+            f"`{key}` must be a positive integer, not `{value.value}`",
+            help=f"`{key}` is the {spec.meaning or key}" if spec.meaning else None,
+        )
+        return None
+
+    def _missing_required(
+        self, settings: Settings, schema: dict[str, KeySpec], section: ast.Section
+    ) -> bool:
+        missing = [k for k, s in schema.items() if s.required and k not in settings]
+        for key in missing:
+            self.bag.error(
+                Span.point(section.span.line, section.span.column, len(section.keyword)),
+                f"{section.keyword} has no `{key}` ({schema[key].meaning})",
+                help=f"add `{key} = ...` to the {section.keyword} section",
+            )
+        return bool(missing)
+
+    # -- sections -----------------------------------------------------------------------
+
+    def _model(self, section: ast.Section, s: Settings) -> Model | None:
+        if self._missing_required(s, MODEL_KEYS, section):
+            return None
+        get = _getter(s)
+        hidden, heads, head_dim = get("hidden"), get("heads"), get("head_dim")
+        ok = True
+        if heads is not None and head_dim is None:
+            if hidden % heads:
+                ok = False
+                self.bag.error(
+                    s["heads"].span,
+                    f"head_dim defaults to hidden/heads, but {hidden} is not divisible by {heads}",
+                    help="set `head_dim` explicitly or choose heads dividing hidden",
+                )
+            else:
+                head_dim = hidden // heads
+        kv_heads = get("kv_heads")
+        if kv_heads is not None:
+            if heads is None:
+                ok = False
+                self.bag.error(
+                    s["kv_heads"].span, "`kv_heads` needs `heads`", help="add `heads = ...`"
+                )
+            elif kv_heads > heads or heads % kv_heads:
+                ok = False
+                self.bag.error(
+                    s["kv_heads"].span,
+                    f"kv_heads={kv_heads} must divide heads={heads}",
+                    help="each key/value head serves a whole group of query heads;"
+                    f" choose a divisor of {heads}",
+                )
+        elif heads is not None:
+            kv_heads = heads
+        experts, top_k = get("experts"), get("top_k")
+        if experts is not None and top_k is not None and top_k > experts:
+            ok = False
+            self.bag.error(
+                s["top_k"].span,
+                f"top_k={top_k} is more than the {experts} experts",
+                help=f"a token visits at most every expert: use top_k <= {experts}",
+            )
+        if not ok:
+            return None
+        return Model(
+            name=section.name.text if section.name else "model",
+            layers=get("layers"),
+            hidden=hidden,
+            heads=heads,
+            head_dim=head_dim if heads is not None else None,
+            kv_heads=kv_heads,
+            ffn=get("ffn"),
+            activation=Activation(get("activation") or "gelu"),
+            experts=experts,
+            top_k=top_k,
+            expert_ffn=get("expert_ffn") or get("ffn") if experts is not None else None,
+            capacity_factor=get("capacity_factor") or 1.0,
+            vocab=get("vocab"),
+        )
+
+    def _workload(self, section: ast.Section, s: Settings) -> Workload | None:
+        if self._missing_required(s, WORKLOAD_KEYS, section):
+            return None
+        get = _getter(s)
+        batch, microbatches = get("batch"), get("microbatches") or 1
+        if batch % microbatches:
+            self.bag.error(
+                s["microbatches"].span,
+                f"batch={batch} is not divisible by microbatches={microbatches}",
+                help="every micro-batch holds the same number of sequences: choose a divisor"
+                f" of {batch}",
+            )
+            return None
+        return Workload(batch, get("seq"), DType(get("dtype") or "bf16"), microbatches)
+
+    def _hardware(self, s: Settings) -> Hardware:
+        get = _getter(s)
+        return Hardware(get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE)
+
+    # -- device groups ------------------------------------------------------------------
+
+    def _groups(self, decls: tuple[ast.GroupDecl, ...]) -> dict[str, DeviceGroup]:
+        groups: dict[str, DeviceGroup] = {}
+        first_decl: dict[str, ast.GroupDecl] = {}
+        owner: dict[int, tuple[str, Span]] = {}
+        for decl in decls:
+            name = decl.name.text
+            if name in first_decl:
+                self.bag.error(
+                    decl.name.span,
+                    f"duplicate group `{name}`",
+                    help="give each group its own name",
+                    notes=[Note("first defined here", first_decl[name].name.span)],
+                )
+                continue
+            first_decl[name] = decl
+            gpus = self._group_gpus(decl, owner)
+            if gpus:
+                groups[name] = DeviceGroup(name, tuple(gpus))
+        self.group_decls = first_decl
+        return groups
+
+    def _group_gpus(self, decl: ast.GroupDecl, owner: dict[int, tuple[str, Span]]) -> list[int]:
+        name = decl.name.text
+        if decl.device_kind.text != "gpu":
+            self.bag.error(
+                decl.device_kind.span,
+                f"unknown device kind `{decl.device_kind.text}`",
+                help="groups list GPU ids, e.g. `gpu[0..7]`",
+            )
+            return []
+        if not decl.members:
+            self.bag.error(
+                decl.span,
+                f"group `{name}` has no GPUs",
+                help="list GPU ids, e.g. `gpu[0..7]` or `gpu[0, 2, 4]`",
+            )
+            return []
+        gpus: list[int] = []
+        ok = True
+        for member in decl.members:
+            if member.first > member.last:
+                ok = False
+                self.bag.error(
+                    member.span,
+                    f"GPU range {member.first}..{member.last} is reversed, so it is empty",
+                    help=f"ranges go upwards: write `{member.last}..{member.first}`",
+                )
+                continue
+            for gpu in range(member.first, member.last + 1):
+                if gpu in owner:
+                    ok = False
+                    other, other_span = owner[gpu]
+                    where = "twice in this group" if other == name else f"also in group `{other}`"
+                    self.bag.error(
+                        member.span,
+                        f"gpu {gpu} is {where}",
+                        help="a GPU belongs to one group: remove it from one of them",
+                        notes=[Note(f"gpu {gpu} is first listed here", other_span)],
+                    )
+                    break
+                owner[gpu] = (name, member.span)
+                gpus.append(gpu)
+        return gpus if ok else []
+
+    # -- layer placement ----------------------------------------------------------------
+
+    def _layer_ranges(
+        self,
+        decls: tuple[ast.LayersDecl, ...],
+        groups: dict[str, DeviceGroup],
+        model: Model | None,
+        model_settings: Settings | None,
+    ) -> list[LayerRange]:
+        num_layers = model.layers if model else None
+        placed_by: dict[int, ast.LayersDecl] = {}
+        ranges: list[LayerRange] = []
+        for decl in decls:
+            if not self._check_range(decl, num_layers, placed_by):
+                continue
+            ranges += self._lower_layers(decl, groups, model)
+        if num_layers is not None and model_settings is not None and decls:
+            self._check_unplaced(num_layers, placed_by, model_settings)
+        return sorted(ranges, key=lambda r: r.first)
+
+    def _check_range(
+        self, decl: ast.LayersDecl, num_layers: int | None, placed_by: dict[int, ast.LayersDecl]
+    ) -> bool:
+        text = f"{decl.first}..{decl.last}"
+        if decl.first > decl.last:
+            self.bag.error(
+                decl.range_span,
+                f"layer range {text} is reversed, so it is empty",
+                help=f"ranges go upwards: write `{decl.last}..{decl.first}`",
+            )
+            return False
+        if num_layers is not None and decl.last >= num_layers:
+            self.bag.error(
+                decl.range_span,
+                f"layer {decl.last} does not exist: the model has {num_layers} layers"
+                f" (0..{num_layers - 1})",
+                help="layers are numbered from 0; fix the range or the model's `layers`",
+            )
+            return False
+        overlap = [layer for layer in range(decl.first, decl.last + 1) if layer in placed_by]
+        if overlap:
+            other = placed_by[overlap[0]]
+            self.bag.error(
+                decl.range_span,
+                f"{_layer_list(overlap)} already placed by the `layers` statement on line"
+                f" {other.span.line}",
+                help="each layer is placed once: split or shorten one of the ranges",
+                notes=[Note("placed here first", other.range_span)],
+            )
+            return False
+        for layer in range(decl.first, decl.last + 1):
+            placed_by[layer] = decl
+        return True
+
+    def _check_unplaced(
+        self, num_layers: int, placed_by: dict[int, ast.LayersDecl], settings: Settings
+    ) -> None:
+        missing = [layer for layer in range(num_layers) if layer not in placed_by]
+        if not missing:
+            return
+        for run in _runs(missing):
+            text = str(run[0]) if run[0] == run[1] else f"{run[0]}..{run[1]}"
+            self.bag.error(
+                settings["layers"].span,
+                f"{_layer_list(list(range(run[0], run[1] + 1)))} not placed on any GPUs",
+                help=f"add `layers {text} on GROUP {{ ... }}`",
+            )
+
+    def _lower_layers(
+        self, decl: ast.LayersDecl, groups: dict[str, DeviceGroup], model: Model | None
+    ) -> list[LayerRange]:
+        stage_groups = self._statement_groups(decl, groups)
+        options = self._settings(decl.options, LAYERS_OPTIONS, "`layers` statement")
+        if stage_groups is None:
+            return []
+        pp = self._pipeline_degree(decl, stage_groups, options)
+        if pp is None:
+            return []
+        blocks = self._block_kinds(decl)
+        ranges: list[LayerRange] = []
+        layer_counts = split_evenly(decl.last - decl.first + 1, pp)
+        first = decl.first
+        for stage, count in enumerate(layer_counts):  # stage groups repeat any diagnostics
+            last = first + count - 1
+            stage_group = stage_groups[stage] if stage_groups else None
+            placed = [
+                self._resolve_block(b, kind, decl, stage_group, groups, model) for b, kind in blocks
+            ]
+            if all(p is not None for p in placed):
+                ranges.append(LayerRange(first, last, tuple(p for p in placed if p), decl.span))
+            first = last + 1
+        return ranges
+
+    def _statement_groups(
+        self, decl: ast.LayersDecl, groups: dict[str, DeviceGroup]
+    ) -> list[str] | None:
+        names: list[str] = []
+        ok = True
+        for ident in decl.groups:
+            if ident.text in names:
+                ok = False
+                self.bag.error(
+                    ident.span,
+                    f"group `{ident.text}` is listed twice",
+                    help="a pipeline stage runs on one group; list each group once",
+                )
+            elif self._resolve_group(ident, groups):
+                names.append(ident.text)
+            else:
+                ok = False
+        return names if ok else None
+
+    def _resolve_group(self, ident: ast.Ident, groups: dict[str, DeviceGroup]) -> bool:
+        if ident.text in groups:
+            return True
+        declared = getattr(self, "group_decls", {})
+        if ident.text in declared:
+            return False  # declared but invalid: already reported
+        hint = did_you_mean(ident.text, groups)
+        self.bag.error(
+            ident.span,
+            f"unknown group `{ident.text}`",
+            help=hint
+            or (
+                f"declared groups: {one_of(groups)}"
+                if groups
+                else "declare it in `devices { group NAME = gpu[...] }`"
+            ),
+        )
+        return False
+
+    def _pipeline_degree(
+        self, decl: ast.LayersDecl, stage_groups: list[str], options: Settings
+    ) -> int | None:
+        count = len(stage_groups)
+        pp_entry = options.get("pp")
+        pp = pp_entry.value if pp_entry else None
+        if count > 1 and pp is None:
+            self.bag.error(
+                decl.groups[1].span,
+                f"{count} groups after `on` make a {count}-stage pipeline;"
+                f" say so with `pp={count}`",
+                help=f"write `on {', '.join(stage_groups)} pp={count}`",
+            )
+            return None
+        if pp is not None and pp != max(count, 1):
+            assert pp_entry is not None
+            self.bag.error(
+                pp_entry.span,
+                f"pp={pp} needs {pp} groups after `on`, one per stage, but {count} "
+                f"{'is' if count == 1 else 'are'} listed",
+                help=f"list {pp} groups, e.g. `on stage0, stage1 pp=2`",
+            )
+            return None
+        pp = pp or 1
+        layers = decl.last - decl.first + 1
+        if pp > layers:
+            assert pp_entry is not None
+            self.bag.error(
+                pp_entry.span,
+                f"pp={pp} stages cannot share {layers} layer{'s' if layers > 1 else ''}",
+                help="each stage needs at least one layer: lower pp or widen the range",
+            )
+            return None
+        return pp
+
+    def _block_kinds(self, decl: ast.LayersDecl) -> list[tuple[ast.BlockDecl, BlockKind]]:
+        """Known, non-duplicate block kinds of a statement, in order."""
+        result: list[tuple[ast.BlockDecl, BlockKind]] = []
+        seen: dict[BlockKind, ast.BlockDecl] = {}
+        for block in decl.blocks:
+            kind = BLOCK_KINDS.get(block.kind.text)
+            if kind is None:
+                self.bag.error(
+                    block.kind.span,
+                    f"unknown block kind `{block.kind.text}`",
+                    help=did_you_mean(block.kind.text, BLOCK_KINDS)
+                    or f"blocks are {one_of(BLOCK_KINDS)}",
+                )
+                continue
+            if kind in seen:
+                self.bag.error(
+                    block.kind.span,
+                    f"duplicate `{kind.value}` block in one layer",
+                    help="a layer runs each kind of block once; remove one",
+                    notes=[Note("first here", seen[kind].kind.span)],
+                )
+                continue
+            seen[kind] = block
+            result.append((block, kind))
+        if BlockKind.MLP in seen and BlockKind.MOE in seen:
+            self.bag.error(
+                seen[BlockKind.MOE].kind.span,
+                "a layer has either an `mlp` or a `moe` block, not both",
+                help="remove one of them",
+                notes=[Note("the mlp block is here", seen[BlockKind.MLP].kind.span)],
+            )
+        self._check_block_order(decl, result)
+        return result
+
+    def _check_block_order(
+        self, decl: ast.LayersDecl, blocks: list[tuple[ast.BlockDecl, BlockKind]]
+    ) -> None:
+        num_layers = self._model_layers()
+        for index, (block, kind) in enumerate(blocks):
+            if kind is BlockKind.EMBED:
+                if index != 0:
+                    self.bag.error(
+                        block.kind.span,
+                        "`embed` must be the first block",
+                        help="move it to the top of the block list",
+                    )
+                if decl.first != 0:
+                    self.bag.error(
+                        block.kind.span,
+                        "`embed` runs before layer 0, but this range starts at layer "
+                        + str(decl.first),
+                        help="move `embed` to the statement that places layer 0",
+                    )
+            if kind is BlockKind.LM_HEAD:
+                if index != len(blocks) - 1:
+                    self.bag.error(
+                        block.kind.span,
+                        "`lm_head` must be the last block",
+                        help="move it to the end of the block list",
+                    )
+                if num_layers is not None and decl.last != num_layers - 1:
+                    self.bag.error(
+                        block.kind.span,
+                        f"`lm_head` runs after the last layer ({num_layers - 1}),"
+                        f" but this range ends at layer {decl.last}",
+                        help="move `lm_head` to the statement that places the last layer",
+                    )
+
+    def _model_layers(self) -> int | None:
+        if self.model_section is None:
+            return None
+        for setting in self.model_section.settings:
+            if (
+                setting.key.text == "layers"
+                and setting.value
+                and isinstance(setting.value.value, int)
+            ):
+                return setting.value.value
+        return None
+
+    def _resolve_block(
+        self,
+        block: ast.BlockDecl,
+        kind: BlockKind,
+        decl: ast.LayersDecl,
+        stage_group: str | None,
+        groups: dict[str, DeviceGroup],
+        model: Model | None,
+    ) -> Block | None:
+        options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block")
+        group_name = self._block_group(block, kind, decl, stage_group, groups)
+        ok = self._check_model_needs(block, kind, model)
+        if group_name is None or model is None or not ok:
+            return None
+        group = groups[group_name]
+        degree = self._degree(block, kind, options, group, model)
+        if degree is None:
+            return None
+        fused = bool(options["fused_qkv"].value) if "fused_qkv" in options else False
+        return Block(kind, group_name, degree, fused, block.span)
+
+    def _block_group(
+        self,
+        block: ast.BlockDecl,
+        kind: BlockKind,
+        decl: ast.LayersDecl,
+        stage_group: str | None,
+        groups: dict[str, DeviceGroup],
+    ) -> str | None:
+        if block.group is not None:
+            if len(decl.groups) > 1:
+                self.bag.error(
+                    block.group.span,
+                    "a block of a pipelined `layers` statement runs on its stage's group",
+                    help=f"remove `on {block.group.text}`, or place these layers with their own"
+                    " `layers` statement",
+                )
+                return None
+            return block.group.text if self._resolve_group(block.group, groups) else None
+        if stage_group is None and not decl.groups:
+            self.bag.error(
+                block.kind.span,
+                f"`{kind.value}` is placed on no group",
+                help=f"write `{kind.value} on GROUP`, or `layers {decl.first}..{decl.last} on"
+                " GROUP { ... }`",
+            )
+            return None
+        return stage_group
+
+    def _check_model_needs(
+        self, block: ast.BlockDecl, kind: BlockKind, model: Model | None
+    ) -> bool:
+        if model is None:
+            return False
+        missing = [key for key in BLOCK_NEEDS[kind] if getattr(model, key) is None]
+        for key in missing:
+            self.bag.error(
+                block.kind.span,
+                f"`{kind.value}` needs `{key}` ({MODEL_KEYS[key].meaning}) in the model",
+                help=f"add `{key} = ...` to `model {model.name}`",
+                notes=[Note("the model is here", self.model_section.span)]
+                if self.model_section
+                else [],
+            )
+        return not missing
+
+    def _degree(
+        self,
+        block: ast.BlockDecl,
+        kind: BlockKind,
+        options: Settings,
+        group: DeviceGroup,
+        model: Model,
+    ) -> int | None:
+        key = kind.degree_key
+        size = group.size
+        if key is None:
+            return 1
+        entry = options.get(key)
+        degree = entry.value if entry else size
+        span = entry.span if entry else block.kind.span
+        if degree != size:
+            relation = "larger than" if degree > size else "smaller than"
+            self.bag.error(
+                span,
+                f"{key}={degree} is {relation} group `{group.name}` ({size} GPUs)",
+                help=f"{key} must equal the group's size: write `{key}={size}` or use a group"
+                f" of {degree} GPUs (data-parallel replicas are not supported yet)",
+            )
+            return None
+        if kind is BlockKind.MOE:
+            return self._check_ep(span, degree, model)
+        return self._check_tp(span, kind, degree, model)
+
+    def _check_ep(self, span: Span | None, ep: int, model: Model) -> int | None:
+        assert model.experts is not None
+        if model.experts % ep:
+            divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
+            self.bag.error(
+                span,
+                f"ep={ep} does not divide the {model.experts} experts",
+                help="each GPU holds the same number of experts: use a group size in"
+                f" {', '.join(map(str, divisors))}",
+            )
+            return None
+        return ep
+
+    def _check_tp(self, span: Span | None, kind: BlockKind, tp: int, model: Model) -> int | None:
+        for what, count in self._split_items(kind, model):
+            if tp > count:
+                self.bag.error(
+                    span,
+                    f"tp={tp} leaves GPUs without work: {count} {what} over {tp} GPUs",
+                    help=f"use at most {count} GPUs for this block",
+                )
+                return None
+            if count % tp:
+                sizes = split_evenly(count, tp)
+                big = sizes.count(sizes[0])
+                self.bag.warning(
+                    span,
+                    f"{count} {what} do not split evenly over tp={tp}: ranks 0-{big - 1} get"
+                    f" {sizes[0]}, ranks {big}-{tp - 1} get {sizes[-1]}",
+                    help=f"the busiest rank sets the pace; a tp dividing {count} balances the work",
+                )
+        if kind is BlockKind.ATTENTION:
+            self._check_kv_split(span, tp, model)
+        return tp
+
+    def _check_kv_split(self, span: Span | None, tp: int, model: Model) -> None:
+        kv = model.kv_heads
+        assert kv is not None
+        if kv != model.heads and kv >= tp and kv % tp:
+            sizes = split_evenly(kv, tp)
+            self.bag.warning(
+                span,
+                f"{kv} kv_heads do not split evenly over tp={tp}: ranks get {sizes[0]} or"
+                f" {sizes[-1]}",
+                help=f"a tp dividing {kv} balances the key/value projections",
+            )
+
+    @staticmethod
+    def _split_items(kind: BlockKind, model: Model) -> list[tuple[str, int]]:
+        if kind is BlockKind.ATTENTION:
+            assert model.heads is not None and model.kv_heads is not None
+            return [("heads", model.heads)]
+        if kind is BlockKind.MLP:
+            assert model.ffn is not None
+            return [("ffn columns", model.ffn)]
+        if kind is BlockKind.LM_HEAD:
+            assert model.vocab is not None
+            return [("vocabulary rows", model.vocab)]
+        return []
+
+
+def _getter(settings: Settings) -> Callable[[str], Any]:
+    def get(key: str) -> Any:
+        entry = settings.get(key)
+        return entry.value if entry else None
+
+    return get
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted integers as (first, last) pairs."""
+    runs: list[tuple[int, int]] = []
+    for n in numbers:
+        if runs and runs[-1][1] == n - 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def _layer_list(layers: list[int]) -> str:
+    if len(layers) == 1:
+        return f"layer {layers[0]} is"
+    return f"layers {layers[0]}..{layers[-1]} are"

@@ -1,0 +1,247 @@
+"""The logical IR: a checked model, workload, device groups and per-range block placement.
+
+Values check themselves on construction, so an invalid IR cannot be built. The printer
+(`print_program`, also `str(program)`) is deterministic and serves `--emit ir` and golden
+tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from dagc.source import Span
+
+
+class Activation(enum.Enum):
+    GELU = "gelu"
+    SWIGLU = "swiglu"
+
+
+class DType(enum.Enum):
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+    FP8 = "fp8"
+
+    @property
+    def bytes(self) -> int:
+        """Bytes per element (w in the semantics)."""
+        return {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}[self.value]
+
+
+class BlockKind(enum.Enum):
+    EMBED = "embed"
+    ATTENTION = "attention"
+    MLP = "mlp"
+    MOE = "moe"
+    LM_HEAD = "lm_head"
+
+    @property
+    def degree_key(self) -> str | None:
+        """The option that sets this block's parallel degree (`tp`, `ep`), if any."""
+        return {"attention": "tp", "mlp": "tp", "lm_head": "tp", "moe": "ep"}.get(self.value)
+
+
+def _require_positive(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{type(owner).__name__}.{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """Model dimensions (symbols of the semantics: L, H, nh, d, nkv, F, E, k, Fe, V)."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int | None = None
+    head_dim: int | None = None
+    kv_heads: int | None = None
+    ffn: int | None = None
+    activation: Activation = Activation.GELU
+    experts: int | None = None
+    top_k: int | None = None
+    expert_ffn: int | None = None
+    capacity_factor: float = 1.0
+    vocab: int | None = None
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            self, "layers", "hidden", "heads", "head_dim", "kv_heads", "ffn", "experts",
+            "top_k", "expert_ffn", "capacity_factor", "vocab",
+        )  # fmt: skip
+        if self.top_k is not None and self.experts is not None and self.top_k > self.experts:
+            raise ValueError("top_k exceeds experts")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Batch, sequence length, element type and micro-batches (B, S, w, m)."""
+
+    batch: int
+    seq: int
+    dtype: DType = DType.BF16
+    microbatches: int = 1
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "batch", "seq", "microbatches")
+        if self.batch % self.microbatches:
+            raise ValueError("batch is not divisible by microbatches")
+
+    @property
+    def microbatch_size(self) -> int:
+        """Bm = B / m, sequences per micro-batch."""
+        return self.batch // self.microbatches
+
+    @property
+    def tokens_per_microbatch(self) -> int:
+        """T = Bm * S."""
+        return self.microbatch_size * self.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """The GPU preset name and how many consecutive GPU ids share a node."""
+
+    gpu: str = "h100"
+    node_size: int = 8
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "node_size")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGroup:
+    """A named, ordered set of GPUs; rank i of the group is gpus[i]."""
+
+    name: str
+    gpus: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.gpus:
+            raise ValueError(f"group {self.name} is empty")
+        if len(set(self.gpus)) != len(self.gpus) or min(self.gpus) < 0:
+            raise ValueError(f"group {self.name} has repeated or negative GPU ids")
+
+    @property
+    def size(self) -> int:
+        return len(self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One block of a layer, placed on a group with its parallel degree (tp or ep)."""
+
+    kind: BlockKind
+    group: str
+    degree: int = 1
+    fused_qkv: bool = False
+    span: Span | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "degree")
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRange:
+    """Layers first..last (inclusive) all run these blocks, in this order."""
+
+    first: int
+    last: int
+    blocks: tuple[Block, ...]
+    span: Span | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last:
+            raise ValueError(f"bad layer range {self.first}..{self.last}")
+
+    @property
+    def layer_indices(self) -> range:
+        return range(self.first, self.last + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A whole checked .dag file: the root of the logical IR."""
+
+    model: Model
+    workload: Workload
+    hardware: Hardware
+    groups: tuple[DeviceGroup, ...]
+    ranges: tuple[LayerRange, ...]
+    source_path: str = field(default="<memory>", compare=False)
+
+    def __post_init__(self) -> None:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate group names")
+        known = set(names)
+        for layer_range in self.ranges:
+            for block in layer_range.blocks:
+                if block.group not in known:
+                    raise ValueError(f"block on unknown group {block.group}")
+
+    def group(self, name: str) -> DeviceGroup:
+        """The device group called `name`."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        return print_program(self)
+
+
+def format_gpus(gpus: tuple[int, ...]) -> str:
+    """`gpu[0..7]`, `gpu[0, 2, 4..6]`: runs of consecutive ids become ranges."""
+    parts: list[str] = []
+    start = previous = gpus[0]
+    for gpu in (*gpus[1:], None):
+        if gpu is not None and gpu == previous + 1:
+            previous = gpu
+            continue
+        parts.append(str(start) if start == previous else f"{start}..{previous}")
+        if gpu is not None:
+            start = previous = gpu
+    return f"gpu[{', '.join(parts)}]"
+
+
+def print_program(program: Program) -> str:
+    """The logical IR as text (one canonical form, every default spelled out)."""
+    m, w, hw = program.model, program.workload, program.hardware
+    model_fields = [
+        ("layers", m.layers), ("hidden", m.hidden), ("heads", m.heads),
+        ("head_dim", m.head_dim), ("kv_heads", m.kv_heads), ("ffn", m.ffn),
+        ("activation", m.activation.value), ("experts", m.experts), ("top_k", m.top_k),
+        ("expert_ffn", m.expert_ffn),
+        ("capacity_factor", m.capacity_factor if m.experts is not None else None),
+        ("vocab", m.vocab),
+    ]  # fmt: skip
+    model_text = " ".join(f"{k}={v}" for k, v in model_fields if v is not None)
+    lines = [
+        f"program @{m.name} {{",
+        f"  model {model_text}",
+        f"  workload batch={w.batch} seq={w.seq} dtype={w.dtype.value}"
+        f" microbatches={w.microbatches}",
+        f"  hardware gpu={hw.gpu} node_size={hw.node_size}",
+    ]
+    lines += [f"  group @{g.name} = {format_gpus(g.gpus)}" for g in program.groups]
+    for layer_range in program.ranges:
+        lines.append(f"  layers {layer_range.first}..{layer_range.last} {{")
+        for block in layer_range.blocks:
+            lines.append(f"    {_format_block(block)}")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _format_block(block: Block) -> str:
+    text = f"{block.kind.value} on @{block.group}"
+    if block.kind.degree_key:
+        text += f" {block.kind.degree_key}={block.degree}"
+    if block.fused_qkv:
+        text += " fused_qkv"
+    return text

@@ -1,0 +1,42 @@
+"""Source files and positions in them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A range in a source file: 1-based line and column, end column exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __post_init__(self) -> None:
+        if self.line < 1 or self.column < 1:
+            raise ValueError(f"span starts before 1:1: {self}")
+
+    @classmethod
+    def point(cls, line: int, column: int, width: int = 1) -> Span:
+        """A span of `width` characters on one line."""
+        return cls(line, column, line, column + width)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """The text of one .dag file and the name it is reported under."""
+
+    path: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        """The text of 1-based `line`, without its newline ('' past the end)."""
+        lines = self.text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else ""
+
+    def end_span(self) -> Span:
+        """A one-character span just after the last character of the file."""
+        lines = self.text.splitlines() or [""]
+        return Span.point(len(lines), len(lines[-1]) + 1)
