@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TextIO, TypeVar
 
 import typer
 
@@ -38,6 +38,9 @@ WerrorOpt = Annotated[bool, typer.Option("--werror", help="Treat warnings as err
 class Emit(enum.StrEnum):
     ast = "ast"
     ir = "ir"
+    steps = "steps"
+    device = "device"
+    json = "json"
 
 
 def _version(value: bool) -> None:
@@ -114,22 +117,117 @@ def check(
         raise typer.Exit(2)
 
 
+def _pass_names() -> str:
+    from dagc.passes.manager import PIPELINE
+
+    return ", ".join(p.name for p in PIPELINE)
+
+
 @app.command()
 def lower(
     file: FileArg,
-    emit: Annotated[Emit, typer.Option(help="What to print: the syntax tree or the IR.")] = Emit.ir,
+    emit: Annotated[
+        Emit,
+        typer.Option(
+            help="What to print: the syntax tree (ast), the logical IR (ir), the step IR"
+            " (steps), the device IR (device) or the device DAG as node-link JSON (json)."
+        ),
+    ] = Emit.ir,
+    print_after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--print-after",
+            metavar="PASS",
+            help="Also print the IR after this pass (repeatable, or `all`). Passes: place,"
+            " shard-attention, shard-mlp, shard-moe, shard-embed-head, insert-collectives,"
+            " insert-transfers, microbatch, order.",
+        ),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Verify the IR after every pass.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    max_ops: Annotated[
+        int, typer.Option(help="Refuse to expand to more device operations than this.")
+    ] = 50_000_000,
     werror: WerrorOpt = False,
 ) -> None:
-    """Print a .dag file's syntax tree (`--emit ast`) or its logical IR (`--emit ir`)."""
+    """Print a .dag file at any level: syntax tree, logical IR, step IR or device DAG."""
     if emit is Emit.ast:
         from dagc.frontend.ast import dump
 
         tree = _run(lambda: dagc.parse_source(dagc.read_source(file)))
-        sys.stdout.write(dump(tree) + "\n")
+        _emit(output, lambda out: out.write(dump(tree) + "\n"))
         return
     result = _run(lambda: dagc.compile_file(file, werror=werror))
     _print_warnings(result)
-    sys.stdout.write(str(result.program) + "\n")
+    if emit is Emit.ir and not print_after:
+        _emit(output, lambda out: out.write(str(result.program) + "\n"))
+        return
+    _lower_device(result, emit, print_after or [], verify, output, max_ops, werror)
+
+
+def _lower_device(
+    result: dagc.CompileResult,
+    emit: Emit,
+    print_after: list[str],
+    verify: bool,
+    output: Path | None,
+    max_ops: int,
+    werror: bool,
+) -> None:
+    from dagc.expand import expand
+    from dagc.passes.manager import REGISTRY, PassOptions
+
+    wanted = set(REGISTRY) if "all" in print_after else set(print_after)
+    unknown = sorted(wanted - set(REGISTRY))
+    if unknown:
+        typer.echo(
+            f"dagc: error: unknown pass `{unknown[0]}` for --print-after\n"
+            f"  = help: the passes are {_pass_names()}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if emit is Emit.ir:
+        sys.stdout.write(str(result.program) + "\n")
+    options = PassOptions(print_after=frozenset(wanted), verify_each=verify, stream=sys.stdout)
+    if emit is Emit.steps:
+        from dagc.passes.manager import lower_to_steps
+
+        steps = _run(lambda: lower_to_steps(result.program, options))
+        _emit(output, lambda out: out.write(str(steps) + "\n"))
+        return
+    expansion = _run(lambda: expand(result, max_ops=max_ops, options=options))
+    for warning in expansion.warnings:
+        typer.echo(warning.render(), err=True)
+    if werror and expansion.warnings:
+        raise typer.Exit(2)
+    if emit is Emit.device:
+        _emit(output, lambda out: out.write(str(expansion.graph) + "\n"))
+    elif emit is Emit.json:
+        from dagc.backends.device_json import write_device_json
+
+        _emit(output, lambda out: write_device_json(expansion.graph, out))
+
+
+def _emit(output: Path | None, write: Callable[[TextIO], object]) -> None:
+    """Write to stdout, or atomically to `output`."""
+    if output is None:
+        write(sys.stdout)
+        return
+    from dagc.backends.output import write_atomically
+
+    try:
+        write_atomically(output, write)
+    except OSError as error:
+        typer.echo(
+            f"dagc: error: cannot write {output}: {error.strerror}\n"
+            "  = help: check that the folder exists and is writable",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def run() -> None:

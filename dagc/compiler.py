@@ -27,6 +27,7 @@ class CompileResult:
 
     program: Program
     warnings: tuple[Diagnostic, ...]
+    source: SourceFile
 
 
 def read_source(path: str | os.PathLike[str]) -> SourceFile:
@@ -49,9 +50,9 @@ def read_source(path: str | os.PathLike[str]) -> SourceFile:
     except OSError as error:
         raise fail(f"cannot read the file: {error.strerror}", "check its permissions") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not text
     except UnicodeDecodeError as error:
-        good = data[: error.start].decode("utf-8")
+        good = data[: error.start].decode("utf-8-sig")
         line = good.count("\n") + 1
         column = len(good) - (good.rfind("\n") + 1) + 1
         raise fail(
@@ -88,7 +89,7 @@ def compile_source(source: SourceFile, *, werror: bool = False) -> CompileResult
         bag.diagnostics = [_as_error(d) for d in bag.diagnostics]
     bag.raise_if_errors()
     assert program is not None
-    return CompileResult(program, tuple(bag.sorted()))
+    return CompileResult(program, tuple(bag.sorted()), source)
 
 
 def compile_file(path: str | os.PathLike[str], *, werror: bool = False) -> CompileResult:

@@ -1,0 +1,1 @@
+"""Backends: write IR and analyses to the stream or file they are given."""

@@ -1,0 +1,122 @@
+"""Expansion: run the passes from a checked program to its device DAG.
+
+Problems that only show once the program is expanded are reported as diagnostics in the
+front end's format: a placement whose program order deadlocks, an expansion too large to
+hold, an expert capacity larger than the tokens there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dagc.compiler import CompileResult
+from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
+from dagc.ir.device import ORDER_EDGE, DeviceGraph
+from dagc.ir.steps import StepProgram
+from dagc.ir.toposort import nodes_on_cycles, topological_levels
+from dagc.passes.common import expert_tokens, tokens
+from dagc.passes.manager import PIPELINE, PassOptions, run_pipeline
+
+DEFAULT_MAX_OPS = 50_000_000
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The device DAG of a compiled program and the warnings found while expanding."""
+
+    graph: DeviceGraph
+    warnings: tuple[Diagnostic, ...]
+
+
+def expand(
+    compiled: CompileResult,
+    *,
+    max_ops: int = DEFAULT_MAX_OPS,
+    options: PassOptions | None = None,
+) -> Expansion:
+    """Expand `compiled` into its device DAG; expansion errors raise DiagnosticError."""
+    bag = DiagnosticBag(compiled.source)
+    options = options or PassOptions()
+    checked = PassOptions(
+        print_after=options.print_after,
+        verify_each=options.verify_each,
+        timings=options.timings,
+        stream=options.stream,
+        after={"insert-transfers": lambda steps: _check_steps(steps, bag, max_ops)},
+    )
+    graph = run_pipeline(compiled.program, checked)
+    _check_deadlock(graph, bag)
+    bag.raise_if_errors()
+    return Expansion(graph, tuple(bag.sorted()))
+
+
+def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
+    program = steps.program
+    width = sum(step.width for step in steps.steps())
+    total = width * program.workload.microbatches
+    if total > max_ops:
+        first = steps.blocks[0]
+        bag.error(
+            first.span,
+            f"this configuration expands to {total:,} device operations ({width:,} per"
+            f" micro-batch x {program.workload.microbatches}), more than the limit of"
+            f" {max_ops:,}",
+            help="raise the limit with --max-ops, or use fewer micro-batches or layers",
+        )
+        bag.raise_if_errors()
+    for block in steps.blocks:
+        if block.kind == "moe" and expert_tokens(program) > tokens(program):
+            bag.warning(
+                block.span,
+                f"capacity_factor gives each expert {expert_tokens(program):,} token slots,"
+                f" more than the {tokens(program):,} tokens of a micro-batch",
+                help="the extra slots are padding that costs time; lower capacity_factor",
+            )
+            break
+
+
+def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
+    if topological_levels(graph.num_ops, graph.src, graph.dst) is not None:
+        return
+    cycle = _find_cycle(graph)
+    order_edges = {
+        (int(s), int(d))
+        for s, d, k in zip(graph.src, graph.dst, graph.edge_kind, strict=True)
+        if k == ORDER_EDGE
+    }
+    hops = [
+        (a, b) for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True) if (a, b) in order_edges
+    ]
+    notes = [
+        Note(
+            f"gpu {min(set(graph.gpus_of(a)) & set(graph.gpus_of(b)))} runs"
+            f" `{graph.name(a)}` before `{graph.name(b)}`"
+        )
+        for a, b in hops[:4]
+    ]
+    anchor = hops[0][0] if hops else cycle[0]
+    bag.error(
+        graph.step_of(anchor).span,
+        f"the placement deadlocks with {graph.microbatches} micro-batches: program order and"
+        " data dependencies form a circle",
+        help="a pipeline stage's GPUs run micro-batch by micro-batch, and groups that share"
+        " layers with another group run layer by layer; give each group one contiguous run"
+        " of layers, or use a single micro-batch",
+        notes=notes,
+    )
+
+
+def _find_cycle(graph: DeviceGraph) -> list[int]:
+    """One cycle among the operations that cannot be sorted, as op ids in order."""
+    import networkx as nx
+
+    stuck = set(nodes_on_cycles(graph.num_ops, graph.src, graph.dst).tolist())
+    keep = np.isin(graph.src, list(stuck)) & np.isin(graph.dst, list(stuck))
+    sub = nx.DiGraph()
+    sub.add_edges_from(zip(graph.src[keep].tolist(), graph.dst[keep].tolist(), strict=True))
+    return [int(edge[0]) for edge in nx.find_cycle(sub)]
+
+
+__all__ = ["DEFAULT_MAX_OPS", "PIPELINE", "Expansion", "expand"]

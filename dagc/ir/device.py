@@ -1,0 +1,214 @@
+"""The device DAG: every operation of every GPU and micro-batch, with its edges.
+
+Stored as a struct of arrays so that millions of operations fit in memory. The operations
+of one micro-batch form a *template* of W operations (one per GPU of each per-GPU step, one
+per joint step); micro-batch j's copy of template operation t has id j·W + t. Per-operation
+facts (GPU, layer, cost term, name) come from the template and its step, so they cost no
+memory per micro-batch. Only the edges are stored per operation: two int64 arrays, plus one
+byte saying whether an edge carries data or program order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from dagc.ir.logical import Program, format_gpus
+from dagc.ir.steps import Step, op_kind
+from dagc.ir.terms import CostTerm, TermTable
+
+IntArray = npt.NDArray[np.int64]
+
+DATA_EDGE = 0
+ORDER_EDGE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A readable view of one device operation."""
+
+    id: int
+    name: str
+    node: str
+    kind: str
+    gpus: tuple[int, ...]
+    layer: int
+    microbatch: int
+    term: CostTerm
+    flops: int
+    bytes: int
+
+
+class DeviceGraph:
+    """The per-GPU operations of a program and their data and program-order edges."""
+
+    def __init__(
+        self,
+        program: Program,
+        steps: tuple[Step, ...],
+        microbatches: int,
+        src: IntArray,
+        dst: IntArray,
+        edge_kind: npt.NDArray[np.uint8],
+    ) -> None:
+        self.program = program
+        self.steps = steps
+        self.microbatches = microbatches
+        self.src = src
+        self.dst = dst
+        self.edge_kind = edge_kind
+        self.terms = TermTable()
+        step_of: list[int] = []
+        rank_of: list[int] = []
+        term_of: list[int] = []
+        for index, step in enumerate(steps):
+            for rank in range(step.width):
+                step_of.append(index)
+                rank_of.append(rank)
+                term_of.append(self.terms.intern(step.term(rank)))
+        self.template_step = np.asarray(step_of, dtype=np.int32)
+        self.template_rank = np.asarray(rank_of, dtype=np.int32)
+        self.template_term = np.asarray(term_of, dtype=np.int32)
+
+    # -- sizes --------------------------------------------------------------------------
+
+    @property
+    def template_size(self) -> int:
+        """W: operations per micro-batch."""
+        return len(self.template_step)
+
+    @property
+    def num_ops(self) -> int:
+        return self.template_size * self.microbatches
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.src)
+
+    def with_edges(
+        self, src: IntArray, dst: IntArray, edge_kind: npt.NDArray[np.uint8]
+    ) -> DeviceGraph:
+        """A copy with other edges (the operations are shared)."""
+        graph = DeviceGraph.__new__(DeviceGraph)
+        graph.__dict__.update(self.__dict__)
+        graph.__dict__.pop("op_term", None)
+        graph.src, graph.dst, graph.edge_kind = src, dst, edge_kind
+        return graph
+
+    # -- per-operation facts ------------------------------------------------------------
+
+    def split_id(self, op: int) -> tuple[int, int]:
+        """(micro-batch, template index) of operation `op`."""
+        return divmod(op, self.template_size)
+
+    def step_of(self, op: int) -> Step:
+        return self.steps[int(self.template_step[op % self.template_size])]
+
+    def name(self, op: int) -> str:
+        """The whole name of operation `op`, e.g. `qkv_l0_gpu3_mb1.q`."""
+        microbatch, t = self.split_id(op)
+        step = self.steps[int(self.template_step[t])]
+        return step.op_name(int(self.template_rank[t]), self._mb_suffix(microbatch))
+
+    def node_name(self, op: int) -> str:
+        """The grouping node name (`qkv_l0_gpu3` for each of its three products)."""
+        microbatch, t = self.split_id(op)
+        step = self.steps[int(self.template_step[t])]
+        return step.node_name(int(self.template_rank[t]), self._mb_suffix(microbatch))
+
+    def gpus_of(self, op: int) -> tuple[int, ...]:
+        """The GPU of a per-GPU operation, or every participant of a joint one."""
+        t = op % self.template_size
+        step = self.steps[int(self.template_step[t])]
+        return step.gpus if step.joint else (step.gpus[int(self.template_rank[t])],)
+
+    def term_of(self, op: int) -> CostTerm:
+        return self.terms[int(self.template_term[op % self.template_size])]
+
+    def operation(self, op: int) -> Operation:
+        """Everything about operation `op` as one object."""
+        microbatch, t = self.split_id(op)
+        step = self.steps[int(self.template_step[t])]
+        term = self.term_of(op)
+        element_bytes = self.program.workload.dtype.bytes
+        return Operation(
+            id=op,
+            name=self.name(op),
+            node=self.node_name(op),
+            kind=op_kind(term),
+            gpus=self.gpus_of(op),
+            layer=step.layer,
+            microbatch=microbatch,
+            term=term,
+            flops=term.flops(),
+            bytes=term.bytes_moved(element_bytes),
+        )
+
+    def operations(self) -> Iterator[Operation]:
+        """Every operation, in id order (micro-batch by micro-batch, steps in order)."""
+        for op in range(self.num_ops):
+            yield self.operation(op)
+
+    @cached_property
+    def op_term(self) -> npt.NDArray[np.int32]:
+        """The term id of every operation (an array of length num_ops)."""
+        return np.tile(self.template_term, self.microbatches)
+
+    def _mb_suffix(self, microbatch: int) -> int | None:
+        return microbatch if self.microbatches > 1 else None
+
+    def gpus(self) -> list[int]:
+        """Every GPU that runs at least one operation, ascending."""
+        return sorted({g for step in self.steps for g in step.gpus})
+
+    def total_matmul_flops(self) -> int:
+        """Sum of matmul FLOPs over every operation, GPU and micro-batch."""
+        per_template = sum(self.terms[int(t)].flops() for t in self.template_term)
+        return per_template * self.microbatches
+
+    def predecessors(self) -> list[list[tuple[int, int]]]:
+        """For each operation, its (predecessor, edge kind) pairs sorted by predecessor."""
+        preds: list[list[tuple[int, int]]] = [[] for _ in range(self.num_ops)]
+        for s, d, k in zip(
+            self.src.tolist(), self.dst.tolist(), self.edge_kind.tolist(), strict=True
+        ):
+            preds[d].append((s, k))
+        for entry in preds:
+            entry.sort()
+        return preds
+
+    def __str__(self) -> str:
+        return print_device(self)
+
+
+def print_device(graph: DeviceGraph) -> str:
+    """The device IR as text: one line per operation with its predecessors.
+
+    `<-` lists data predecessors; `after` lists program-order predecessors that are not
+    also data predecessors.
+    """
+    program = graph.program
+    lines = [
+        f"device @{program.model.name} gpus={len(graph.gpus())}"
+        f" microbatches={graph.microbatches} ops={graph.num_ops} edges={graph.num_edges} {{"
+    ]
+    preds = graph.predecessors()
+    for op in range(graph.num_ops):
+        operation = graph.operation(op)
+        where = (
+            format_gpus(operation.gpus) if len(operation.gpus) > 1 else f"gpu{operation.gpus[0]}"
+        )
+        line = f"  {operation.name} = {operation.kind} {operation.term} on {where}"
+        data = [graph.name(p) for p, kind in preds[op] if kind == DATA_EDGE]
+        order = [graph.name(p) for p, kind in preds[op] if kind == ORDER_EDGE]
+        if data:
+            line += " <- " + ", ".join(data)
+        if order:
+            line += " after " + ", ".join(order)
+        lines.append(line)
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""The step IR: a program's blocks as SPMD steps, between the logical IR and the device DAG.
+
+A Step is one operation on each GPU of a set (a per-GPU step, e.g. `qkv` on every rank) or
+one operation joining a set of GPUs (a joint step: a collective or a transfer). A block is a
+sequence of steps; the whole program, for one micro-batch, is the sequence of its blocks.
+Data flows from each step to the next: on every GPU the two share, or from every operation
+of the first to every operation of the second when they share none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from dagc.ir.logical import BlockKind, Program, format_gpus
+from dagc.ir.terms import CostTerm, TermKind
+from dagc.source import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One SPMD step; see the module docstring.
+
+    `terms` holds one cost term per GPU of a per-GPU step (ranks may differ in shape) or
+    exactly one for a joint step. `part` (e.g. `.q`) names one product of a node that groups
+    several (`qkv`); `experts` gives each GPU's global expert index for expert steps.
+    """
+
+    base: str
+    layer: int
+    gpus: tuple[int, ...]
+    terms: tuple[CostTerm, ...]
+    joint: bool = False
+    part: str = ""
+    experts: tuple[int, ...] = ()
+    layer_in_name: bool = True
+    span: Span | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.gpus:
+            raise ValueError(f"step {self.base} has no GPUs")
+        expected = 1 if self.joint else len(self.gpus)
+        if len(self.terms) != expected:
+            raise ValueError(f"step {self.base} needs {expected} terms, has {len(self.terms)}")
+        if self.experts and len(self.experts) != len(self.gpus):
+            raise ValueError(f"step {self.base} needs one expert per GPU")
+
+    @property
+    def width(self) -> int:
+        """Device operations this step makes per micro-batch."""
+        return 1 if self.joint else len(self.gpus)
+
+    def node_name(self, rank: int, microbatch: int | None) -> str:
+        """The grouping node name of rank `rank` (without the product suffix)."""
+        name = self.base
+        if self.layer_in_name:
+            name += f"_l{self.layer}"
+        if self.experts:
+            name += f"_{self.experts[rank]}"
+        if not self.joint:
+            name += f"_gpu{self.gpus[rank]}"
+        if microbatch is not None:
+            name += f"_mb{microbatch}"
+        return name
+
+    def op_name(self, rank: int, microbatch: int | None) -> str:
+        """The whole operation name: node name plus product suffix."""
+        return self.node_name(rank, microbatch) + self.part
+
+    def term(self, rank: int) -> CostTerm:
+        return self.terms[0 if self.joint else rank]
+
+    def with_gpus(self, gpus: tuple[int, ...]) -> Step:
+        """The same step on other GPUs (same term on each)."""
+        terms = self.terms if self.joint else tuple(self.terms[0] for _ in gpus)
+        return replace(self, gpus=gpus, terms=terms)
+
+
+def op_kind(term: CostTerm) -> str:
+    """The kind of operation a term makes: matmul, elementwise, collective or transfer."""
+    if term.kind is TermKind.MATMUL:
+        return "matmul"
+    if term.kind is TermKind.ELEMENTWISE:
+        return "elementwise"
+    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL):
+        return "collective"
+    return "transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSteps:
+    """One block of one layer (or a transfer between blocks) and its steps.
+
+    `input_gpus` hold the block's input activations; a block whose input lives elsewhere
+    needs a transfer (inserted by insert-transfers). `output_gpus` hold its result: its own
+    GPUs, except for a moe block reached by broadcast, whose result returns to its input.
+    """
+
+    kind: str
+    layer: int
+    group: str
+    gpus: tuple[int, ...]
+    degree: int = 1
+    fused_qkv: bool = False
+    input_gpus: tuple[int, ...] = ()
+    output_gpus: tuple[int, ...] = ()
+    steps: tuple[Step, ...] = ()
+    span: Span | None = field(default=None, compare=False)
+
+    @property
+    def block_kind(self) -> BlockKind | None:
+        try:
+            return BlockKind(self.kind)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class StepProgram:
+    """All blocks of one micro-batch in execution order, and the program they came from."""
+
+    program: Program
+    blocks: tuple[BlockSteps, ...]
+
+    def steps(self) -> list[Step]:
+        """Every step in execution order."""
+        return [step for block in self.blocks for step in block.steps]
+
+    def __str__(self) -> str:
+        return print_steps(self)
+
+
+def print_steps(steps: StepProgram) -> str:
+    """The step IR as text (for `--print-after` and golden tests)."""
+    lines = [f"steps @{steps.program.model.name} {{"]
+    for block in steps.blocks:
+        head = f"  {block.kind} l{block.layer} on @{block.group} {format_gpus(block.gpus)}"
+        if block.input_gpus and block.input_gpus != block.gpus:
+            head += f" from {format_gpus(block.input_gpus)}"
+        lines.append(head + " {")
+        for step in block.steps:
+            lines.append(f"    {_format_step(step)}")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _format_step(step: Step) -> str:
+    name = step.op_name(0, None) if step.joint else step.base + step.part
+    if step.joint:
+        return f"{name} = {step.terms[0]} joining {format_gpus(step.gpus)}"
+    by_term: dict[CostTerm, list[int]] = {}
+    for gpu, term in zip(step.gpus, step.terms, strict=True):
+        by_term.setdefault(term, []).append(gpu)
+    shards = " | ".join(f"{term} on {format_gpus(tuple(gpus))}" for term, gpus in by_term.items())
+    experts = f" experts={list(step.experts)}" if step.experts else ""
+    return f"{name} = {shards}{experts}"

@@ -1,0 +1,120 @@
+"""Cost terms: the one quantity each device operation costs, before any cost model.
+
+A term is a function name and integer arguments, e.g. `Get_Time(2097152, 4096, 384)`. Terms
+are interned in a TermTable so that millions of operations share a few hundred terms and a
+cost model evaluates each distinct term once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class TermKind(enum.Enum):
+    """The cost functions dagc knows; the value is the name formulas print."""
+
+    MATMUL = "Get_Time"
+    ELEMENTWISE = "Elem_Time"
+    ALL_REDUCE = "AllReduce_Time"
+    ALL_TO_ALL = "AllToAll_Time"
+    BROADCAST = "Broadcast_Time"
+    P2P = "P2P_Time"
+    SYNC = "Sync"
+
+    @property
+    def is_communication(self) -> bool:
+        return self in _COMMUNICATION
+
+
+_COMMUNICATION = frozenset(
+    {TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL, TermKind.BROADCAST, TermKind.P2P}
+)
+_ARITY = {
+    TermKind.MATMUL: 3,
+    TermKind.ELEMENTWISE: 1,
+    TermKind.ALL_REDUCE: 2,
+    TermKind.ALL_TO_ALL: 2,
+    TermKind.BROADCAST: 2,
+    TermKind.P2P: 1,
+    TermKind.SYNC: 0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CostTerm:
+    """One cost term.
+
+    MATMUL (M, K, N); ELEMENTWISE (elements written); ALL_REDUCE, ALL_TO_ALL and BROADCAST
+    (bytes per rank, ranks); P2P (bytes); SYNC () costs nothing: it marks where a receiving
+    side waits for a transfer whose time is counted on the sending side. `nodes` > 1 means
+    the communication crosses node boundaries (inter-node network instead of NVLink).
+    """
+
+    kind: TermKind
+    args: tuple[int, ...]
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.args) != _ARITY[self.kind]:
+            raise ValueError(f"{self.kind.value} takes {_ARITY[self.kind]} arguments: {self.args}")
+        if any(a <= 0 for a in self.args) or self.nodes < 1:
+            raise ValueError(f"{self.kind.value} arguments must be positive: {self.args}")
+        if self.nodes > 1 and not self.kind.is_communication:
+            raise ValueError("only communication terms can span nodes")
+
+    def flops(self) -> int:
+        """Floating-point operations: 2·M·K·N for a matrix product, else 0."""
+        if self.kind is TermKind.MATMUL:
+            m, k, n = self.args
+            return 2 * m * k * n
+        return 0
+
+    def bytes_moved(self, element_bytes: int) -> int:
+        """Bytes read and written (matmul, elementwise) or sent per rank (communication)."""
+        if self.kind is TermKind.MATMUL:
+            m, k, n = self.args
+            return (m * k + k * n + m * n) * element_bytes
+        if self.kind is TermKind.ELEMENTWISE:
+            return 2 * self.args[0] * element_bytes  # one read and one write per element
+        if self.kind.is_communication:
+            return self.args[0]
+        return 0
+
+    def __str__(self) -> str:
+        args = ", ".join(str(a) for a in self.args)
+        if self.nodes > 1:
+            args += f", nodes={self.nodes}"
+        return f"{self.kind.value}({args})"
+
+
+class TermTable:
+    """Interns CostTerms: equal terms get the same small integer id."""
+
+    def __init__(self) -> None:
+        self.terms: list[CostTerm] = []
+        self._ids: dict[CostTerm, int] = {}
+
+    def intern(self, term: CostTerm) -> int:
+        """The id of `term`, adding it if new."""
+        found = self._ids.get(term)
+        if found is None:
+            found = self._ids[term] = len(self.terms)
+            self.terms.append(term)
+        return found
+
+    def __getitem__(self, term_id: int) -> CostTerm:
+        return self.terms[term_id]
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+
+def matmul(m: int, k: int, n: int) -> CostTerm:
+    """Get_Time(M, K, N)."""
+    return CostTerm(TermKind.MATMUL, (m, k, n))
+
+
+def elementwise(elements: int) -> CostTerm:
+    """Elem_Time(n)."""
+    return CostTerm(TermKind.ELEMENTWISE, (elements,))

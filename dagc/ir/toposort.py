@@ -1,0 +1,60 @@
+"""Topological sorting of the device DAG with numpy, level by level (Kahn's algorithm)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+
+
+def csr(num_nodes: int, keys: IntArray, values: IntArray) -> tuple[IntArray, IntArray]:
+    """(offsets, values sorted by key): values of node v are values[offsets[v]:offsets[v+1]]."""
+    sort = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys, minlength=num_nodes)
+    offsets = np.zeros(num_nodes + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, values[sort]
+
+
+def gather(offsets: IntArray, values: IntArray, nodes: IntArray) -> tuple[IntArray, IntArray]:
+    """(owner position, value) for every CSR value of `nodes`."""
+    starts, ends = offsets[nodes], offsets[nodes + 1]
+    counts = ends - starts
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(nodes), dtype=np.int64), counts)
+    first = np.repeat(starts - np.cumsum(counts) + counts, counts)
+    index = np.arange(total, dtype=np.int64) + first
+    return owner, values[index]
+
+
+def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[IntArray] | None:
+    """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle."""
+    indegree = np.bincount(dst, minlength=num_nodes).astype(np.int64)
+    offsets, successors = csr(num_nodes, src, dst)
+    frontier = np.flatnonzero(indegree == 0).astype(np.int64)
+    levels: list[IntArray] = []
+    seen = 0
+    while frontier.size:
+        levels.append(frontier)
+        seen += frontier.size
+        _, nxt = gather(offsets, successors, frontier)
+        if nxt.size == 0:
+            break
+        unique, counts = np.unique(nxt, return_counts=True)
+        indegree[unique] -= counts
+        frontier = unique[indegree[unique] == 0]
+    return levels if seen == num_nodes else None
+
+
+def nodes_on_cycles(num_nodes: int, src: IntArray, dst: IntArray) -> IntArray:
+    """Nodes that cannot be sorted: those on a cycle or after one."""
+    indegree = np.bincount(dst, minlength=num_nodes).astype(np.int64)
+    offsets, successors = csr(num_nodes, src, dst)
+    frontier = np.flatnonzero(indegree == 0).astype(np.int64)
+    while frontier.size:
+        _, nxt = gather(offsets, successors, frontier)
+        unique, counts = np.unique(nxt, return_counts=True)
+        indegree[unique] -= counts
+        frontier = unique[indegree[unique] == 0]
+    return np.flatnonzero(indegree > 0).astype(np.int64)

@@ -1,0 +1,56 @@
+"""insert-collectives: the communication inside a block.
+
+attention and mlp with tp > 1 end in an all-reduce of the T·H activations; a moe block
+whose input already lives on its own GPUs dispatches tokens to their experts with an
+all-to-all after the gate and combines them with another after expert_agg.
+"""
+
+from __future__ import annotations
+
+from dagc.ir.logical import Program
+from dagc.ir.steps import BlockSteps, Step, StepProgram
+from dagc.ir.terms import TermKind
+from dagc.passes.common import (
+    communication,
+    element_bytes,
+    map_blocks,
+    tokens,
+    tokens_held_by_expert_gpu,
+    with_steps,
+)
+
+
+def insert_collectives(steps: StepProgram) -> StepProgram:
+    """Add all_reduce_attn, all_reduce_mlp, dispatch and combine where the semantics ask."""
+    steps = map_blocks(steps, "attention", _all_reduce_after("o_proj", "all_reduce_attn"))
+    steps = map_blocks(steps, "mlp", _all_reduce_after("mlp_down", "all_reduce_mlp"))
+    return map_blocks(steps, "moe", _dispatch_and_combine)
+
+
+def _all_reduce_after(anchor: str, base: str) -> object:
+    def rewrite(program: Program, block: BlockSteps) -> BlockSteps:
+        if block.degree == 1:
+            return block
+        payload = tokens(program) * program.model.hidden * element_bytes(program)
+        term = communication(program, TermKind.ALL_REDUCE, payload, block.degree, gpus=block.gpus)
+        collective = Step(base, block.layer, block.gpus, (term,), joint=True, span=block.span)
+        return with_steps(block, _insert_after(block.steps, anchor, collective))
+
+    return rewrite
+
+
+def _dispatch_and_combine(program: Program, block: BlockSteps) -> BlockSteps:
+    if block.degree == 1 or set(block.input_gpus) != set(block.gpus):
+        return block  # one GPU needs no all-to-all; another group's tokens come by broadcast
+    held = tokens_held_by_expert_gpu(program, block.degree)
+    payload = held * program.model.hidden * element_bytes(program)
+    term = communication(program, TermKind.ALL_TO_ALL, payload, block.degree, gpus=block.gpus)
+    dispatch = Step("dispatch", block.layer, block.gpus, (term,), joint=True, span=block.span)
+    combine = Step("combine", block.layer, block.gpus, (term,), joint=True, span=block.span)
+    with_dispatch = _insert_after(block.steps, "gate", dispatch)
+    return with_steps(block, _insert_after(with_dispatch, "expert_agg", combine))
+
+
+def _insert_after(steps: tuple[Step, ...], anchor: str, new: Step) -> tuple[Step, ...]:
+    index = max(i for i, step in enumerate(steps) if step.base == anchor)
+    return (*steps[: index + 1], new, *steps[index + 1 :])

@@ -1,0 +1,91 @@
+"""The pass registry and pipeline: run passes in order, print or verify between them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dagc.ir.device import DeviceGraph
+from dagc.ir.logical import Program
+from dagc.ir.steps import StepProgram
+from dagc.ir.verify import verify
+from dagc.passes.collectives import insert_collectives
+from dagc.passes.microbatch import microbatch
+from dagc.passes.order import order
+from dagc.passes.place import place
+from dagc.passes.shard import shard_attention, shard_embed_head, shard_mlp, shard_moe
+from dagc.passes.transfers import insert_transfers
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named function from one IR to the next."""
+
+    name: str
+    run: Callable[[Any], Any]
+    summary: str
+
+
+PIPELINE: tuple[Pass, ...] = (
+    Pass("place", place, "layer ranges -> one block sequence on concrete GPUs"),
+    Pass("shard-attention", shard_attention, "attention ops per tp rank"),
+    Pass("shard-mlp", shard_mlp, "mlp ops per tp rank"),
+    Pass("shard-moe", shard_moe, "gate and experts per ep rank"),
+    Pass("shard-embed-head", shard_embed_head, "embedding lookup and lm_head"),
+    Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
+    Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
+    Pass("microbatch", microbatch, "repeat per micro-batch: the device DAG, data edges"),
+    Pass("order", order, "program-order edges on every GPU"),
+)
+REGISTRY: dict[str, Pass] = {p.name: p for p in PIPELINE}
+
+
+@dataclass
+class PassOptions:
+    """What the pipeline does between passes."""
+
+    print_after: frozenset[str] = frozenset()
+    verify_each: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    stream: TextIO | None = None
+    after: dict[str, Callable[[Any], None]] = field(default_factory=dict)
+
+
+def run_pipeline(program: Program, options: PassOptions | None = None) -> DeviceGraph:
+    """Run every pass over `program` and return the device DAG."""
+    result = run_passes(program, options)
+    assert isinstance(result, DeviceGraph)
+    return result
+
+
+def lower_to_steps(program: Program, options: PassOptions | None = None) -> StepProgram:
+    """Run the passes up to and including insert-transfers: the complete step IR."""
+    result = run_passes(program, options, until="insert-transfers")
+    assert isinstance(result, StepProgram)
+    return result
+
+
+def run_passes(
+    program: Program, options: PassOptions | None = None, until: str | None = None
+) -> Any:
+    """Run the pipeline's passes in order, stopping after `until` if given."""
+    options = options or PassOptions()
+    unknown = options.print_after - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"unknown pass {sorted(unknown)[0]}")
+    ir: Any = program
+    for each in PIPELINE:
+        started = time.perf_counter()
+        ir = each.run(ir)
+        options.timings[each.name] = time.perf_counter() - started
+        if options.verify_each:
+            verify(ir)
+        if each.name in options.after:
+            options.after[each.name](ir)
+        if each.name in options.print_after and options.stream is not None:
+            options.stream.write(f"// ----- IR after {each.name} -----\n{ir}\n")
+        if each.name == until:
+            break
+    return ir

@@ -1,0 +1,84 @@
+"""order: program-order edges, so each GPU runs its operations one at a time.
+
+Program order comes from the file, never from costs:
+- GPUs of a pipeline stage run micro-batch by micro-batch (GPipe forward);
+- GPUs of groups that alternate with another group inside a layer (attention/MoE
+  separation) run layer by layer, each layer's micro-batches in order (ping-pong).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
+from dagc.ir.steps import Step
+
+
+def order(graph: DeviceGraph) -> DeviceGraph:
+    """Add an edge from each operation to the next one on the same GPU."""
+    occ_template, occ_gpu, occ_step = _occurrences(graph.steps)
+    pingpong = _pingpong_gpus(graph.steps)
+    layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
+    m, width, n_steps = graph.microbatches, graph.template_size, len(graph.steps)
+
+    mb = np.repeat(np.arange(m, dtype=np.int64), len(occ_template))
+    op = mb * width + np.tile(occ_template, m)
+    gpu = np.tile(occ_gpu, m)
+    step = np.tile(occ_step, m)
+    is_pingpong = np.isin(gpu, np.asarray(sorted(pingpong), dtype=np.int64))
+    layer = layer_of_step[step]
+    key = np.where(is_pingpong, (layer * m + mb) * n_steps + step, mb * n_steps + step)
+
+    sort = np.lexsort((key, gpu))
+    op, gpu = op[sort], gpu[sort]
+    same_gpu = gpu[1:] == gpu[:-1]
+    order_src, order_dst = op[:-1][same_gpu], op[1:][same_gpu]
+    return _merge(graph, order_src, order_dst)
+
+
+def _occurrences(steps: tuple[Step, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(template op, GPU, step) for every GPU each template operation occupies."""
+    template: list[int] = []
+    gpus: list[int] = []
+    step_ids: list[int] = []
+    offset = 0
+    for index, step in enumerate(steps):
+        for rank, gpu in enumerate(step.gpus):
+            template.append(offset + (0 if step.joint else rank))
+            gpus.append(gpu)
+            step_ids.append(index)
+        offset += step.width
+    return (
+        np.asarray(template, dtype=np.int64),
+        np.asarray(gpus, dtype=np.int64),
+        np.asarray(step_ids, dtype=np.int64),
+    )
+
+
+def _pingpong_gpus(steps: tuple[Step, ...]) -> set[int]:
+    """GPUs of groups that share a layer's compute with another group."""
+    per_layer: dict[int, set[tuple[int, ...]]] = {}
+    for step in steps:
+        if not step.joint:
+            per_layer.setdefault(step.layer, set()).add(step.gpus)
+    gpus: set[int] = set()
+    for groups in per_layer.values():
+        distinct = {frozenset(g) for g in groups}
+        if len(distinct) > 1:
+            for group in distinct:
+                gpus |= group
+    return gpus
+
+
+def _merge(graph: DeviceGraph, order_src: np.ndarray, order_dst: np.ndarray) -> DeviceGraph:
+    """Data edges plus the program-order edges that are not data edges already."""
+    n = np.int64(graph.num_ops)
+    data_key = graph.src * n + graph.dst
+    order_key = np.unique(order_src * n + order_dst)
+    new = order_key[~np.isin(order_key, data_key)]
+    src = np.concatenate([graph.src, new // n])
+    dst = np.concatenate([graph.dst, new % n])
+    kinds = np.concatenate(
+        [np.full(len(graph.src), DATA_EDGE, np.uint8), np.full(len(new), ORDER_EDGE, np.uint8)]
+    )
+    return graph.with_edges(src, dst, kinds)

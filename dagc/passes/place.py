@@ -1,0 +1,46 @@
+"""place: the logical IR's layer ranges become one block sequence, layer by layer."""
+
+from __future__ import annotations
+
+from dagc.ir.logical import BlockKind, Program
+from dagc.ir.steps import BlockSteps, StepProgram
+
+NAME = "place"
+
+
+def place(program: Program) -> StepProgram:
+    """Every block of every layer, in execution order, on its group's GPUs (no steps yet).
+
+    `embed` runs only for layer 0 and `lm_head` only for the last layer, whatever range
+    they were written in. Each block records where its input lives: the output of the block
+    before it. A moe block reached from another group returns its result to that group.
+    """
+    last_layer = program.model.layers - 1
+    blocks: list[BlockSteps] = []
+    previous_output: tuple[int, ...] | None = None
+    for layer_range in program.ranges:
+        for layer in layer_range.layer_indices:
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.EMBED and layer != 0:
+                    continue
+                if block.kind is BlockKind.LM_HEAD and layer != last_layer:
+                    continue
+                gpus = program.group(block.group).gpus
+                source = previous_output if previous_output is not None else gpus
+                excursion = block.kind is BlockKind.MOE and set(source) != set(gpus)
+                output = source if excursion else gpus
+                blocks.append(
+                    BlockSteps(
+                        kind=block.kind.value,
+                        layer=layer,
+                        group=block.group,
+                        gpus=gpus,
+                        degree=block.degree,
+                        fused_qkv=block.fused_qkv,
+                        input_gpus=source,
+                        output_gpus=output,
+                        span=block.span,
+                    )
+                )
+                previous_output = output
+    return StepProgram(program, tuple(blocks))

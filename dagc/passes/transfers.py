@@ -1,0 +1,104 @@
+"""insert-transfers: moving activations between device groups.
+
+A block whose input lives on other GPUs is reached by a transfer:
+- a moe block is reached by `broadcast_l{l}` (all T tokens to every MoE GPU, counted on
+  the sending side) and `recv_moe_l{l}` (where the MoE side waits); its result goes back by
+  `return_l{l}` (each MoE GPU's tokens, summed over its experts), and res2 runs where the
+  residual stream lives, on the sending group;
+- any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
+  the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dagc.ir.logical import Program
+from dagc.ir.steps import BlockSteps, Step, StepProgram
+from dagc.ir.terms import CostTerm, TermKind
+from dagc.passes.common import communication, element_bytes, tokens, tokens_held_by_expert_gpu
+
+SYNC = CostTerm(TermKind.SYNC, ())
+
+
+def insert_transfers(steps: StepProgram) -> StepProgram:
+    """Add the transfers between consecutive blocks that run on different GPUs."""
+    program = steps.program
+    blocks: list[BlockSteps] = []
+    stage = 0
+    previous_layer = 0
+    for block in steps.blocks:
+        if set(block.input_gpus) == set(block.gpus):
+            blocks.append(block)
+        elif block.kind == "moe":
+            blocks.append(_moe_excursion(program, block))
+        else:
+            stage += 1
+            blocks += [_stage_transfer(program, block, stage, previous_layer), block]
+        previous_layer = block.layer
+    return replace(steps, blocks=tuple(blocks))
+
+
+def _activation_bytes(program: Program) -> int:
+    return tokens(program) * program.model.hidden * element_bytes(program)
+
+
+def _stage_transfer(
+    program: Program, block: BlockSteps, stage: int, previous_layer: int
+) -> BlockSteps:
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
+    send_term = communication(program, TermKind.P2P, _activation_bytes(program), gpus=both)
+    send = Step(
+        f"send_stage{stage}",
+        previous_layer,
+        block.input_gpus,
+        (send_term,),
+        joint=True,
+        layer_in_name=False,
+        span=block.span,
+    )
+    recv = Step(
+        f"recv_stage{stage}",
+        block.layer,
+        block.gpus,
+        (SYNC,),
+        joint=True,
+        layer_in_name=False,
+        span=block.span,
+    )
+    return BlockSteps(
+        kind="transfer",
+        layer=block.layer,
+        group=block.group,
+        gpus=both,
+        input_gpus=block.input_gpus,
+        output_gpus=block.gpus,
+        steps=(send, recv),
+        span=block.span,
+    )
+
+
+def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
+    ranks = block.degree + 1  # the sending rank and every MoE GPU
+    broadcast_term = communication(
+        program, TermKind.BROADCAST, _activation_bytes(program), ranks, gpus=both
+    )
+    broadcast = Step(
+        "broadcast", block.layer, block.input_gpus, (broadcast_term,), joint=True, span=block.span
+    )
+    receive = Step("recv_moe", block.layer, block.gpus, (SYNC,), joint=True, span=block.span)
+    held = tokens_held_by_expert_gpu(program, block.degree)
+    return_bytes = held * program.model.hidden * element_bytes(program)
+    back = Step(
+        "return",
+        block.layer,
+        both,
+        (communication(program, TermKind.P2P, return_bytes, gpus=both),),
+        joint=True,
+        span=block.span,
+    )
+    *compute, res2 = block.steps
+    assert res2.base == "res2"
+    residual = res2.with_gpus(block.input_gpus)
+    return replace(block, steps=(broadcast, receive, *compute, back, residual))
