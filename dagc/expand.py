@@ -15,7 +15,7 @@ from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
 from dagc.ir.steps import StepProgram
-from dagc.ir.toposort import nodes_on_cycles, topological_levels
+from dagc.ir.toposort import nodes_on_cycles
 from dagc.passes.common import expert_tokens, tokens
 from dagc.passes.manager import PIPELINE, PassOptions, run_pipeline
 
@@ -78,7 +78,7 @@ def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
 
 
 def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
-    if topological_levels(graph.num_ops, graph.src, graph.dst) is not None:
+    if graph.levels is not None:
         return
     cycle = _find_cycle(graph)
     order_edges = {

@@ -31,12 +31,24 @@ class SourceFile:
     path: str
     text: str
 
+    def lines(self) -> list[str]:
+        """The lines as the lexer counts them, without their line endings.
+
+        Only a line feed ends a line. str.splitlines() would also split at form feeds, NEL
+        and the Unicode line separators, which the grammar treats as ordinary characters, so
+        every line number after one of them would be off.
+        """
+        lines = self.text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the text ends with a newline (or is empty)
+        return [line.removesuffix("\r") for line in lines]
+
     def line_text(self, line: int) -> str:
         """The text of 1-based `line`, without its newline ('' past the end)."""
-        lines = self.text.splitlines()
+        lines = self.lines()
         return lines[line - 1] if 1 <= line <= len(lines) else ""
 
     def end_span(self) -> Span:
         """A one-character span just after the last character of the file."""
-        lines = self.text.splitlines() or [""]
+        lines = self.lines() or [""]
         return Span.point(len(lines), len(lines[-1]) + 1)

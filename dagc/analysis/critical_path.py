@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.device import DeviceGraph
-from dagc.ir.toposort import csr, gather, topological_levels
+from dagc.ir.toposort import csr, gather
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -36,7 +36,7 @@ def op_costs(graph: DeviceGraph, term_costs: FloatArray) -> FloatArray:
 def critical_path(graph: DeviceGraph, costs: FloatArray) -> CriticalPath:
     """Longest path of `graph` with operation `costs` (seconds per op id)."""
     n = graph.num_ops
-    levels = topological_levels(n, graph.src, graph.dst)
+    levels = graph.levels
     if levels is None:
         raise ValueError("the device graph has a cycle")
     offsets, preds = csr(n, graph.dst, graph.src)

@@ -71,15 +71,17 @@ def parse(source: SourceFile, bag: DiagnosticBag) -> ast.File | None:
             text = _blank_line(text, line)
     if tree is None or failed_lines:
         return None
+    errors = len(bag.errors)
     try:
-        return _ToAst().transform(tree)  # type: ignore[no-any-return]
+        file: ast.File = _ToAst(bag).transform(tree)
     except VisitError as error:  # never let lark's wrapper escape: show the real cause
         raise error.orig_exc from None
+    return file if len(bag.errors) == errors else None
 
 
 def _can_skip_line(text: str, line: int, failed: set[int]) -> bool:
     """A line can be blanked to look for more errors unless it opens or closes a body."""
-    lines = text.splitlines()
+    lines = text.split("\n")  # lines as lark counts them (never str.splitlines)
     if line in failed or not 1 <= line <= len(lines):
         return False
     content = lines[line - 1].split("#", 1)[0]
@@ -87,10 +89,9 @@ def _can_skip_line(text: str, line: int, failed: set[int]) -> bool:
 
 
 def _blank_line(text: str, line: int) -> str:
-    lines = text.splitlines(keepends=True)
-    ending = "\n" if lines[line - 1].endswith("\n") else ""
-    lines[line - 1] = ending
-    return "".join(lines)
+    lines = text.split("\n")
+    lines[line - 1] = ""
+    return "\n".join(lines)
 
 
 def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: UnexpectedInput) -> int:
@@ -107,7 +108,8 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
         return error.line
     assert isinstance(error, UnexpectedToken)
     token = error.token
-    expected = sorted(_describe_terminal(name) for name in error.expected)
+    accepted = _accepted_terminals(error)
+    expected = sorted(_describe_terminal(name) for name in accepted)
     if token.type == "$END":
         span = source.end_span()
         notes = _unclosed_brace_notes(source)
@@ -124,9 +126,20 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
     bag.error(
         span,
         f"unexpected {_describe_token(token)}; expected {_alternatives(expected)}",
-        help=_token_help(error.expected),
+        help=_token_help(accepted),
     )
     return span.line
+
+
+def _accepted_terminals(error: UnexpectedToken) -> set[str]:
+    """The terminals that could really come next.
+
+    LALR(1) merges look-ahead sets, so `error.expected` can list tokens the parser would
+    reject (e.g. `{` after `hidden = 4096`); the interactive parser tries each one.
+    """
+    if error.interactive_parser is None:
+        return set(error.expected)
+    return set(error.interactive_parser.accepts()) or set(error.expected)
 
 
 def _describe_token(token: Token) -> str:
@@ -167,7 +180,7 @@ def _alternatives(names: list[str]) -> str:
 def _unclosed_brace_notes(source: SourceFile) -> list[Note]:
     """Notes pointing at every `{` that is never closed."""
     open_braces: list[Span] = []
-    for number, line in enumerate(source.text.splitlines(), start=1):
+    for number, line in enumerate(source.lines(), start=1):
         code = line.split("#", 1)[0]
         for match in re.finditer(r"[{}]", code):
             if match.group() == "{":
@@ -187,10 +200,6 @@ def _token_span(token: Token) -> Span:
     return Span(token.line, token.column, token.end_line, token.end_column)
 
 
-def _int(token: Token) -> int:
-    return int(str(token).replace("_", ""))
-
-
 def _ident(token: Token) -> ast.Ident:
     return ast.Ident(str(token), _token_span(token))
 
@@ -198,6 +207,22 @@ def _ident(token: Token) -> ast.Ident:
 @v_args(inline=True, meta=True)
 class _ToAst(Transformer[Token, Any]):
     """Builds ast nodes from lark's tree (rules and aliases of dag.lark)."""
+
+    def __init__(self, bag: DiagnosticBag) -> None:
+        super().__init__()
+        self.bag = bag
+
+    def _int(self, token: Token) -> int:
+        digits = str(token).replace("_", "")
+        try:
+            return int(digits)
+        except ValueError:  # longer than Python converts (sys.get_int_max_str_digits)
+            self.bag.error(
+                _token_span(token),
+                f"this integer has {len(digits)} digits, too many to read",
+                help="counts and sizes in a .dag file are ordinary integers: fix the value",
+            )
+            return 0
 
     def start(self, meta: Any, *statements: Any) -> ast.File:
         return ast.File(
@@ -227,10 +252,10 @@ class _ToAst(Transformer[Token, Any]):
         return ast.GroupDecl(_ident(name), _ident(kind), kept, _span(meta))
 
     def span_member(self, meta: Any, first: Token, last: Token) -> ast.Member:
-        return ast.Member(_int(first), _int(last), _span(meta))
+        return ast.Member(self._int(first), self._int(last), _span(meta))
 
     def single_member(self, meta: Any, only: Token) -> ast.Member:
-        return ast.Member(_int(only), _int(only), _span(meta))
+        return ast.Member(self._int(only), self._int(only), _span(meta))
 
     def layers(self, meta: Any, _keyword: Token, *parts: Any) -> ast.LayersDecl:
         (first, last, range_span), groups, *rest = parts
@@ -242,7 +267,7 @@ class _ToAst(Transformer[Token, Any]):
 
     def layer_range(self, meta: Any, first: Token, last: Token | None) -> tuple[int, int, Span]:
         end = last if last is not None else first
-        return (_int(first), _int(end), _span(meta))
+        return (self._int(first), self._int(end), _span(meta))
 
     def group_list(self, meta: Any, *names: Token) -> tuple[ast.Ident, ...]:
         return tuple(_ident(n) for n in names)
@@ -261,10 +286,10 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Setting(_ident(key), value)
 
     def int_value(self, meta: Any, token: Token) -> ast.Value:
-        return ast.Value(_int(token), _token_span(token))
+        return ast.Value(self._int(token), _token_span(token))
 
     def negative_value(self, meta: Any, token: Token) -> ast.Value:
-        return ast.Value(-_int(token), _span(meta))
+        return ast.Value(-self._int(token), _span(meta))
 
     def float_value(self, meta: Any, token: Token) -> ast.Value:
         return ast.Value(float(str(token).replace("_", "")), _token_span(token))

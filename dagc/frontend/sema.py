@@ -7,6 +7,7 @@ explicit LayerRange per stage.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ BLOCK_NEEDS: dict[BlockKind, tuple[str, ...]] = {
     BlockKind.EMBED: (),
     BlockKind.ATTENTION: ("heads",),
     BlockKind.MLP: ("ffn",),
-    BlockKind.MOE: ("experts", "top_k"),
+    BlockKind.MOE: ("experts", "top_k", "expert_ffn"),
     BlockKind.LM_HEAD: ("vocab",),
 }
 BLOCK_KINDS = {kind.value: kind for kind in BlockKind}
@@ -233,7 +234,7 @@ class _Lowering:
             )
             return None
         if spec.kind == "number":
-            if isinstance(value.value, (int, float)) and value.value > 0:
+            if isinstance(value.value, (int, float)) and 0 < value.value <= sys.float_info.max:
                 return float(value.value)
             self.bag.error(
                 value.span,
@@ -253,14 +254,17 @@ class _Lowering:
     def _missing_required(
         self, settings: Settings, schema: dict[str, KeySpec], section: ast.Section
     ) -> bool:
-        missing = [k for k, s in schema.items() if s.required and k not in settings]
-        for key in missing:
-            self.bag.error(
-                Span.point(section.span.line, section.span.column, len(section.keyword)),
-                f"{section.keyword} has no `{key}` ({schema[key].meaning})",
-                help=f"add `{key} = ...` to the {section.keyword} section",
-            )
-        return bool(missing)
+        """Report required keys that are not written; True if any is missing or invalid."""
+        written = {setting.key.text for setting in section.settings}
+        required = [key for key, spec in schema.items() if spec.required]
+        for key in required:
+            if key not in written:  # a written but invalid value is reported already
+                self.bag.error(
+                    Span.point(section.span.line, section.span.column, len(section.keyword)),
+                    f"{section.keyword} has no `{key}` ({schema[key].meaning})",
+                    help=f"add `{key} = ...` to the {section.keyword} section",
+                )
+        return any(key not in settings for key in required)
 
     # -- sections -----------------------------------------------------------------------
 
@@ -419,13 +423,16 @@ class _Lowering:
     ) -> list[LayerRange]:
         num_layers = model.layers if model else None
         placed_by: dict[int, ast.LayersDecl] = {}
+        written: set[int] = set()  # layers named by any statement, even a rejected one
         ranges: list[LayerRange] = []
         for decl in decls:
+            if num_layers is not None:
+                written.update(range(decl.first, min(decl.last, num_layers - 1) + 1))
             if not self._check_range(decl, num_layers, placed_by):
                 continue
             ranges += self._lower_layers(decl, groups, model)
         if num_layers is not None and model_settings is not None and decls:
-            self._check_unplaced(num_layers, placed_by, model_settings)
+            self._check_unplaced(num_layers, written, model_settings)
         return sorted(ranges, key=lambda r: r.first)
 
     def _check_range(
@@ -448,24 +455,22 @@ class _Lowering:
             )
             return False
         overlap = [layer for layer in range(decl.first, decl.last + 1) if layer in placed_by]
-        if overlap:
-            other = placed_by[overlap[0]]
+        for other in dict.fromkeys(placed_by[layer] for layer in overlap):
             self.bag.error(
                 decl.range_span,
-                f"{_layer_list(overlap)} already placed by the `layers` statement on line"
-                f" {other.span.line}",
+                f"{_layer_list([n for n in overlap if placed_by[n] is other])} already placed"
+                f" by the `layers` statement on line {other.span.line}",
                 help="each layer is placed once: split or shorten one of the ranges",
                 notes=[Note("placed here first", other.range_span)],
             )
+        if overlap:
             return False
         for layer in range(decl.first, decl.last + 1):
             placed_by[layer] = decl
         return True
 
-    def _check_unplaced(
-        self, num_layers: int, placed_by: dict[int, ast.LayersDecl], settings: Settings
-    ) -> None:
-        missing = [layer for layer in range(num_layers) if layer not in placed_by]
+    def _check_unplaced(self, num_layers: int, written: set[int], settings: Settings) -> None:
+        missing = [layer for layer in range(num_layers) if layer not in written]
         if not missing:
             return
         for run in _runs(missing):
@@ -559,7 +564,7 @@ class _Lowering:
                 pp_entry.span,
                 f"pp={pp} needs {pp} groups after `on`, one per stage, but {count} "
                 f"{'is' if count == 1 else 'are'} listed",
-                help=f"list {pp} groups, e.g. `on stage0, stage1 pp=2`",
+                help=f"list {pp} groups, e.g. `on {_stage_names(pp)} pp={pp}`",
             )
             return None
         pp = pp or 1
@@ -650,6 +655,7 @@ class _Lowering:
                 setting.key.text == "layers"
                 and setting.value
                 and isinstance(setting.value.value, int)
+                and setting.value.value > 0  # an invalid count is reported already
             ):
                 return setting.value.value
         return None
@@ -775,8 +781,8 @@ class _Lowering:
                 big = sizes.count(sizes[0])
                 self.bag.warning(
                     span,
-                    f"{count} {what} do not split evenly over tp={tp}: ranks 0-{big - 1} get"
-                    f" {sizes[0]}, ranks {big}-{tp - 1} get {sizes[-1]}",
+                    f"{count} {what} do not split evenly over tp={tp}:"
+                    f" {_ranks_get(0, big - 1, sizes[0])}, {_ranks_get(big, tp - 1, sizes[-1])}",
                     help=f"the busiest rank sets the pace; a tp dividing {count} balances the work",
                 )
         if kind is BlockKind.ATTENTION:
@@ -826,6 +832,20 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((n, n))
     return runs
+
+
+def _ranks_get(first: int, last: int, count: int) -> str:
+    """`rank 0 gets 3` or `ranks 0-7 get 3`."""
+    if first == last:
+        return f"rank {first} gets {count}"
+    return f"ranks {first}-{last} get {count}"
+
+
+def _stage_names(count: int) -> str:
+    """`stage0, stage1`, shortened with `...` beyond four stages."""
+    if count <= 4:
+        return ", ".join(f"stage{i}" for i in range(count))
+    return f"stage0, stage1, ..., stage{count - 1}"
 
 
 def _layer_list(layers: list[int]) -> str:

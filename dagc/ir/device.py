@@ -20,6 +20,7 @@ import numpy.typing as npt
 from dagc.ir.logical import Program, format_gpus
 from dagc.ir.steps import Step, op_kind
 from dagc.ir.terms import CostTerm, TermTable
+from dagc.ir.toposort import topological_levels
 
 IntArray = npt.NDArray[np.int64]
 
@@ -95,7 +96,7 @@ class DeviceGraph:
         """A copy with other edges (the operations are shared)."""
         graph = DeviceGraph.__new__(DeviceGraph)
         graph.__dict__.update(self.__dict__)
-        graph.__dict__.pop("op_term", None)
+        graph.__dict__.pop("levels", None)
         graph.src, graph.dst, graph.edge_kind = src, dst, edge_kind
         return graph
 
@@ -157,6 +158,11 @@ class DeviceGraph:
     def op_term(self) -> npt.NDArray[np.int32]:
         """The term id of every operation (an array of length num_ops)."""
         return np.tile(self.template_term, self.microbatches)
+
+    @cached_property
+    def levels(self) -> list[IntArray] | None:
+        """Operations grouped by topological level, or None if the graph has a cycle."""
+        return topological_levels(self.num_ops, self.src, self.dst)
 
     def _mb_suffix(self, microbatch: int) -> int | None:
         return microbatch if self.microbatches > 1 else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
-from dagc.ir.toposort import topological_levels
 
 
 class VerificationError(Exception):
@@ -38,7 +37,7 @@ def verify_device(graph: DeviceGraph) -> None:
     n = graph.num_ops
     if len(graph.src) and (graph.src.min() < 0 or max(graph.src.max(), graph.dst.max()) >= n):
         raise VerificationError("edge endpoint out of range")
-    if topological_levels(n, graph.src, graph.dst) is None:
+    if graph.levels is None:
         raise VerificationError("the device graph has a cycle")
     names = [graph.name(t) for t in range(graph.template_size)]
     if len(set(names)) != len(names):
