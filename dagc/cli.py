@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TextIO, TypeVar
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 
@@ -228,6 +228,140 @@ def _emit(output: Path | None, write: Callable[[TextIO], object]) -> None:
             err=True,
         )
         raise typer.Exit(2) from None
+
+
+class ReportFormat(enum.StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+GpuOpt = Annotated[
+    str | None,
+    typer.Option("--gpu", help="GPU preset (a100, h100, h200); overrides the file's `gpu`."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a roofline parameter, e.g. --set matmul_efficiency=0.6 (repeatable;"
+        " see docs/cost-models.md for the names).",
+    ),
+]
+TableOpt = Annotated[
+    Path | None,
+    typer.Option("--cost-table", help="CSV of measured m,k,n,seconds for Get_Time."),
+]
+PluginOpt = Annotated[
+    Path | None,
+    typer.Option("--cost-plugin", help="Python file whose functions override cost terms."),
+]
+MatmulOnlyOpt = Annotated[
+    bool, typer.Option("--matmul-only", help="Only matrix products cost time (as in the seed).")
+]
+MaxOpsOpt = Annotated[
+    int, typer.Option(help="Refuse to expand to more device operations than this.")
+]
+
+
+def _cost_options(
+    gpu: str | None,
+    settings: list[str] | None,
+    table: Path | None,
+    plugin: Path | None,
+    matmul_only: bool,
+) -> Any:
+    from dagc.api import CostOptions
+
+    overrides: dict[str, float] = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            overrides[key.strip()] = float(value)
+        except ValueError:
+            typer.echo(
+                f"dagc: error: --set expects KEY=NUMBER, got `{item}`\n"
+                "  = help: e.g. --set matmul_efficiency=0.6",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+    return CostOptions(gpu, overrides, table, plugin, matmul_only)
+
+
+@app.command()
+def analyze(
+    file: FileArg,
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", help="Report format.")
+    ] = ReportFormat.text,
+    gpu: GpuOpt = None,
+    settings: SetOpt = None,
+    cost_table: TableOpt = None,
+    cost_plugin: PluginOpt = None,
+    matmul_only: MatmulOnlyOpt = False,
+    path_limit: Annotated[
+        int, typer.Option(help="Critical-path nodes listed in text reports (0: all).")
+    ] = 60,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+    ] = None,
+    max_ops: MaxOpsOpt = 50_000_000,
+    werror: WerrorOpt = False,
+) -> None:
+    """Analyze a configuration: critical path, per-GPU time, MFU and memory."""
+    from dagc.api import analyze_compiled
+    from dagc.backends.report import write_json, write_markdown, write_text
+
+    options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
+    compiled = _run(lambda: dagc.compile_file(file, werror=werror))
+    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops))
+    for warning in result.warnings:
+        typer.echo(warning.render(), err=True)
+    for message in result.analysis.warnings:
+        typer.echo(f"{file}: warning: {message}", err=True)
+    if werror and (result.warnings or result.analysis.warnings):
+        typer.echo("dagc: error: warnings are errors (--werror)", err=True)
+        raise typer.Exit(2)
+    analysis = result.analysis
+    if output_format is ReportFormat.json:
+        _emit(output, lambda out: write_json(analysis, out))
+    elif output_format is ReportFormat.markdown:
+        _emit(output, lambda out: write_markdown(analysis, out, path_limit=path_limit))
+    else:
+        _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit))
+
+
+def _analyze_one(file: Path, options: Any, max_ops: int) -> Any:
+    from dagc.api import analyze_compiled
+
+    compiled = _run(lambda: dagc.compile_file(file))
+    return _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops)).analysis
+
+
+@app.command()
+def compare(
+    files: Annotated[
+        list[Path], typer.Argument(help="Two or more .dag files.", show_default=False)
+    ],
+    markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,
+    gpu: GpuOpt = None,
+    settings: SetOpt = None,
+    cost_table: TableOpt = None,
+    cost_plugin: PluginOpt = None,
+    matmul_only: MatmulOnlyOpt = False,
+    max_ops: MaxOpsOpt = 50_000_000,
+) -> None:
+    """Compare configurations side by side: time, speedup over the first, bottleneck, MFU."""
+    from dagc.backends.report import write_comparison
+
+    options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
+    analyses = []
+    for file in files:
+        analyses.append(_analyze_one(file, options, max_ops))
+    write_comparison(analyses, sys.stdout, markdown=markdown)
 
 
 def run() -> None:

@@ -108,6 +108,7 @@ class Hardware:
 
     gpu: str = "h100"
     node_size: int = 8
+    overrides: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _require_positive(self, "node_size")

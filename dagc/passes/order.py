@@ -101,4 +101,5 @@ def _contains(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
         return np.zeros(needles.size, dtype=bool)
     position = np.searchsorted(sorted_haystack, needles)
     position = np.minimum(position, sorted_haystack.size - 1)
-    return sorted_haystack[position] == needles
+    found: np.ndarray = sorted_haystack[position] == needles
+    return found

@@ -1,0 +1,229 @@
+"""`dagc analyze`: the critical path, per-GPU figures and memory of a device DAG."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from dagc.analysis.costs import CostModel
+from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
+from dagc.ir.device import DeviceGraph
+from dagc.ir.steps import Step, op_kind
+from dagc.ir.terms import TermKind
+
+# Products whose K x N operand is a weight matrix (the rest multiply two activations).
+WEIGHT_PRODUCTS = frozenset(
+    {"qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "lm_head"}
+)
+COMMUNICATION_KINDS = frozenset({"collective", "transfer"})
+
+
+@dataclass(frozen=True)
+class PathNode:
+    """One node of the critical path: consecutive operations with the same node name."""
+
+    name: str
+    kind: str
+    ops: tuple[str, ...]
+    terms: tuple[str, ...]
+    start_s: float
+    time_s: float
+    share: float
+
+
+@dataclass(frozen=True)
+class GpuFigures:
+    """What one GPU does over the whole run."""
+
+    gpu: int
+    busy_s: float
+    idle_s: float
+    bubble: float
+    matmul_flops: int
+    tflops: float
+    mfu: float
+    weight_bytes: int
+    activation_bytes: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weight_bytes + self.activation_bytes
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything `dagc analyze` reports about one configuration."""
+
+    graph: DeviceGraph
+    cost_model: str
+    peak_flops: float
+    memory_limit: float
+    total_s: float
+    path: tuple[PathNode, ...]
+    compute_s: float
+    communication_s: float
+    gpus: tuple[GpuFigures, ...]
+    cost_notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def matmul_flops(self) -> int:
+        return self.graph.total_matmul_flops()
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation over all GPUs: achieved FLOP/s over their summed peak."""
+        if not self.gpus or self.total_s == 0:
+            return 0.0
+        return self.matmul_flops / self.total_s / (self.peak_flops * len(self.gpus))
+
+    def bottleneck(self) -> tuple[str, float]:
+        """The operation family (name stem) with the largest share of the critical path."""
+        by_family: dict[str, float] = defaultdict(float)
+        for node in self.path:
+            by_family[_family(node.name)] += node.time_s
+        if not by_family:
+            return ("-", 0.0)
+        family = max(sorted(by_family), key=lambda f: by_family[f])
+        return family, by_family[family] / self.total_s if self.total_s else 0.0
+
+
+def analyze(
+    graph: DeviceGraph, model: CostModel, peak_flops: float, memory_limit: float
+) -> Analysis:
+    """Cost every operation with `model` and gather the report's figures."""
+    term_costs = model.term_costs(graph.terms.terms)
+    costs = op_costs(graph, term_costs)
+    path = critical_path(graph, costs)
+    nodes = _path_nodes(graph, path, costs)
+    communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
+    compute = sum(n.time_s for n in nodes) - communication
+    gpus = _gpu_figures(graph, term_costs, path.time, peak_flops)
+    warnings = tuple(
+        _memory_warning(g, memory_limit) for g in gpus if g.memory_bytes > memory_limit
+    )
+    return Analysis(
+        graph=graph,
+        cost_model=model.name,
+        peak_flops=peak_flops,
+        memory_limit=memory_limit,
+        total_s=path.time,
+        path=tuple(nodes),
+        compute_s=compute,
+        communication_s=communication,
+        gpus=gpus,
+        cost_notes=tuple(model.notes()),
+        warnings=warnings,
+    )
+
+
+def _memory_warning(g: GpuFigures, limit: float) -> str:
+    return (
+        f"gpu{g.gpu} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB,"
+        f" activations {g.activation_bytes / 1e9:.1f} GB), more than its {limit / 1e9:.0f} GB"
+    )
+
+
+def _family(node_name: str) -> str:
+    """`qkv_l0_gpu3` -> `qkv`, `expert_l0_15_gpu15` -> `expert`, `send_stage1` -> `send_stage`."""
+    stem = node_name.split("_l", 1)[0] if "_l" in node_name else node_name
+    return stem.rstrip("0123456789")
+
+
+def _path_nodes(
+    graph: DeviceGraph, path: CriticalPath, costs: npt.NDArray[np.float64]
+) -> list[PathNode]:
+    groups: list[list[int]] = []
+    for op in path.ops:
+        if groups and graph.node_name(groups[-1][-1]) == graph.node_name(op):
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+    total = path.time or 1.0
+    nodes = []
+    for ops in groups:
+        time = float(sum(costs[o] for o in ops))
+        nodes.append(
+            PathNode(
+                name=graph.node_name(ops[0]),
+                kind=op_kind(graph.term_of(ops[0])),
+                ops=tuple(graph.name(o) for o in ops),
+                terms=tuple(str(graph.term_of(o)) for o in ops),
+                start_s=float(path.start[ops[0]]),
+                time_s=time,
+                share=time / total,
+            )
+        )
+    return nodes
+
+
+def _gpu_figures(
+    graph: DeviceGraph, term_costs: npt.NDArray[np.float64], total: float, peak_flops: float
+) -> tuple[GpuFigures, ...]:
+    m = graph.microbatches
+    busy: dict[int, float] = defaultdict(float)
+    flops: dict[int, int] = defaultdict(int)
+    for t in range(graph.template_size):
+        term_id = int(graph.template_term[t])
+        term = graph.terms[term_id]
+        for gpu in graph.gpus_of(t):
+            busy[gpu] += float(term_costs[term_id]) * m
+            flops[gpu] += term.flops() * m
+    weights, activations = _memory(graph)
+    figures = []
+    for gpu in graph.gpus():
+        achieved = flops[gpu] / total if total else 0.0
+        idle = max(total - busy[gpu], 0.0)
+        figures.append(
+            GpuFigures(
+                gpu=gpu,
+                busy_s=busy[gpu],
+                idle_s=idle,
+                bubble=idle / total if total else 0.0,
+                matmul_flops=flops[gpu],
+                tflops=achieved / 1e12,
+                mfu=achieved / peak_flops,
+                weight_bytes=weights[gpu],
+                activation_bytes=activations[gpu],
+            )
+        )
+    return tuple(figures)
+
+
+def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int]]:
+    """Weight bytes and the peak activation working set of one micro-batch, per GPU.
+
+    Weights: the K x N operand of every weight product the GPU runs (each layer and expert
+    has its own), plus the embedding table. Activations: the largest inputs-plus-outputs of
+    any single operation of one micro-batch.
+    """
+    w = graph.program.workload.dtype.bytes
+    model = graph.program.model
+    weights: dict[int, int] = defaultdict(int)
+    activations: dict[int, int] = defaultdict(int)
+    for step in graph.steps:
+        if step.joint:
+            continue
+        for rank, gpu in enumerate(step.gpus):
+            term = step.terms[rank]
+            if step.base == "embed" and model.vocab is not None:
+                weights[gpu] += model.vocab * model.hidden * w
+            activations[gpu] = max(activations[gpu], _activation_bytes(step, rank, w))
+            if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
+                _, k, n = term.args
+                weights[gpu] += k * n * w
+    return weights, activations
+
+
+def _activation_bytes(step: Step, rank: int, w: int) -> int:
+    term = step.terms[rank]
+    if term.kind is TermKind.MATMUL:
+        m, k, n = term.args
+        weight = k * n if step.base in WEIGHT_PRODUCTS else 0
+        return (m * k + k * n + m * n - weight) * w
+    if term.kind is TermKind.ELEMENTWISE:
+        return 2 * term.args[0] * w
+    return 0

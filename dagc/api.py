@@ -1,0 +1,114 @@
+"""The library's high-level entry points: compile, expand, cost and analyze in one call.
+
+import dagc.api
+analysis = dagc.api.analyze_file("examples/seed/ma_separation.dag")
+print(analysis.total_s)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from dagc.analysis.analyze import Analysis, analyze
+from dagc.analysis.costs import CostModel, MatmulOnly, Roofline, RooflineParams
+from dagc.compiler import CompileResult, compile_file
+from dagc.diagnostics import Diagnostic, DiagnosticBag, DiagnosticError, did_you_mean
+from dagc.expand import DEFAULT_MAX_OPS, expand
+from dagc.hardware import PRESETS
+from dagc.ir.logical import Program
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """How operations are costed (the CLI's --gpu, --set, --cost-table, --cost-plugin...)."""
+
+    gpu: str | None = None
+    overrides: dict[str, float] = field(default_factory=dict)
+    table: str | os.PathLike[str] | None = None
+    plugin: str | os.PathLike[str] | None = None
+    matmul_only: bool = False
+
+
+def _option_error(message: str, help: str | None) -> DiagnosticError:
+    bag = DiagnosticBag(None)
+    bag.error(None, message, help=help)
+    return DiagnosticError(bag.diagnostics)
+
+
+def roofline_params(program: Program, options: CostOptions) -> RooflineParams:
+    """The roofline parameters: the preset (file or --gpu) with overrides applied."""
+    gpu = options.gpu or program.hardware.gpu
+    if gpu not in PRESETS:
+        raise _option_error(
+            f"unknown GPU preset `{gpu}`",
+            did_you_mean(gpu, PRESETS) or f"presets: {', '.join(sorted(PRESETS))}",
+        )
+    params = RooflineParams.for_gpu(PRESETS[gpu], program.workload.dtype)
+    overrides = {**program.hardware.overrides, **options.overrides}
+    try:
+        return params.with_overrides(overrides)
+    except KeyError as error:
+        key = str(error.args[0])
+        names = RooflineParams.__dataclass_fields__
+        raise _option_error(
+            f"unknown roofline parameter `{key}`",
+            did_you_mean(key, names) or f"parameters: {', '.join(names)}",
+        ) from None
+    except ValueError as error:
+        raise _option_error(f"bad roofline parameter: {error}", None) from None
+
+
+def cost_model(
+    program: Program, options: CostOptions | None = None
+) -> tuple[CostModel, RooflineParams]:
+    """The cost model the options describe, and the roofline parameters under it."""
+    options = options or CostOptions()
+    params = roofline_params(program, options)
+    gpu = options.gpu or program.hardware.gpu
+    model: CostModel = Roofline(params, program.workload.dtype.bytes)
+    model.name = f"roofline ({gpu}, {program.workload.dtype.value})"
+    if options.table is not None:
+        from dagc.analysis.table import TableModel, load_cost_table
+
+        model = TableModel(load_cost_table(options.table), model)
+    if options.plugin is not None:
+        from dagc.analysis.plugin import load_plugin
+
+        model = load_plugin(options.plugin, model)
+    if options.matmul_only:
+        model = MatmulOnly(model)
+    return model, params
+
+
+@dataclass(frozen=True)
+class AnalyzeResult:
+    """An analysis and the diagnostics (warnings) found on the way."""
+
+    analysis: Analysis
+    warnings: tuple[Diagnostic, ...]
+    compiled: CompileResult
+
+
+def analyze_compiled(
+    compiled: CompileResult,
+    costs: CostOptions | None = None,
+    *,
+    max_ops: int = DEFAULT_MAX_OPS,
+) -> AnalyzeResult:
+    """Expand and analyze an already compiled program."""
+    model, params = cost_model(compiled.program, costs)
+    expansion = expand(compiled, max_ops=max_ops)
+    analysis = analyze(expansion.graph, model, params.peak_flops, params.memory_bytes)
+    return AnalyzeResult(analysis, compiled.warnings + expansion.warnings, compiled)
+
+
+def analyze_file(
+    path: str | os.PathLike[str],
+    costs: CostOptions | None = None,
+    *,
+    werror: bool = False,
+    max_ops: int = DEFAULT_MAX_OPS,
+) -> Analysis:
+    """Compile, expand and analyze a .dag file (warnings are dropped; see analyze_compiled)."""
+    return analyze_compiled(compile_file(path, werror=werror), costs, max_ops=max_ops).analysis

@@ -1,0 +1,260 @@
+"""Reports of `dagc analyze` and `dagc compare`: text (80 columns), markdown and JSON.
+
+The JSON schema is documented in docs/analyze.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from dagc.analysis.analyze import Analysis, GpuFigures
+from dagc.ir.logical import Program, format_gpus
+
+JSON_VERSION = 1
+
+
+def _seconds(value: float) -> str:
+    """A duration with a unit that keeps 4 significant digits readable."""
+    if value >= 1:
+        return f"{value:.4f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3f} ms"
+    return f"{value * 1e6:.2f} us"
+
+
+def _bytes(value: float) -> str:
+    return f"{value / 1e9:.2f} GB"
+
+
+def summary_lines(program: Program) -> list[str]:
+    """The configuration in a few lines."""
+    m, w, hw = program.model, program.workload, program.hardware
+    parts = [f"{m.layers} layers", f"hidden {m.hidden}"]
+    if m.heads:
+        kv = f" ({m.kv_heads} kv)" if m.kv_heads != m.heads else ""
+        parts.append(f"{m.heads} heads x {m.head_dim}{kv}")
+    if m.ffn:
+        parts.append(f"ffn {m.ffn}")
+    if m.experts:
+        parts.append(f"{m.experts} experts top-{m.top_k} x {m.expert_ffn}")
+    parts.append(m.activation.value)
+    groups = ", ".join(f"{g.name} {format_gpus(g.gpus)}" for g in program.groups)
+    gpus = len({gpu for g in program.groups for gpu in g.gpus})
+    return [
+        f"model     {m.name}: " + ", ".join(parts),
+        f"workload  batch {w.batch} x seq {w.seq}, {w.dtype.value}, {w.microbatches}"
+        f" micro-batch{'es' if w.microbatches > 1 else ''} of {w.tokens_per_microbatch} tokens",
+        f"devices   {gpus} x {hw.gpu} (node size {hw.node_size}): {groups}",
+    ]
+
+
+def gpu_rows(gpus: Sequence[GpuFigures]) -> list[tuple[str, GpuFigures]]:
+    """GPUs with identical rounded figures merged into one row, labelled by their range."""
+    rows: list[tuple[list[int], GpuFigures]] = []
+    for figures in gpus:
+        key = _row_key(figures)
+        if rows and _row_key(rows[-1][1]) == key and rows[-1][0][-1] == figures.gpu - 1:
+            rows[-1][0].append(figures.gpu)
+        else:
+            rows.append(([figures.gpu], figures))
+    return [
+        (f"gpu{ids[0]}" if len(ids) == 1 else format_gpus(tuple(ids)), figures)
+        for ids, figures in rows
+    ]
+
+
+def _row_key(g: GpuFigures) -> tuple[str, ...]:
+    return (f"{g.busy_s:.6g}", f"{g.tflops:.4g}", f"{g.memory_bytes:.4g}")
+
+
+def write_text(analysis: Analysis, stream: TextIO, *, path_limit: int = 60) -> None:
+    """The human report, at most 80 columns wide."""
+    graph = analysis.graph
+    out = [f"dagc analyze: {graph.program.source_path}", *summary_lines(graph.program)]
+    out.append(f"cost      {analysis.cost_model}")
+    out += [f"          note: {note}" for note in analysis.cost_notes]
+    out.append(f"graph     {graph.num_ops:,} operations, {graph.num_edges:,} edges")
+    out.append("")
+    total = analysis.total_s
+    comm = analysis.communication_s / total if total else 0.0
+    out.append(
+        f"critical path  {_seconds(total)}   compute {1 - comm:.1%}, communication {comm:.1%}"
+    )
+    family, share = analysis.bottleneck()
+    out.append(f"bottleneck     {family} ({share:.1%} of the critical path)")
+    out.append(f"matmul FLOPs   {analysis.matmul_flops:.4e}   MFU {analysis.mfu:.1%}")
+    out.append("")
+    out.append(f"  {'#':>4}  {'node':<34} {'kind':<11} {'time':>12} {'share':>6}")
+    shown = analysis.path if path_limit <= 0 else analysis.path[:path_limit]
+    for index, node in enumerate(shown, start=1):
+        out.append(
+            f"  {index:>4}  {_clip(node.name, 34):<34} {node.kind:<11}"
+            f" {_seconds(node.time_s):>12} {node.share:>6.1%}"
+        )
+    hidden = len(analysis.path) - len(shown)
+    if hidden > 0:
+        out.append(f"  ... {hidden} more nodes (--path-limit 0 shows all)")
+    out.append("")
+    out.append("per GPU   (idle: waiting for other GPUs; MFU: matmul FLOP/s over peak)")
+    out.append(
+        f"  {'gpus':<14} {'busy':>11} {'idle':>11} {'bubble':>7} {'TFLOP/s':>8}"
+        f" {'MFU':>6} {'memory':>10}"
+    )
+    for label, g in gpu_rows(analysis.gpus):
+        out.append(
+            f"  {_clip(label, 14):<14} {_seconds(g.busy_s):>11} {_seconds(g.idle_s):>11}"
+            f" {g.bubble:>7.1%} {g.tflops:>8.1f} {g.mfu:>6.1%} {_bytes(g.memory_bytes):>10}"
+        )
+    if analysis.warnings:
+        out.append("")
+        out += [f"warning: {w}" for w in analysis.warnings]
+    stream.write("\n".join(out) + "\n")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def write_markdown(analysis: Analysis, stream: TextIO, *, path_limit: int = 0) -> None:
+    """The report as GitHub-flavoured markdown."""
+    graph = analysis.graph
+    out = [f"# dagc analyze: `{graph.program.source_path}`", ""]
+    out += [
+        f"- {line.split(maxsplit=1)[0]}: {line.split(maxsplit=1)[1]}"
+        for line in summary_lines(graph.program)
+    ]
+    out.append(f"- cost model: {analysis.cost_model}")
+    out += [f"  - note: {note}" for note in analysis.cost_notes]
+    out.append(f"- graph: {graph.num_ops:,} operations, {graph.num_edges:,} edges")
+    total = analysis.total_s
+    comm = analysis.communication_s / total if total else 0.0
+    family, share = analysis.bottleneck()
+    out += [
+        "",
+        f"**Critical path: {_seconds(total)}** (compute {1 - comm:.1%}, communication"
+        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%}.",
+        "",
+        "| # | node | kind | term | time | share |",
+        "|---:|---|---|---|---:|---:|",
+    ]
+    shown = analysis.path if path_limit <= 0 else analysis.path[:path_limit]
+    for index, node in enumerate(shown, start=1):
+        terms = " + ".join(f"`{t}`" for t in node.terms)
+        out.append(
+            f"| {index} | `{node.name}` | {node.kind} | {terms} | {_seconds(node.time_s)}"
+            f" | {node.share:.1%} |"
+        )
+    out += [
+        "",
+        "| GPUs | busy | idle | bubble | TFLOP/s | MFU | memory |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, g in gpu_rows(analysis.gpus):
+        out.append(
+            f"| {label} | {_seconds(g.busy_s)} | {_seconds(g.idle_s)} | {g.bubble:.1%}"
+            f" | {g.tflops:.1f} | {g.mfu:.1%} | {_bytes(g.memory_bytes)} |"
+        )
+    if analysis.warnings:
+        out += ["", *[f"> warning: {w}" for w in analysis.warnings]]
+    stream.write("\n".join(out) + "\n")
+
+
+def analysis_json(analysis: Analysis) -> dict[str, Any]:
+    """The report as a JSON-ready dict (schema in docs/analyze.md)."""
+    graph = analysis.graph
+    program = graph.program
+    family, share = analysis.bottleneck()
+    return {
+        "format": "dagc-analysis",
+        "version": JSON_VERSION,
+        "source": program.source_path,
+        "model": program.model.name,
+        "cost_model": analysis.cost_model,
+        "cost_notes": list(analysis.cost_notes),
+        "critical_path": {
+            "time_s": analysis.total_s,
+            "compute_s": analysis.compute_s,
+            "communication_s": analysis.communication_s,
+            "bottleneck": {"family": family, "share": share},
+            "nodes": [node.name for node in analysis.path],
+            "steps": [
+                {
+                    "node": node.name,
+                    "kind": node.kind,
+                    "ops": list(node.ops),
+                    "terms": list(node.terms),
+                    "start_s": node.start_s,
+                    "time_s": node.time_s,
+                    "share": node.share,
+                }
+                for node in analysis.path
+            ],
+        },
+        "totals": {
+            "ops": graph.num_ops,
+            "edges": graph.num_edges,
+            "matmul_flops": analysis.matmul_flops,
+            "mfu": analysis.mfu,
+            "gpus": len(analysis.gpus),
+        },
+        "gpus": [
+            {
+                "gpu": g.gpu,
+                "busy_s": g.busy_s,
+                "idle_s": g.idle_s,
+                "bubble": g.bubble,
+                "matmul_flops": g.matmul_flops,
+                "tflops": g.tflops,
+                "mfu": g.mfu,
+                "weight_bytes": g.weight_bytes,
+                "activation_bytes": g.activation_bytes,
+                "memory_bytes": g.memory_bytes,
+            }
+            for g in analysis.gpus
+        ],
+        "memory_limit_bytes": analysis.memory_limit,
+        "warnings": list(analysis.warnings),
+    }
+
+
+def write_json(analysis: Analysis, stream: TextIO) -> None:
+    """The report as JSON."""
+    json.dump(analysis_json(analysis), stream, indent=2, sort_keys=True)
+    stream.write("\n")
+
+
+def write_comparison(
+    analyses: Sequence[Analysis], stream: TextIO, *, markdown: bool = False
+) -> None:
+    """Configurations side by side; speedup is relative to the first."""
+    base = analyses[0].total_s
+    header = ["config", "time", "speedup", "bottleneck", "MFU", "max memory"]
+    rows = []
+    for a in analyses:
+        family, share = a.bottleneck()
+        peak_memory = max((g.memory_bytes for g in a.gpus), default=0)
+        rows.append(
+            [
+                a.graph.program.source_path,
+                _seconds(a.total_s),
+                f"{base / a.total_s:.2f}x" if a.total_s else "-",
+                f"{family} {share:.0%}",
+                f"{a.mfu:.1%}",
+                _bytes(peak_memory),
+            ]
+        )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---:|---:|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i in (0, 3) else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in [header, *rows]
+        ]
+    stream.write("\n".join(lines) + "\n")
