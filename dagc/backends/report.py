@@ -17,6 +17,8 @@ JSON_VERSION = 1
 
 def _seconds(value: float) -> str:
     """A duration with a unit that keeps 4 significant digits readable."""
+    if value == 0:
+        return "0 s"
     if value >= 1:
         return f"{value:.4f} s"
     if value >= 1e-3:
