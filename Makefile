@@ -9,7 +9,8 @@ BIN     = $(VENV)/bin
 
 demo: setup
 	$(BIN)/dagc check examples/seed/baseline_tp8_pp2.dag examples/seed/ma_separation.dag
-	$(BIN)/dagc lower examples/seed/ma_separation.dag --emit ir
+	$(BIN)/dagc analyze examples/seed/ma_separation.dag
+	$(BIN)/dagc compare examples/seed/baseline_tp8_pp2.dag examples/seed/ma_separation.dag
 
 test: setup
 	$(BIN)/ruff check dagc tests benchmarks
