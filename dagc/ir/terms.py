@@ -8,7 +8,14 @@ cost model evaluates each distinct term once.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+
+# How an argument was built: factors (symbol, value), e.g. (("B", 1024), ("S", 2048)) for
+# the tokens of a micro-batch. An empty symbol is a plain number (a rank's 3 heads).
+Factor = tuple[str, int]
+Label = tuple[Factor, ...]
+TOKEN_SYMBOLS = frozenset({"B", "B/m", "S", "T_e"})
 
 
 class TermKind(enum.Enum):
@@ -54,8 +61,15 @@ class CostTerm:
     kind: TermKind
     args: tuple[int, ...]
     nodes: int = 1
+    labels: tuple[Label, ...] = field(default=(), compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.labels:
+            if len(self.labels) != len(self.args):
+                raise ValueError(f"{self.kind.value}: one label per argument")
+            for arg, label in zip(self.args, self.labels, strict=True):
+                if label and math.prod(v for _, v in label) != arg:
+                    raise ValueError(f"{self.kind.value}: label {label} does not multiply to {arg}")
         if len(self.args) != _ARITY[self.kind]:
             raise ValueError(f"{self.kind.value} takes {_ARITY[self.kind]} arguments: {self.args}")
         if any(a <= 0 for a in self.args) or self.nodes < 1:
@@ -87,6 +101,27 @@ class CostTerm:
             args += f", nodes={self.nodes}"
         return f"{self.kind.value}({args})"
 
+    def pretty(self, *, symbolic: bool = False, times: str = "×") -> str:
+        """The term as the seed writes it: token dimensions as products (`1024×2048`).
+
+        With `symbolic`, every labelled argument is written in model symbols (`B*S`, `H`,
+        `3*d`).
+        """
+        args = [self._pretty_arg(i, symbolic, times) for i in range(len(self.args))]
+        if self.nodes > 1:
+            args.append(f"nodes={self.nodes}")
+        return f"{self.kind.value}({', '.join(args)})"
+
+    def _pretty_arg(self, index: int, symbolic: bool, times: str) -> str:
+        label = self.labels[index] if self.labels else ()
+        if not label:
+            return str(self.args[index])
+        if symbolic:
+            return "*".join(symbol or str(value) for symbol, value in label)
+        if len(label) > 1 and any(symbol in TOKEN_SYMBOLS for symbol, _ in label):
+            return times.join(str(value) for _, value in label)
+        return str(self.args[index])
+
 
 class TermTable:
     """Interns CostTerms: equal terms get the same small integer id."""
@@ -110,11 +145,15 @@ class TermTable:
         return len(self.terms)
 
 
-def matmul(m: int, k: int, n: int) -> CostTerm:
-    """Get_Time(M, K, N)."""
-    return CostTerm(TermKind.MATMUL, (m, k, n))
+def _value(label: Label) -> int:
+    return math.prod(value for _, value in label)
 
 
-def elementwise(elements: int) -> CostTerm:
-    """Elem_Time(n)."""
-    return CostTerm(TermKind.ELEMENTWISE, (elements,))
+def matmul(m: Label, k: Label, n: Label) -> CostTerm:
+    """Get_Time(M, K, N) from labelled dimensions."""
+    return CostTerm(TermKind.MATMUL, (_value(m), _value(k), _value(n)), labels=(m, k, n))
+
+
+def elementwise(elements: Label) -> CostTerm:
+    """Elem_Time(n) from a labelled element count."""
+    return CostTerm(TermKind.ELEMENTWISE, (_value(elements),), labels=(elements,))

@@ -11,11 +11,13 @@ from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram
 from dagc.ir.terms import TermKind
 from dagc.passes.common import (
+    activation_bytes,
     communication,
-    element_bytes,
+    count,
+    dims,
+    held_tokens,
     map_blocks,
-    tokens,
-    tokens_held_by_expert_gpu,
+    times,
     with_steps,
 )
 
@@ -31,8 +33,8 @@ def _all_reduce_after(anchor: str, base: str) -> object:
     def rewrite(program: Program, block: BlockSteps) -> BlockSteps:
         if block.degree == 1:
             return block
-        payload = tokens(program) * program.model.hidden * element_bytes(program)
-        term = communication(program, TermKind.ALL_REDUCE, payload, block.degree, gpus=block.gpus)
+        payload, ranks = activation_bytes(program), count(block.degree)
+        term = communication(program, TermKind.ALL_REDUCE, payload, ranks, gpus=block.gpus)
         collective = Step(base, block.layer, block.gpus, (term,), joint=True, span=block.span)
         return with_steps(block, _insert_after(block.steps, anchor, collective))
 
@@ -42,9 +44,11 @@ def _all_reduce_after(anchor: str, base: str) -> object:
 def _dispatch_and_combine(program: Program, block: BlockSteps) -> BlockSteps:
     if block.degree == 1 or set(block.input_gpus) != set(block.gpus):
         return block  # one GPU needs no all-to-all; another group's tokens come by broadcast
-    held = tokens_held_by_expert_gpu(program, block.degree)
-    payload = held * program.model.hidden * element_bytes(program)
-    term = communication(program, TermKind.ALL_TO_ALL, payload, block.degree, gpus=block.gpus)
+    d = dims(program)
+    payload = times(held_tokens(program, block.degree), d.hidden, d.width)
+    term = communication(
+        program, TermKind.ALL_TO_ALL, payload, count(block.degree), gpus=block.gpus
+    )
     dispatch = Step("dispatch", block.layer, block.gpus, (term,), joint=True, span=block.span)
     combine = Step("combine", block.layer, block.gpus, (term,), joint=True, span=block.span)
     with_dispatch = _insert_after(block.steps, "gate", dispatch)

@@ -6,16 +6,19 @@ vocabulary rows; rank i of an ep group holds experts i·E/e ... (i+1)·E/e − 1
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from dagc.ir.logical import Activation, Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram
-from dagc.ir.terms import CostTerm, elementwise, matmul
+from dagc.ir.terms import CostTerm, Label, elementwise, matmul
 from dagc.passes.common import (
+    count,
+    dims,
     expert_tokens,
+    held_tokens,
     map_blocks,
-    tokens,
-    tokens_held_by_expert_gpu,
+    times,
     with_steps,
 )
 from dagc.split import split_evenly
@@ -37,34 +40,37 @@ def shard_attention(steps: StepProgram) -> StepProgram:
 
 def _attention(program: Program, block: BlockSteps) -> BlockSteps:
     model = program.model
-    assert model.heads is not None and model.kv_heads is not None and model.head_dim is not None
-    t, d, hidden = block.degree, model.head_dim, model.hidden
-    n_tokens, bm, seq = tokens(program), program.workload.microbatch_size, program.workload.seq
+    assert model.heads is not None and model.kv_heads is not None
+    D = dims(program)
+    t, tok, hid, d = block.degree, D.tokens, D.hidden, D.head_dim
     heads = split_evenly(model.heads, t)
     kv = split_evenly(model.kv_heads, t) if model.kv_heads >= t else [1] * t
+
+    def per_rank(base: str, make: Callable[[int, int], CostTerm], part: str = "") -> Step:
+        return _per_gpu(base, block, [make(h, k) for h, k in zip(heads, kv, strict=True)], part)
+
     if block.fused_qkv:
-        qkv = [
-            _per_gpu(
-                "qkv",
-                block,
-                [matmul(n_tokens, hidden, (h + 2 * k) * d) for h, k in zip(heads, kv, strict=True)],
-            )
-        ]
+        qkv = [per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h + 2 * k), d)))]
     else:
-        q = _per_gpu("qkv", block, [matmul(n_tokens, hidden, h * d) for h in heads], ".q")
-        k = _per_gpu("qkv", block, [matmul(n_tokens, hidden, k * d) for k in kv], ".k")
-        v = _per_gpu("qkv", block, [matmul(n_tokens, hidden, k * d) for k in kv], ".v")
-        qkv = [q, k, v]
+        qkv = [
+            per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h), d)), ".q"),
+            per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".k"),
+            per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".v"),
+        ]
+
+    def scores_rows(h: int) -> Label:
+        return times(D.batch, D.seq, count(h))  # Bm·S·h, in the seed's order
+
     return with_steps(
         block,
         (
-            _same("ln1", block, elementwise(n_tokens * hidden)),
+            _same("ln1", block, elementwise(times(tok, hid))),
             *qkv,
-            _per_gpu("attn_scores", block, [matmul(bm * h * seq, d, seq) for h in heads]),
-            _per_gpu("softmax", block, [elementwise(bm * h * seq * seq) for h in heads]),
-            _per_gpu("attn_out", block, [matmul(bm * h * seq, seq, d) for h in heads]),
-            _per_gpu("o_proj", block, [matmul(n_tokens, h * d, hidden) for h in heads]),
-            _same("res1", block, elementwise(n_tokens * hidden)),
+            per_rank("attn_scores", lambda h, k: matmul(scores_rows(h), d, D.seq)),
+            per_rank("softmax", lambda h, k: elementwise(times(scores_rows(h), D.seq))),
+            per_rank("attn_out", lambda h, k: matmul(scores_rows(h), D.seq, d)),
+            per_rank("o_proj", lambda h, k: matmul(tok, times(count(h), d), hid)),
+            _same("res1", block, elementwise(times(tok, hid))),
         ),
     )
 
@@ -77,19 +83,20 @@ def shard_mlp(steps: StepProgram) -> StepProgram:
 def _mlp(program: Program, block: BlockSteps) -> BlockSteps:
     model = program.model
     assert model.ffn is not None
-    n_tokens, hidden = tokens(program), model.hidden
-    columns = split_evenly(model.ffn, block.degree)
-    up = [_per_gpu("mlp_up", block, [matmul(n_tokens, hidden, f) for f in columns])]
+    D = dims(program)
+    tok, hid = D.tokens, D.hidden
+    columns = [count(f) for f in split_evenly(model.ffn, block.degree)]
+    up = [_per_gpu("mlp_up", block, [matmul(tok, hid, f) for f in columns])]
     if model.activation is Activation.SWIGLU:
-        up.append(_per_gpu("mlp_gate", block, [matmul(n_tokens, hidden, f) for f in columns]))
+        up.append(_per_gpu("mlp_gate", block, [matmul(tok, hid, f) for f in columns]))
     return with_steps(
         block,
         (
-            _same("ln2", block, elementwise(n_tokens * hidden)),
+            _same("ln2", block, elementwise(times(tok, hid))),
             *up,
-            _per_gpu("mlp_act", block, [elementwise(n_tokens * f) for f in columns]),
-            _per_gpu("mlp_down", block, [matmul(n_tokens, f, hidden) for f in columns]),
-            _same("res2", block, elementwise(n_tokens * hidden)),
+            _per_gpu("mlp_act", block, [elementwise(times(tok, f)) for f in columns]),
+            _per_gpu("mlp_down", block, [matmul(tok, f, hid) for f in columns]),
+            _same("res2", block, elementwise(times(tok, hid))),
         ),
     )
 
@@ -102,27 +109,27 @@ def shard_moe(steps: StepProgram) -> StepProgram:
 def _moe(program: Program, block: BlockSteps) -> BlockSteps:
     model = program.model
     assert model.experts is not None and model.expert_ffn is not None
-    n_tokens, hidden, ffn = tokens(program), model.hidden, model.expert_ffn
-    t_e, per_gpu = expert_tokens(program), model.experts // block.degree
+    D = dims(program)
+    tok, hid = D.tokens, D.hidden
+    t_e, ffn = count(expert_tokens(program), "T_e"), count(model.expert_ffn, "Fe")
+    per_gpu = model.experts // block.degree
+    parts = [(".up", matmul(t_e, hid, ffn))]
+    if model.activation is Activation.SWIGLU:
+        parts.append((".gate", matmul(t_e, hid, ffn)))
+    parts += [(".act", elementwise(times(t_e, ffn))), (".down", matmul(t_e, ffn, hid))]
     expert_steps: list[Step] = []
     for local in range(per_gpu):
         experts = tuple(rank * per_gpu + local for rank in range(block.degree))
-        parts = [(".up", matmul(t_e, hidden, ffn))]
-        if model.activation is Activation.SWIGLU:
-            parts.append((".gate", matmul(t_e, hidden, ffn)))
-        parts += [(".act", elementwise(t_e * ffn)), (".down", matmul(t_e, ffn, hidden))]
         for part, term in parts:
-            step = _same("expert", block, term, part)
-            expert_steps.append(replace(step, experts=experts))
-    held = tokens_held_by_expert_gpu(program, block.degree)
+            expert_steps.append(replace(_same("expert", block, term, part), experts=experts))
     return with_steps(
         block,
         (
-            _same("ln2", block, elementwise(n_tokens * hidden)),
-            _same("gate", block, matmul(n_tokens, hidden, model.experts)),
+            _same("ln2", block, elementwise(times(tok, hid))),
+            _same("gate", block, matmul(tok, hid, count(model.experts, "E"))),
             *expert_steps,
-            _same("expert_agg", block, elementwise(held * hidden)),
-            _same("res2", block, elementwise(n_tokens * hidden)),
+            _same("expert_agg", block, elementwise(times(held_tokens(program, block.degree), hid))),
+            _same("res2", block, elementwise(times(tok, hid))),
         ),
     )
 
@@ -134,15 +141,13 @@ def shard_embed_head(steps: StepProgram) -> StepProgram:
 
 
 def _embed(program: Program, block: BlockSteps) -> BlockSteps:
-    return with_steps(
-        block, (_same("embed", block, elementwise(tokens(program) * program.model.hidden)),)
-    )
+    D = dims(program)
+    return with_steps(block, (_same("embed", block, elementwise(times(D.tokens, D.hidden))),))
 
 
 def _lm_head(program: Program, block: BlockSteps) -> BlockSteps:
     assert program.model.vocab is not None
+    D = dims(program)
     rows = split_evenly(program.model.vocab, block.degree)
-    n_tokens, hidden = tokens(program), program.model.hidden
-    return with_steps(
-        block, (_per_gpu("lm_head", block, [matmul(n_tokens, hidden, v) for v in rows]),)
-    )
+    terms = [matmul(D.tokens, D.hidden, count(v)) for v in rows]
+    return with_steps(block, (_per_gpu("lm_head", block, terms),))

@@ -16,7 +16,7 @@ from dataclasses import replace
 from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram
 from dagc.ir.terms import CostTerm, TermKind
-from dagc.passes.common import communication, element_bytes, tokens, tokens_held_by_expert_gpu
+from dagc.passes.common import activation_bytes, communication, count, dims, held_tokens, times
 
 SYNC = CostTerm(TermKind.SYNC, ())
 
@@ -39,15 +39,11 @@ def insert_transfers(steps: StepProgram) -> StepProgram:
     return replace(steps, blocks=tuple(blocks))
 
 
-def _activation_bytes(program: Program) -> int:
-    return tokens(program) * program.model.hidden * element_bytes(program)
-
-
 def _stage_transfer(
     program: Program, block: BlockSteps, stage: int, previous_layer: int
 ) -> BlockSteps:
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
-    send_term = communication(program, TermKind.P2P, _activation_bytes(program), gpus=both)
+    send_term = communication(program, TermKind.P2P, activation_bytes(program), gpus=both)
     send = Step(
         f"send_stage{stage}",
         previous_layer,
@@ -82,14 +78,14 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     ranks = block.degree + 1  # the sending rank and every MoE GPU
     broadcast_term = communication(
-        program, TermKind.BROADCAST, _activation_bytes(program), ranks, gpus=both
+        program, TermKind.BROADCAST, activation_bytes(program), count(ranks), gpus=both
     )
     broadcast = Step(
         "broadcast", block.layer, block.input_gpus, (broadcast_term,), joint=True, span=block.span
     )
     receive = Step("recv_moe", block.layer, block.gpus, (SYNC,), joint=True, span=block.span)
-    held = tokens_held_by_expert_gpu(program, block.degree)
-    return_bytes = held * program.model.hidden * element_bytes(program)
+    d = dims(program)
+    return_bytes = times(held_tokens(program, block.degree), d.hidden, d.width)
     back = Step(
         "return",
         block.layer,
