@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -71,7 +72,7 @@ class Diagnostic:
     def _excerpt(self, span: Span | None) -> list[str]:
         if self.source is None or span is None:
             return []
-        text = self.source.line_text(span.line).expandtabs(1)
+        text = _visible(self.source.line_text(span.line))
         number = str(span.line)
         pad = " " * len(number)
         end = span.end_column if span.end_line == span.line else len(text) + 1
@@ -155,6 +156,18 @@ class DiagnosticBag:
             return (line, col, 0 if d.severity is Severity.ERROR else 1)
 
         return sorted(self.diagnostics, key=key)
+
+
+def _visible(line: str) -> str:
+    """`line` with tabs, control and invisible format characters shown as one space each.
+
+    One character stays one column, so the caret line still lines up, and a stray `\\r` or
+    form feed cannot move the terminal's cursor.
+    """
+    return "".join(" " if unicodedata.category(c) in _INVISIBLE else c for c in line)
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

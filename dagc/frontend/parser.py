@@ -101,7 +101,7 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
         char = source.line_text(error.line)[error.column - 1 : error.column] or error.char
         bag.error(
             span,
-            f"unexpected character `{char}`",
+            f"unexpected character {_describe_char(char)}",
             help="names use letters, digits and `_`; numbers use digits and `_`;"
             " comments start with `#`",
         )
@@ -139,7 +139,13 @@ def _accepted_terminals(error: UnexpectedToken) -> set[str]:
     """
     if error.interactive_parser is None:
         return set(error.expected)
-    return set(error.interactive_parser.accepts()) or set(error.expected)
+    accepts: set[str] = error.interactive_parser.accepts()  # type: ignore[no-untyped-call]
+    return accepts or set(error.expected)
+
+
+def _describe_char(char: str) -> str:
+    """`$`, or U+FEFF for a character that does not show."""
+    return f"`{char}`" if char.isprintable() and not char.isspace() else f"U+{ord(char):04X}"
 
 
 def _describe_token(token: Token) -> str:

@@ -133,9 +133,14 @@ class _Lowering:
             self._settings(devices.settings, DEVICES_KEYS, "devices") if devices else None
         )
         groups = self._groups(devices.groups) if devices else {}
-        built_model = self._model(model, model_settings) if model and model_settings else None
+        # `is not None`: an empty section has no settings but must still be checked
+        built_model = (
+            self._model(model, model_settings) if model and model_settings is not None else None
+        )
         built_workload = (
-            self._workload(workload, workload_settings) if workload and workload_settings else None
+            self._workload(workload, workload_settings)
+            if workload and workload_settings is not None
+            else None
         )
         hardware = self._hardware(device_settings) if device_settings is not None else None
         ranges = self._layer_ranges(tree.layers, groups, built_model, model_settings)

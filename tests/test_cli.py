@@ -1,0 +1,219 @@
+"""The `dagc` command line: exit codes, which stream carries what, and internal errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+import dagc
+from dagc.cli import ISSUES_URL, app
+from helpers import REPO, config, example_files
+
+SEED = REPO / "examples" / "seed"
+BASELINE = SEED / "baseline_tp8_pp2.dag"
+MA = SEED / "ma_separation.dag"
+# ma_separation.dag line 20 is `  attention on attn tp=12`; `12` starts in column 24.
+MA_WARNING = (
+    f"{MA}:20:24: warning: 32 heads do not split evenly over tp=12:"
+    " ranks 0-7 get 3, ranks 8-11 get 2"
+)
+
+runner = CliRunner()
+
+
+def _bad_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.dag"
+    path.write_text(config({3: "  hiden = 1024; hidden = 1024"}))
+    return path
+
+
+def test_check_seed_examples() -> None:
+    result = runner.invoke(app, ["check", str(BASELINE), str(MA)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert MA_WARNING in result.stderr.splitlines()
+    assert result.stderr.splitlines()[-1] == "dagc: checked 2 files, 0 with errors, 1 warning"
+
+
+def test_check_every_example() -> None:
+    files = [str(path) for path in example_files()]
+    result = runner.invoke(app, ["check", *files])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_check_bad_input(tmp_path: Path) -> None:
+    path = _bad_file(tmp_path)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{path}:3:3: error: unknown model key `hiden`"
+    assert "      = help: did you mean `hidden`?" in lines  # gutter: len("3") + 5
+    assert lines[-1] == "dagc: checked 1 file, 1 with errors, 0 warnings"
+    assert "Traceback" not in result.output
+
+
+def test_check_goes_on_after_a_failed_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", str(_bad_file(tmp_path)), str(MA)])
+    assert result.exit_code == 2
+    assert MA_WARNING in result.stderr.splitlines()
+    assert result.stderr.splitlines()[-1] == "dagc: checked 2 files, 1 with errors, 1 warning"
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "latin1"])
+def test_unreadable_input_exits_2(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "input.dag"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_text("")
+    elif kind == "latin1":
+        path.write_bytes("# café\n".encode("latin-1"))
+    for command in (["check", str(path)], ["lower", str(path)], ["lower", str(path), "--emit=ast"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"{path}")
+        assert "Traceback" not in result.output
+
+
+def test_werror_fails_on_a_warning() -> None:
+    result = runner.invoke(app, ["check", "--werror", str(MA)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    expected = MA_WARNING.replace("warning:", "error:") + " [--werror]"
+    assert expected in result.stderr.splitlines()
+    lowered = runner.invoke(app, ["lower", str(MA), "--werror"])
+    assert lowered.exit_code == 2
+    assert lowered.stdout == ""
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert result.stdout == f"dagc {project['version']}\n"
+    assert dagc.__version__ == project["version"]
+
+
+def test_lower_emit_ir() -> None:
+    result = runner.invoke(app, ["lower", str(BASELINE), "--emit", "ir"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("program @dense_4l {\n")
+    assert result.stdout.endswith("\n}\n")
+    default = runner.invoke(app, ["lower", str(BASELINE)])
+    assert default.stdout == result.stdout
+
+
+def test_lower_prints_warnings_on_stderr_only() -> None:
+    result = runner.invoke(app, ["lower", str(MA)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("program @moe_4l {\n")
+    assert "warning" not in result.stdout
+    assert MA_WARNING in result.stderr.splitlines()
+
+
+def test_lower_emit_ast() -> None:
+    result = runner.invoke(app, ["lower", str(BASELINE), "--emit=ast"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "File"
+    assert "      name: 'dense_4l' @2:7" in lines  # `model dense_4l {` is line 2
+
+
+def test_help_of_every_command() -> None:
+    commands = sorted(get_command(app).commands)  # type: ignore[attr-defined]
+    assert {"check", "lower"} <= set(commands)
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0
+    for name in commands:
+        assert name in top.stdout
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Usage:" in result.stdout
+        assert runner.invoke(app, [name, "-h"]).stdout == result.stdout
+
+
+def test_no_arguments_prints_help() -> None:
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2  # no command given is a usage error
+    assert "Usage:" in result.output
+
+
+def test_bad_option_exits_2() -> None:
+    result = runner.invoke(app, ["lower", str(BASELINE), "--emit", "dot"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def _explode(*args: object, **kwargs: object) -> object:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("command", [["check", str(BASELINE)], ["lower", str(BASELINE)]])
+def test_internal_error(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    monkeypatch.setattr(dagc, "compile_file", _explode)
+    monkeypatch.delenv("DAGC_DEBUG", raising=False)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "dagc: internal error: RuntimeError: boom"
+    assert len(lines) == 2  # the message, then how to report it
+    assert "DAGC_DEBUG=1" in lines[1]
+    assert ISSUES_URL in lines[1]
+    assert "Traceback" not in result.output
+
+
+def test_internal_error_with_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dagc, "compile_file", _explode)
+    result = runner.invoke(app, ["check", str(BASELINE)], env={"DAGC_DEBUG": "1"})
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "RuntimeError: boom" in result.stderr
+
+
+# -- the real program ------------------------------------------------------------------
+
+
+def _dagc(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DAGC_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "dagc", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_python_m_dagc() -> None:
+    seeds = sorted(str(path.relative_to(REPO)) for path in SEED.glob("*.dag"))
+    good = _dagc("check", *seeds)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == ""
+    assert good.stderr.endswith(", 0 with errors, 1 warning\n")
+
+    lowered = _dagc("lower", "examples/seed/baseline_tp8_pp2.dag", "--emit", "ir")
+    assert lowered.returncode == 0
+    assert lowered.stdout.startswith("program @dense_4l {\n")
+
+
+def test_python_m_dagc_bad_input(tmp_path: Path) -> None:
+    path = _bad_file(tmp_path)
+    bad = _dagc("check", str(path))
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr.startswith(f"{path}:3:3: error: unknown model key `hiden`\n")
+    assert "Traceback" not in bad.stderr
