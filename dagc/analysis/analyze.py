@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -128,7 +129,11 @@ def _memory_warning(g: GpuFigures, limit: float) -> str:
 
 
 def _family(node_name: str) -> str:
-    """`qkv_l0_gpu3` -> `qkv`, `expert_l0_15_gpu15` -> `expert`, `send_stage1` -> `send_stage`."""
+    """`qkv_l0_gpu3` -> `qkv`, `expert_l0_15_gpu15` -> `expert`, `send_stage1` -> `send_stage`.
+
+    A micro-batch suffix goes first: `send_stage1_mb3` -> `send_stage`.
+    """
+    node_name = re.sub(r"_mb\d+$", "", node_name)
     stem = node_name.split("_l", 1)[0] if "_l" in node_name else node_name
     return stem.rstrip("0123456789")
 

@@ -14,8 +14,10 @@ Every model also gives a *namespace*: the cost functions under the names formula
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -188,12 +190,29 @@ class PluginModel(CostModel):
         function = self.functions.get(term.kind)
         if function is None:
             return self.base.term_seconds(term)
-        if term.kind.is_communication:
-            return float(function(*term.args, nodes=term.nodes))
-        return float(function(*term.args))
+        return float(self.call(function, term))
+
+    @staticmethod
+    def call(function: CostFunction, term: CostTerm) -> Any:
+        """What the user's function returns for `term`, unchecked.
+
+        Communication functions get `nodes=` only when they take it (a `nodes` parameter or
+        `**kwargs`), so `def all_reduce_time(bytes, n)` works as the term's name suggests.
+        """
+        if term.kind.is_communication and _takes_nodes(function):
+            return function(*term.args, nodes=term.nodes)
+        return function(*term.args)
 
     def notes(self) -> list[str]:
         return self.base.notes()
+
+
+def _takes_nodes(function: CostFunction) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass it
+        return True
+    return any(p.name == "nodes" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def roofline_for(gpu: str, dtype: DType, overrides: dict[str, float] | None = None) -> Roofline:

@@ -70,12 +70,20 @@ class CheckedPlugin(PluginModel):
         function: CostFunction | None = self.functions.get(term.kind)
         if function is None:
             return self.base.term_seconds(term)
-        call = f"{PLUGIN_NAMES[term.kind]}{term.args}"
+        call = f"{PLUGIN_NAMES[term.kind]}({', '.join(str(a) for a in term.args)})"
         try:
-            value = super().term_seconds(term)
+            result = self.call(function, term)
         except Exception as error:  # the user's function failed
             message = f"{call} raised {type(error).__name__}: {error}"
             hint = "a cost function must return seconds for every term"
+            raise _fail(self.source, None, message, hint) from None
+        try:
+            if isinstance(result, bool | str | bytes):  # float() would accept "1.5" or True
+                raise TypeError
+            value = float(result)
+        except (TypeError, ValueError):
+            hint = "a cost function must return a number of seconds (int or float)"
+            message = f"{call} returned {result!r}, not a number"
             raise _fail(self.source, None, message, hint) from None
         if not math.isfinite(value) or value < 0:
             hint = "a cost function must return a finite, non-negative number of seconds"

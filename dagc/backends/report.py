@@ -6,6 +6,8 @@ The JSON schema is documented in docs/analyze.md.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -112,7 +114,17 @@ def write_text(analysis: Analysis, stream: TextIO, *, path_limit: int = 60) -> N
     if analysis.warnings:
         out.append("")
         out += [f"warning: {w}" for w in analysis.warnings]
-    stream.write("\n".join(out) + "\n")
+    stream.write("\n".join(line for long in out for line in _wrap(long)) + "\n")
+
+
+def _wrap(line: str, width: int = 80) -> list[str]:
+    """A line cut at spaces to `width` columns, continuations indented under its value
+    (`model     ...`, `warning: ...`); a word longer than a line (a long path) is cut."""
+    if len(line) <= width:
+        return [line]
+    label = re.match(r"\s*(?:dagc analyze:|\S+)\s+", line)
+    indent = " " * min(len(label.group()) if label else 0, width // 2)
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _clip(text: str, width: int) -> str:
