@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from dagc.analysis.analyze import Analysis, analyze
 from dagc.analysis.costs import CostModel, MatmulOnly, Roofline, RooflineParams
@@ -112,3 +113,52 @@ def analyze_file(
 ) -> Analysis:
     """Compile, expand and analyze a .dag file (warnings are dropped; see analyze_compiled)."""
     return analyze_compiled(compile_file(path, werror=werror), costs, max_ops=max_ops).analysis
+
+
+@dataclass(frozen=True)
+class FormulaResult:
+    """A formula, whether it is exact, and what was noted while deriving it."""
+
+    expression: Any
+    exact: bool
+    notes: tuple[str, ...]
+    warnings: tuple[Diagnostic, ...]
+
+
+def formula_compiled(
+    compiled: CompileResult,
+    *,
+    matmul_only: bool = False,
+    max_branches: int | None = None,
+    max_ops: int = DEFAULT_MAX_OPS,
+) -> FormulaResult:
+    """The runtime of a compiled program as a max-plus formula over cost terms.
+
+    The reference model that breaks ties past `max_branches` is the file's roofline.
+    """
+    from dagc.analysis.formula import DEFAULT_MAX_BRANCHES, symbolic_longest_path, to_expression
+    from dagc.ir.terms import TermKind
+
+    expansion = expand(compiled, max_ops=max_ops)
+    reference, _ = cost_model(compiled.program, CostOptions(matmul_only=matmul_only))
+
+    def include(term: Any) -> bool:
+        if matmul_only:
+            return bool(term.kind is TermKind.MATMUL)
+        return bool(term.kind is not TermKind.SYNC)
+
+    path = symbolic_longest_path(
+        expansion.graph,
+        include=include,
+        max_branches=max_branches or DEFAULT_MAX_BRANCHES,
+        reference=reference,
+    )
+    notes = list(path.notes)
+    if not path.exact:
+        notes.append(f"reference cost model: {reference.name}")
+    return FormulaResult(
+        to_expression(path),
+        path.exact,
+        tuple(notes),
+        compiled.warnings + expansion.warnings,
+    )

@@ -334,6 +334,75 @@ def analyze(
         _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit))
 
 
+class FormulaFormat(enum.StrEnum):
+    text = "text"
+    python = "python"
+    latex = "latex"
+    json = "json"
+
+
+@app.command()
+def formula(
+    file: FileArg,
+    output_format: Annotated[
+        FormulaFormat,
+        typer.Option(
+            "--format",
+            help="text (the seed's notation), python (one expression), latex, or json (a tree).",
+        ),
+    ] = FormulaFormat.text,
+    matmul_only: MatmulOnlyOpt = False,
+    symbolic_dims: Annotated[
+        bool,
+        typer.Option(
+            "--symbolic-dims", help="Write dimensions in model symbols (B*S, H, 3*d) where known."
+        ),
+    ] = False,
+    max_branches: Annotated[
+        int,
+        typer.Option(help="Most incomparable branches kept before falling back (see docs)."),
+    ] = 32,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the formula to this file.")
+    ] = None,
+    max_ops: MaxOpsOpt = 50_000_000,
+    werror: WerrorOpt = False,
+) -> None:
+    """Print the runtime as a formula of cost terms, exact for every monotone cost model."""
+    from dagc.api import formula_compiled
+    from dagc.backends import formula as printers
+
+    compiled = _run(lambda: dagc.compile_file(file, werror=werror))
+    result = _run(
+        lambda: formula_compiled(
+            compiled, matmul_only=matmul_only, max_branches=max_branches, max_ops=max_ops
+        )
+    )
+    for warning in result.warnings:
+        typer.echo(warning.render(), err=True)
+    if werror and result.warnings:
+        raise typer.Exit(2)
+    expr = result.expression
+    notes = [f"note: {note}" for note in result.notes]
+    for note in notes:
+        typer.echo(f"{file}: {note}", err=True)
+    if output_format is FormulaFormat.python:
+        _emit(output, lambda out: out.write(printers.python(expr) + "\n"))
+    elif output_format is FormulaFormat.latex:
+        text = printers.latex(expr, symbolic=symbolic_dims)
+        _emit(output, lambda out: out.write("\n".join([text, *notes]) + "\n"))
+    elif output_format is FormulaFormat.json:
+        _emit(
+            output,
+            lambda out: printers.write_json(
+                expr, out, exact=result.exact, notes=list(result.notes)
+            ),
+        )
+    else:
+        text = printers.text(expr, symbolic=symbolic_dims)
+        _emit(output, lambda out: out.write("\n".join([text, *notes]) + "\n"))
+
+
 def _analyze_one(file: Path, options: Any, max_ops: int) -> Any:
     from dagc.api import analyze_compiled
 
@@ -362,6 +431,85 @@ def compare(
     for file in files:
         analyses.append(_analyze_one(file, options, max_ops))
     write_comparison(analyses, sys.stdout, markdown=markdown)
+
+
+class ProfileBackend(enum.StrEnum):
+    auto = "auto"
+    numpy = "numpy"
+    torch = "torch"
+
+
+def _size_option(name: str) -> Any:
+    return typer.Option(
+        f"--{name}",
+        metavar="N,N,...",
+        help=f"Values of {name}, comma-separated (default: the backend's grid).",
+        show_default=False,
+    )
+
+
+@app.command()
+def profile(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The CSV table to write.", show_default=False)
+    ],
+    m: Annotated[str | None, _size_option("m")] = None,
+    k: Annotated[str | None, _size_option("k")] = None,
+    n: Annotated[str | None, _size_option("n")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per shape (median).")] = 3,
+    backend: Annotated[
+        ProfileBackend,
+        typer.Option(help="torch: bf16 on a CUDA GPU; numpy: float32 on the CPU; auto: either."),
+    ] = ProfileBackend.auto,
+) -> None:
+    """Measure matrix-product times on this machine and write them as a cost table."""
+    import time
+
+    import rich.progress as rp
+    from rich.console import Console
+
+    from dagc import profile as prof
+
+    chosen = _run(lambda: prof.resolve_backend(backend.value))
+    default = prof.default_grid(chosen)
+
+    def axis(text: str | None, name: str, index: int) -> list[int]:
+        return list(default[index]) if text is None else prof.parse_sizes(text, f"--{name}")
+
+    grid = _run(lambda: (axis(m, "m", 0), axis(k, "k", 1), axis(n, "n", 2)))
+    if output.is_dir() or not output.parent.is_dir():  # say so before minutes of measuring
+        problem = "it is a folder" if output.is_dir() else "its folder does not exist"
+        typer.echo(f"dagc: error: cannot write {output}: {problem}", err=True)
+        raise typer.Exit(2)
+    count = len(grid[0]) * len(grid[1]) * len(grid[2])
+    typer.echo(
+        f"dagc: profiling {count} shapes ({prof.describe_grid(grid)}) with"
+        f" {chosen.describe()}, median of {repeats} runs each",
+        err=True,
+    )
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn())
+    timing = (rp.TimeElapsedColumn(), rp.TimeRemainingColumn())
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    # Only a terminal shows a bar; a log file gets the summary lines alone.
+    with rp.Progress(
+        *columns, *timing, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
+        task = bar.add_task("measuring", total=count)
+
+        def advance(done: int, total: int, row: prof.Row) -> None:
+            bar.update(task, completed=done, description=f"{row[0]}x{row[1]}x{row[2]}")
+
+        rows = _run(
+            lambda: prof.profile_matmul(grid, backend=chosen, repeats=repeats, progress=advance)
+        )
+    try:
+        prof.write_cost_table(rows, output)
+    except OSError as error:
+        typer.echo(f"dagc: error: cannot write {output}: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    elapsed = time.perf_counter() - started
+    typer.echo(f"dagc: measured {len(rows)} shapes in {elapsed:.1f} s; wrote {output}", err=True)
 
 
 def run() -> None:

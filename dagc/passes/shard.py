@@ -19,6 +19,7 @@ from dagc.passes.common import (
     held_tokens,
     map_blocks,
     times,
+    tokens,
     with_steps,
 )
 from dagc.split import split_evenly
@@ -111,7 +112,9 @@ def _moe(program: Program, block: BlockSteps) -> BlockSteps:
     assert model.experts is not None and model.expert_ffn is not None
     D = dims(program)
     tok, hid = D.tokens, D.hidden
-    t_e, ffn = count(expert_tokens(program), "T_e"), count(model.expert_ffn, "Fe")
+    # Every expert sees every token when top_k·capacity = E (the seed): write T_e as B×S then.
+    t_e = tok if expert_tokens(program) == tokens(program) else count(expert_tokens(program), "T_e")
+    ffn = count(model.expert_ffn, "Fe")
     per_gpu = model.experts // block.degree
     parts = [(".up", matmul(t_e, hid, ffn))]
     if model.activation is Activation.SWIGLU:
