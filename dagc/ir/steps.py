@@ -23,6 +23,10 @@ class Step:
     `terms` holds one cost term per GPU of a per-GPU step (ranks may differ in shape) or
     exactly one for a joint step. `part` (e.g. `.q`) names one product of a node that groups
     several (`qkv`); `experts` gives each GPU's global expert index for expert steps.
+    `branch` (group, index) marks independent branches that fork from the step before the
+    group and join at the step after it: q, k and v; the two input products of swiglu; each
+    local expert (one branch per expert, its parts in a chain). Data flows along branches,
+    not from one branch to the next.
     """
 
     base: str
@@ -33,6 +37,7 @@ class Step:
     part: str = ""
     experts: tuple[int, ...] = ()
     layer_in_name: bool = True
+    branch: tuple[str, int] | None = None
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,8 +96,9 @@ class BlockSteps:
     """One block of one layer (or a transfer between blocks) and its steps.
 
     `input_gpus` hold the block's input activations; a block whose input lives elsewhere
-    needs a transfer (inserted by insert-transfers). `output_gpus` hold its result: its own
-    GPUs, except for a moe block reached by broadcast, whose result returns to its input.
+    needs a transfer (inserted by insert-transfers). `excursion` marks a moe block that
+    another group's block hands tokens to inside one layer: its result returns to
+    `input_gpus`, which are then its `output_gpus`. Any other move starts a pipeline stage.
     """
 
     kind: str
@@ -103,6 +109,7 @@ class BlockSteps:
     fused_qkv: bool = False
     input_gpus: tuple[int, ...] = ()
     output_gpus: tuple[int, ...] = ()
+    excursion: bool = False
     steps: tuple[Step, ...] = ()
     span: Span | None = field(default=None, compare=False)
 
@@ -136,6 +143,8 @@ def print_steps(steps: StepProgram) -> str:
         head = f"  {block.kind} l{block.layer} on @{block.group} {format_gpus(block.gpus)}"
         if block.input_gpus and block.input_gpus != block.gpus:
             head += f" from {format_gpus(block.input_gpus)}"
+        if block.excursion:
+            head += " and back"
         lines.append(head + " {")
         for step in block.steps:
             lines.append(f"    {_format_step(step)}")

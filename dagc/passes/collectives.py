@@ -42,8 +42,8 @@ def _all_reduce_after(anchor: str, base: str) -> object:
 
 
 def _dispatch_and_combine(program: Program, block: BlockSteps) -> BlockSteps:
-    if block.degree == 1 or set(block.input_gpus) != set(block.gpus):
-        return block  # one GPU needs no all-to-all; another group's tokens come by broadcast
+    if block.degree == 1 or block.excursion:
+        return block  # one GPU needs no all-to-all; an excursion's tokens come by broadcast
     d = dims(program)
     payload = times(held_tokens(program, block.degree), d.hidden, d.width)
     term = communication(

@@ -28,19 +28,42 @@ def microbatch(steps: StepProgram) -> DeviceGraph:
 
 def template_data_edges(steps: tuple[Step, ...]) -> tuple[list[int], list[int]]:
     """(sources, destinations) of the data edges of one micro-batch, as template indices."""
+    offsets: dict[int, int] = {}
+    offset = 0
+    for index, step in enumerate(steps):
+        offsets[index] = offset
+        offset += step.width
     src: list[int] = []
     dst: list[int] = []
-    offset = 0
-    previous: Step | None = None
-    previous_offset = 0
-    for step in steps:
-        if previous is not None:
-            for a, b in _joins(previous, step):
-                src.append(previous_offset + a)
-                dst.append(offset + b)
-        previous, previous_offset = step, offset
-        offset += step.width
+    for source, target in _step_dependencies(steps):
+        for a, b in _joins(steps[source], steps[target]):
+            src.append(offsets[source] + a)
+            dst.append(offsets[target] + b)
     return src, dst
+
+
+def _step_dependencies(steps: tuple[Step, ...]) -> list[tuple[int, int]]:
+    """(source step, target step) pairs: each step reads the one before it, except that
+    branches fork from the step before their group and join at the step after it."""
+    pairs: list[tuple[int, int]] = []
+    group: str | None = None
+    fork: list[int] = []
+    ends: dict[int, int] = {}
+    for index, step in enumerate(steps):
+        if index == 0:
+            sources: list[int] = []
+        elif step.branch is None:
+            sources = list(ends.values()) if group is not None else [index - 1]
+            group, ends = None, {}
+        else:
+            name, branch = step.branch
+            if name != group:
+                fork = list(ends.values()) if group is not None else [index - 1]
+                group, ends = name, {}
+            sources = [ends[branch]] if branch in ends else fork
+            ends[branch] = index
+        pairs += [(source, index) for source in sources]
+    return pairs
 
 
 def _joins(first: Step, second: Step) -> list[tuple[int, int]]:

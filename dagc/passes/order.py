@@ -3,7 +3,11 @@
 Program order comes from the file, never from costs:
 - GPUs of a pipeline stage run micro-batch by micro-batch (GPipe forward);
 - GPUs of groups that alternate with another group inside a layer (attention/MoE
-  separation) run layer by layer, each layer's micro-batches in order (ping-pong).
+  separation) run layer by layer, each layer's micro-batches in order (ping-pong). Within
+  a layer, a GPU's work comes in segments separated by the other group's work (attention
+  and broadcast, then return and res2): it runs the first segment for every micro-batch,
+  then the next, so that the attention GPUs take micro-batch j+1 while the MoE GPUs work
+  on micro-batch j.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dagc.ir.steps import Step
 
 def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU."""
-    occ_template, occ_gpu, occ_step = _occurrences(graph.steps)
+    occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
     pingpong = _pingpong_gpus(graph.steps)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
     m, width, n_steps = graph.microbatches, graph.template_size, len(graph.steps)
@@ -25,9 +29,12 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     op = mb * width + np.tile(occ_template, m)
     gpu = np.tile(occ_gpu, m)
     step = np.tile(occ_step, m)
+    segment = np.tile(occ_segment, m)
     is_pingpong = np.isin(gpu, np.asarray(sorted(pingpong), dtype=np.int64))
     layer = layer_of_step[step]
-    key = np.where(is_pingpong, (layer * m + mb) * n_steps + step, mb * n_steps + step)
+    segments = int(occ_segment.max()) + 1 if occ_segment.size else 1
+    pingpong_key = ((layer * segments + segment) * m + mb) * n_steps + step
+    key = np.where(is_pingpong, pingpong_key, mb * n_steps + step)
 
     sort = np.lexsort((key, gpu))
     op, gpu = op[sort], gpu[sort]
@@ -36,22 +43,41 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     return _merge(graph, order_src, order_dst)
 
 
-def _occurrences(steps: tuple[Step, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(template op, GPU, step) for every GPU each template operation occupies."""
+def _occurrences(
+    steps: tuple[Step, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(template op, GPU, step, segment) for every GPU each template operation occupies.
+
+    A GPU's segment within a layer grows each time it comes back to the layer's work
+    after steps that ran elsewhere.
+    """
     template: list[int] = []
     gpus: list[int] = []
     step_ids: list[int] = []
+    segments: list[int] = []
+    segment_of: dict[int, int] = {}
+    previous_gpus: frozenset[int] = frozenset()
+    layer = None
     offset = 0
     for index, step in enumerate(steps):
+        if step.layer != layer:
+            layer, segment_of, previous_gpus = step.layer, {}, frozenset()
         for rank, gpu in enumerate(step.gpus):
+            if gpu not in segment_of:
+                segment_of[gpu] = 0
+            elif gpu not in previous_gpus:
+                segment_of[gpu] += 1
             template.append(offset + (0 if step.joint else rank))
             gpus.append(gpu)
             step_ids.append(index)
+            segments.append(segment_of[gpu])
+        previous_gpus = frozenset(step.gpus)
         offset += step.width
     return (
         np.asarray(template, dtype=np.int64),
         np.asarray(gpus, dtype=np.int64),
         np.asarray(step_ids, dtype=np.int64),
+        np.asarray(segments, dtype=np.int64),
     )
 
 

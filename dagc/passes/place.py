@@ -13,11 +13,14 @@ def place(program: Program) -> StepProgram:
 
     `embed` runs only for layer 0 and `lm_head` only for the last layer, whatever range
     they were written in. Each block records where its input lives: the output of the block
-    before it. A moe block reached from another group returns its result to that group.
+    before it. A moe block reached from another group's block of the same layer is an
+    excursion: its result returns to that group. A block reached from another group's block
+    of the previous layer starts a pipeline stage instead.
     """
     last_layer = program.model.layers - 1
     blocks: list[BlockSteps] = []
     previous_output: tuple[int, ...] | None = None
+    previous_layer = -1
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
             for block in layer_range.blocks:
@@ -27,7 +30,11 @@ def place(program: Program) -> StepProgram:
                     continue
                 gpus = program.group(block.group).gpus
                 source = previous_output if previous_output is not None else gpus
-                excursion = block.kind is BlockKind.MOE and set(source) != set(gpus)
+                excursion = (
+                    block.kind is BlockKind.MOE
+                    and set(source) != set(gpus)
+                    and previous_layer == layer
+                )
                 output = source if excursion else gpus
                 blocks.append(
                     BlockSteps(
@@ -39,8 +46,9 @@ def place(program: Program) -> StepProgram:
                         fused_qkv=block.fused_qkv,
                         input_gpus=source,
                         output_gpus=output,
+                        excursion=excursion,
                         span=block.span,
                     )
                 )
-                previous_output = output
+                previous_output, previous_layer = output, layer
     return StepProgram(program, tuple(blocks))

@@ -53,11 +53,12 @@ def _attention(program: Program, block: BlockSteps) -> BlockSteps:
     if block.fused_qkv:
         qkv = [per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h + 2 * k), d)))]
     else:
-        qkv = [
+        products = [
             per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h), d)), ".q"),
             per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".k"),
             per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".v"),
         ]
+        qkv = [replace(step, branch=("qkv", i)) for i, step in enumerate(products)]
 
     def scores_rows(h: int) -> Label:
         return times(D.batch, D.seq, count(h))  # Bm·S·h, in the seed's order
@@ -89,7 +90,8 @@ def _mlp(program: Program, block: BlockSteps) -> BlockSteps:
     columns = [count(f) for f in split_evenly(model.ffn, block.degree)]
     up = [_per_gpu("mlp_up", block, [matmul(tok, hid, f) for f in columns])]
     if model.activation is Activation.SWIGLU:
-        up.append(_per_gpu("mlp_gate", block, [matmul(tok, hid, f) for f in columns]))
+        gate = _per_gpu("mlp_gate", block, [matmul(tok, hid, f) for f in columns])
+        up = [replace(up[0], branch=("mlp_in", 0)), replace(gate, branch=("mlp_in", 1))]
     return with_steps(
         block,
         (
@@ -124,7 +126,8 @@ def _moe(program: Program, block: BlockSteps) -> BlockSteps:
     for local in range(per_gpu):
         experts = tuple(rank * per_gpu + local for rank in range(block.degree))
         for part, term in parts:
-            expert_steps.append(replace(_same("expert", block, term, part), experts=experts))
+            step = _same("expert", block, term, part)
+            expert_steps.append(replace(step, experts=experts, branch=("experts", local)))
     return with_steps(
         block,
         (

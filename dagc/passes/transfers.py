@@ -28,10 +28,10 @@ def insert_transfers(steps: StepProgram) -> StepProgram:
     stage = 0
     previous_layer = 0
     for block in steps.blocks:
-        if set(block.input_gpus) == set(block.gpus):
-            blocks.append(block)
-        elif block.kind == "moe":
+        if block.excursion:
             blocks.append(_moe_excursion(program, block))
+        elif set(block.input_gpus) == set(block.gpus):
+            blocks.append(block)
         else:
             stage += 1
             blocks += [_stage_transfer(program, block, stage, previous_layer), block]
