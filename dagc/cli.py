@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 import typer
 
 import dagc
-from dagc.diagnostics import DiagnosticError
+from dagc.diagnostics import Diagnostic, DiagnosticError, Severity
 
 app = typer.Typer(
     name="dagc",
@@ -76,10 +76,11 @@ def _run(action: Callable[[], T]) -> T:
         if os.environ.get("DAGC_DEBUG") == "1":
             traceback.print_exc()
         else:
+            detail = " ".join(str(error).split())  # one line, whatever the message holds
+            what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
             typer.echo(
-                f"dagc: internal error: {type(error).__name__}: {error}\n"
-                f"This is a bug in dagc. Rerun with DAGC_DEBUG=1 for a traceback and report it"
-                f" at {ISSUES_URL}",
+                f"dagc: internal error: {what} (a bug in dagc; rerun with DAGC_DEBUG=1 for a"
+                f" traceback and report it at {ISSUES_URL})",
                 err=True,
             )
         raise typer.Exit(1) from None
@@ -98,18 +99,25 @@ def check(
     werror: WerrorOpt = False,
 ) -> None:
     """Check .dag files and report every error and warning (nothing goes to stdout)."""
+
+    def diagnostics_of(path: Path) -> tuple[tuple[Diagnostic, ...], bool]:
+        """A file's errors and warnings, and whether it compiled."""
+        try:
+            return dagc.compile_file(path, werror=werror).warnings, True
+        except DiagnosticError as error:
+            return error.diagnostics, False
+
     failed = 0
     warnings = 0
+    printed = False
     for file in files:
-        try:
-            result = _run(lambda path=file: dagc.compile_file(path, werror=werror))  # type: ignore[misc]
-        except typer.Exit as stop:
-            if stop.exit_code != 2:
-                raise
+        diagnostics, ok = _run(lambda path=file: diagnostics_of(path))  # type: ignore[misc]
+        if not ok:
             failed += 1
-            continue
-        _print_warnings(result)
-        warnings += len(result.warnings)
+        warnings += sum(d.severity is Severity.WARNING for d in diagnostics)
+        for diagnostic in diagnostics:  # one blank line between diagnostics, across files too
+            typer.echo(("\n" if printed else "") + diagnostic.render(), err=True)
+            printed = True
     summary = f"dagc: checked {len(files)} file{'s' if len(files) != 1 else ''}"
     summary += f", {failed} with errors, {warnings} warning{'s' if warnings != 1 else ''}"
     typer.echo(summary, err=True)
@@ -308,12 +316,16 @@ def analyze(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
     ] = None,
+    formula: Annotated[
+        bool, typer.Option("--formula", help="Add the runtime formula (see `dagc formula`).")
+    ] = False,
     max_ops: MaxOpsOpt = 50_000_000,
     werror: WerrorOpt = False,
 ) -> None:
     """Analyze a configuration: critical path, per-GPU time, MFU and memory."""
-    from dagc.api import analyze_compiled
-    from dagc.backends.report import write_json, write_markdown, write_text
+    from dagc.api import analyze_compiled, formula_compiled
+    from dagc.backends import formula as printers
+    from dagc.backends.report import FormulaSection, write_json, write_markdown, write_text
 
     options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     compiled = _run(lambda: dagc.compile_file(file, werror=werror))
@@ -326,12 +338,24 @@ def analyze(
         typer.echo("dagc: error: warnings are errors (--werror)", err=True)
         raise typer.Exit(2)
     analysis = result.analysis
+    section = None
+    if formula:
+        found = _run(lambda: formula_compiled(compiled, matmul_only=matmul_only, max_ops=max_ops))
+        section = FormulaSection(
+            printers.text(found.expression, width=80),
+            printers.python(found.expression),
+            found.exact,
+            found.notes,
+        )
     if output_format is ReportFormat.json:
-        _emit(output, lambda out: write_json(analysis, out))
+        _emit(output, lambda out: write_json(analysis, out, formula=section))
     elif output_format is ReportFormat.markdown:
-        _emit(output, lambda out: write_markdown(analysis, out, path_limit=path_limit))
+        _emit(
+            output,
+            lambda out: write_markdown(analysis, out, path_limit=path_limit, formula=section),
+        )
     else:
-        _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit))
+        _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit, formula=section))
 
 
 class FormulaFormat(enum.StrEnum):
@@ -407,7 +431,12 @@ def _analyze_one(file: Path, options: Any, max_ops: int) -> Any:
     from dagc.api import analyze_compiled
 
     compiled = _run(lambda: dagc.compile_file(file))
-    return _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops)).analysis
+    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops))
+    for warning in result.warnings:
+        typer.echo(warning.render(), err=True)
+    for message in result.analysis.warnings:
+        typer.echo(f"{file}: warning: {message}", err=True)
+    return result.analysis
 
 
 @app.command()

@@ -103,9 +103,7 @@ def analyze(
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
     gpus = _gpu_figures(graph, term_costs, path.time, peak_flops)
-    warnings = tuple(
-        _memory_warning(g, memory_limit) for g in gpus if g.memory_bytes > memory_limit
-    )
+    warnings = _memory_warnings(gpus, memory_limit)
     return Analysis(
         graph=graph,
         cost_model=model.name,
@@ -121,11 +119,31 @@ def analyze(
     )
 
 
-def _memory_warning(g: GpuFigures, limit: float) -> str:
-    return (
-        f"gpu{g.gpu} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB,"
-        f" activations {g.activation_bytes / 1e9:.1f} GB), more than its {limit / 1e9:.0f} GB"
-    )
+def _memory_warnings(gpus: tuple[GpuFigures, ...], limit: float) -> tuple[str, ...]:
+    """One warning per run of consecutive GPUs over the limit with the same figures."""
+    runs: list[list[GpuFigures]] = []
+    for g in gpus:
+        if g.memory_bytes <= limit:
+            continue
+        previous = runs[-1][-1] if runs else None
+        if (
+            previous is not None
+            and previous.gpu == g.gpu - 1
+            and (previous.weight_bytes, previous.activation_bytes)
+            == (g.weight_bytes, g.activation_bytes)
+        ):
+            runs[-1].append(g)
+        else:
+            runs.append([g])
+    warnings = []
+    for run in runs:
+        g = run[0]
+        who = f"gpu{g.gpu}" if len(run) == 1 else f"gpu[{g.gpu}..{run[-1].gpu}] each"
+        warnings.append(
+            f"{who} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB,"
+            f" activations {g.activation_bytes / 1e9:.1f} GB), more than {limit / 1e9:.0f} GB"
+        )
+    return tuple(warnings)
 
 
 def _family(node_name: str) -> str:

@@ -17,28 +17,28 @@ def _precedence(expr: Expr) -> int:
 # -- text ---------------------------------------------------------------------------------
 
 
-def text(expr: Expr, *, symbolic: bool = False, name: str = "T") -> str:
+def text(expr: Expr, *, symbolic: bool = False, name: str = "T", width: int = LINE_WIDTH) -> str:
     """`T = 4 × [3 × Get_Time(1024×2048, 4096, 512) + ...]`, one term a line when long."""
-    lines = _text_lines(expr, symbolic, len(name) + 3)
+    lines = _text_lines(expr, symbolic, len(name) + 3, width)
     return f"{name} = " + "\n".join(lines)
 
 
-def _text_lines(expr: Expr, symbolic: bool, used: int) -> list[str]:
+def _text_lines(expr: Expr, symbolic: bool, used: int, width: int = LINE_WIDTH) -> list[str]:
     """The expression as lines; continuation lines are indented by 4 per level."""
     flat = _text_flat(expr, symbolic)
-    if used + len(flat) <= LINE_WIDTH or isinstance(expr, Call):
+    if used + len(flat) <= width or isinstance(expr, Call):
         return [flat]
     if isinstance(expr, Scale) and isinstance(expr.expr, Add):
-        return [f"{expr.factor} × [", *_items(expr.expr.items, " +", symbolic), "]"]
+        return [f"{expr.factor} × [", *_items(expr.expr.items, " +", symbolic, width), "]"]
     if isinstance(expr, Scale):
-        head, *rest = _text_lines(expr.expr, symbolic, used + len(str(expr.factor)) + 3)
+        head, *rest = _text_lines(expr.expr, symbolic, used + len(str(expr.factor)) + 3, width)
         return [f"{expr.factor} × {head}", *rest]
     if isinstance(expr, Max):
-        return ["max(", *_items(expr.items, ",", symbolic), ")"]
+        return ["max(", *_items(expr.items, ",", symbolic, width), ")"]
     if isinstance(expr, Add):
         lines: list[str] = []
         for index, item in enumerate(expr.items):
-            part = _text_lines(item, symbolic, used if index == 0 else 0)
+            part = _text_lines(item, symbolic, used if index == 0 else 0, width)
             if index < len(expr.items) - 1:
                 part[-1] += " +"
             lines += part
@@ -46,10 +46,10 @@ def _text_lines(expr: Expr, symbolic: bool, used: int) -> list[str]:
     return [flat]
 
 
-def _items(items: tuple[Expr, ...], separator: str, symbolic: bool) -> list[str]:
+def _items(items: tuple[Expr, ...], separator: str, symbolic: bool, width: int) -> list[str]:
     lines: list[str] = []
     for index, item in enumerate(items):
-        part = ["    " + line for line in _text_lines(item, symbolic, 4)]
+        part = ["    " + line for line in _text_lines(item, symbolic, 4, width)]
         if index < len(items) - 1:
             part[-1] += separator
         lines += part

@@ -9,12 +9,23 @@ import json
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from dagc.analysis.analyze import Analysis, GpuFigures
 from dagc.ir.logical import Program, format_gpus
 
 JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FormulaSection:
+    """The runtime formula, when a report includes it (`dagc analyze --formula`)."""
+
+    text: str
+    python: str
+    exact: bool
+    notes: tuple[str, ...]
 
 
 def _seconds(value: float) -> str:
@@ -73,7 +84,13 @@ def _row_key(g: GpuFigures) -> tuple[str, ...]:
     return (f"{g.busy_s:.6g}", f"{g.tflops:.4g}", f"{g.memory_bytes:.4g}")
 
 
-def write_text(analysis: Analysis, stream: TextIO, *, path_limit: int = 60) -> None:
+def write_text(
+    analysis: Analysis,
+    stream: TextIO,
+    *,
+    path_limit: int = 60,
+    formula: FormulaSection | None = None,
+) -> None:
     """The human report, at most 80 columns wide."""
     graph = analysis.graph
     out = [f"dagc analyze: {graph.program.source_path}", *summary_lines(graph.program)]
@@ -114,7 +131,12 @@ def write_text(analysis: Analysis, stream: TextIO, *, path_limit: int = 60) -> N
     if analysis.warnings:
         out.append("")
         out += [f"warning: {w}" for w in analysis.warnings]
-    stream.write("\n".join(line for long in out for line in _wrap(long)) + "\n")
+    lines = [line for long in out for line in _wrap(long)]
+    if formula is not None:  # laid out by the formula printer, not re-wrapped
+        exact = "exact for every monotone cost model" if formula.exact else "not exact"
+        lines += ["", f"formula ({exact})", *formula.text.splitlines()]
+        lines += [f"note: {note}" for note in formula.notes]
+    stream.write("\n".join(lines) + "\n")
 
 
 def _wrap(line: str, width: int = 80) -> list[str]:
@@ -131,7 +153,13 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def write_markdown(analysis: Analysis, stream: TextIO, *, path_limit: int = 0) -> None:
+def write_markdown(
+    analysis: Analysis,
+    stream: TextIO,
+    *,
+    path_limit: int = 0,
+    formula: FormulaSection | None = None,
+) -> None:
     """The report as GitHub-flavoured markdown."""
     graph = analysis.graph
     out = [f"# dagc analyze: `{graph.program.source_path}`", ""]
@@ -172,6 +200,10 @@ def write_markdown(analysis: Analysis, stream: TextIO, *, path_limit: int = 0) -
         )
     if analysis.warnings:
         out += ["", *[f"> warning: {w}" for w in analysis.warnings]]
+    if formula is not None:
+        exact = "exact for every monotone cost model" if formula.exact else "not exact"
+        out += ["", f"**Formula** ({exact}):", "", "```", formula.text, "```"]
+        out += [f"> note: {note}" for note in formula.notes]
     stream.write("\n".join(out) + "\n")
 
 
@@ -233,9 +265,19 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def write_json(analysis: Analysis, stream: TextIO) -> None:
-    """The report as JSON."""
-    json.dump(analysis_json(analysis), stream, indent=2, sort_keys=True)
+def write_json(
+    analysis: Analysis, stream: TextIO, *, formula: FormulaSection | None = None
+) -> None:
+    """The report as JSON (with a `formula` object when one is given)."""
+    document = analysis_json(analysis)
+    if formula is not None:
+        document["formula"] = {
+            "text": formula.text,
+            "python": formula.python,
+            "exact": formula.exact,
+            "notes": list(formula.notes),
+        }
+    json.dump(document, stream, indent=2, sort_keys=True)
     stream.write("\n")
 
 
