@@ -308,8 +308,8 @@ def _sum_expr(counts: dict[int, int], terms: list[CostTerm]) -> Expr:
         return Zero()
     factor = _best_factor(list(counts.values()))
     if factor > 1:
-        inner = {t: c // factor for t, c in counts.items() if c % factor == 0}
-        outer = {t: c for t, c in counts.items() if c % factor != 0}
+        inner = {t: c // factor for t, c in counts.items() if c >= factor}
+        outer = {t: c % factor for t, c in counts.items() if c % factor}
         scaled = Scale(factor, _plain_sum(inner, terms))
         if not outer:
             return scaled
@@ -324,16 +324,21 @@ def _plain_sum(counts: dict[int, int], terms: list[CostTerm]) -> Expr:
 
 
 def _best_factor(counts: list[int]) -> int:
-    """The repeat count (layers, micro-batches) to pull out of a sum, or 1.
+    """The repeat count (layers x micro-batches) to pull out of a sum as `k × [...]`, or 1.
 
-    Scores each candidate by (terms it divides) x log(factor), so `220 × [...] + 8 × X`
-    wins over `4 × [55 × ... + 2 × X]`; at least two terms must share the factor.
+    Each term contributes floor(count/k) copies inside the bracket and the remainder after
+    it. A candidate scores (share of the terms that go inside)² x log(k): the per-layer
+    bracket of the seed (`4 × [...]`) beats pulling out a term that repeats more
+    (`16 × [expert ...]`), and `220 × [... + 4 × X] + X` beats `4 × [55 × ... + 220 × X]`
+    for 220 layer-micro-batches. At least two terms must go inside.
     """
     best, best_score = 1, 0.0
     for factor in sorted({d for c in counts for d in _divisors(c)}):
-        cover = sum(1 for c in counts if c % factor == 0)
-        score = cover * math.log(factor)
-        if cover >= 2 and score > best_score + 1e-12:
+        inside = sum(1 for c in counts if c >= factor)
+        if inside < 2:
+            continue
+        score = (inside / len(counts)) ** 2 * math.log(factor)
+        if score > best_score + 1e-12:
             best, best_score = factor, score
     return best
 
