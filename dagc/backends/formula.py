@@ -155,5 +155,5 @@ def write_json(expr: Expr, stream: TextIO, *, exact: bool, notes: list[str]) -> 
         "python": python(expr),
         "expression": tree(expr),
     }
-    json.dump(document, stream, indent=2, sort_keys=True)
+    json.dump(document, stream, indent=2, sort_keys=True, ensure_ascii=False)
     stream.write("\n")
