@@ -96,10 +96,15 @@ def analyze_compiled(
     costs: CostOptions | None = None,
     *,
     max_ops: int = DEFAULT_MAX_OPS,
+    symmetric: bool | None = None,
 ) -> AnalyzeResult:
-    """Expand and analyze an already compiled program."""
+    """Expand and analyze an already compiled program.
+
+    `symmetric`: collapse GPUs doing identical work (True), never (False), or above a size
+    (None); the results are the same, see dagc.passes.symmetry.
+    """
     model, params = cost_model(compiled.program, costs)
-    expansion = expand(compiled, max_ops=max_ops)
+    expansion = expand(compiled, max_ops=max_ops, symmetric=symmetric)
     analysis = analyze(expansion.graph, model, params.peak_flops, params.memory_bytes)
     return AnalyzeResult(analysis, compiled.warnings + expansion.warnings, compiled)
 
@@ -131,6 +136,7 @@ def formula_compiled(
     matmul_only: bool = False,
     max_branches: int | None = None,
     max_ops: int = DEFAULT_MAX_OPS,
+    symmetric: bool | None = None,
 ) -> FormulaResult:
     """The runtime of a compiled program as a max-plus formula over cost terms.
 
@@ -139,7 +145,7 @@ def formula_compiled(
     from dagc.analysis.formula import DEFAULT_MAX_BRANCHES, symbolic_longest_path, to_expression
     from dagc.ir.terms import TermKind
 
-    expansion = expand(compiled, max_ops=max_ops)
+    expansion = expand(compiled, max_ops=max_ops, symmetric=symmetric)
     reference, _ = cost_model(compiled.program, CostOptions(matmul_only=matmul_only))
 
     def include(term: Any) -> bool:

@@ -273,6 +273,26 @@ MaxOpsOpt = Annotated[
 ]
 
 
+class Symmetry(enum.StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+SymmetryOpt = Annotated[
+    Symmetry,
+    typer.Option(
+        "--symmetry",
+        help="Analyse one GPU of each set doing identical work: same results, faster."
+        " auto: above 200,000 operations.",
+    ),
+]
+
+
+def _symmetric(choice: Symmetry) -> bool | None:
+    return {Symmetry.auto: None, Symmetry.on: True, Symmetry.off: False}[choice]
+
+
 def _cost_options(
     gpu: str | None,
     settings: list[str] | None,
@@ -320,6 +340,7 @@ def analyze(
         bool, typer.Option("--formula", help="Add the runtime formula (see `dagc formula`).")
     ] = False,
     max_ops: MaxOpsOpt = 50_000_000,
+    symmetry: SymmetryOpt = Symmetry.auto,
     werror: WerrorOpt = False,
 ) -> None:
     """Analyze a configuration: critical path, per-GPU time, MFU and memory."""
@@ -329,7 +350,8 @@ def analyze(
 
     options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     compiled = _run(lambda: dagc.compile_file(file, werror=werror))
-    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops))
+    symmetric = _symmetric(symmetry)
+    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops, symmetric=symmetric))
     for warning in result.warnings:
         typer.echo(warning.render(), err=True)
     for message in result.analysis.warnings:
@@ -340,7 +362,11 @@ def analyze(
     analysis = result.analysis
     section = None
     if formula:
-        found = _run(lambda: formula_compiled(compiled, matmul_only=matmul_only, max_ops=max_ops))
+        found = _run(
+            lambda: formula_compiled(
+                compiled, matmul_only=matmul_only, max_ops=max_ops, symmetric=symmetric
+            )
+        )
         section = FormulaSection(
             printers.text(found.expression, width=80),
             printers.python(found.expression),
@@ -390,6 +416,7 @@ def formula(
         Path | None, typer.Option("--output", "-o", help="Write the formula to this file.")
     ] = None,
     max_ops: MaxOpsOpt = 50_000_000,
+    symmetry: SymmetryOpt = Symmetry.auto,
     werror: WerrorOpt = False,
 ) -> None:
     """Print the runtime as a formula of cost terms, exact for every monotone cost model."""
@@ -399,7 +426,11 @@ def formula(
     compiled = _run(lambda: dagc.compile_file(file, werror=werror))
     result = _run(
         lambda: formula_compiled(
-            compiled, matmul_only=matmul_only, max_branches=max_branches, max_ops=max_ops
+            compiled,
+            matmul_only=matmul_only,
+            max_branches=max_branches,
+            max_ops=max_ops,
+            symmetric=_symmetric(symmetry),
         )
     )
     for warning in result.warnings:

@@ -17,7 +17,7 @@ from dagc.ir.device import ORDER_EDGE, DeviceGraph
 from dagc.ir.steps import StepProgram
 from dagc.ir.toposort import nodes_on_cycles
 from dagc.passes.common import expert_tokens, tokens
-from dagc.passes.manager import PIPELINE, PassOptions, run_pipeline
+from dagc.passes.manager import PIPELINE, PassOptions, lower_to_steps, run_pipeline
 
 DEFAULT_MAX_OPS = 50_000_000
 
@@ -30,26 +30,47 @@ class Expansion:
     warnings: tuple[Diagnostic, ...]
 
 
+SYMMETRY_THRESHOLD = 200_000
+
+
 def expand(
     compiled: CompileResult,
     *,
     max_ops: int = DEFAULT_MAX_OPS,
     options: PassOptions | None = None,
+    symmetric: bool | None = False,
 ) -> Expansion:
-    """Expand `compiled` into its device DAG; expansion errors raise DiagnosticError."""
+    """Expand `compiled` into its device DAG; expansion errors raise DiagnosticError.
+
+    `symmetric=True` keeps one GPU per set of GPUs doing identical work (exact for the
+    critical path, the formula and the totals; see passes/symmetry.py); None decides by
+    size: collapse above SYMMETRY_THRESHOLD operations.
+    """
     bag = DiagnosticBag(compiled.source)
     options = options or PassOptions()
+    enable = set(options.enable)
+    if symmetric or (symmetric is None and _full_size(compiled) > SYMMETRY_THRESHOLD):
+        enable.add("collapse-symmetric")
+    # The size limit applies to what is built: after the collapse when there is one.
+    last = "collapse-symmetric" if "collapse-symmetric" in enable else "insert-transfers"
     checked = PassOptions(
         print_after=options.print_after,
         verify_each=options.verify_each,
         timings=options.timings,
         stream=options.stream,
-        after={"insert-transfers": lambda steps: _check_steps(steps, bag, max_ops)},
+        after={last: lambda steps: _check_steps(steps, bag, max_ops)},
+        enable=frozenset(enable),
     )
     graph = run_pipeline(compiled.program, checked)
     _check_deadlock(graph, bag)
     bag.raise_if_errors()
     return Expansion(graph, tuple(bag.sorted()))
+
+
+def _full_size(compiled: CompileResult) -> int:
+    """Device operations of the full expansion, from the step IR (cheap)."""
+    steps = lower_to_steps(compiled.program)
+    return sum(step.width for step in steps.steps()) * compiled.program.workload.microbatches
 
 
 def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:

@@ -189,11 +189,10 @@ def _gpu_figures(
     m = graph.microbatches
     busy: dict[int, float] = defaultdict(float)
     flops: dict[int, int] = defaultdict(int)
-    for t in range(graph.template_size):
-        term_id = int(graph.template_term[t])
-        term = graph.terms[term_id]
-        for gpu in graph.gpus_of(t):
-            busy[gpu] += float(term_costs[term_id]) * m
+    for step in graph.full_steps():  # every GPU, also those a symmetric collapse left out
+        for rank, gpu in enumerate(step.gpus):
+            term = step.term(rank)
+            busy[gpu] += float(term_costs[graph.terms.intern(term)]) * m
             flops[gpu] += term.flops() * m
     weights, activations = _memory(graph)
     figures = []
@@ -227,7 +226,7 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int]]:
     model = graph.program.model
     weights: dict[int, int] = defaultdict(int)
     activations: dict[int, int] = defaultdict(int)
-    for step in graph.steps:
+    for step in graph.full_steps():
         if step.joint:
             continue
         for rank, gpu in enumerate(step.gpus):

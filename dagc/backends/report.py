@@ -96,7 +96,7 @@ def write_text(
     out = [f"dagc analyze: {graph.program.source_path}", *summary_lines(graph.program)]
     out.append(f"cost      {analysis.cost_model}")
     out += [f"          note: {note}" for note in analysis.cost_notes]
-    out.append(f"graph     {graph.num_ops:,} operations, {graph.num_edges:,} edges")
+    out.append(f"graph     {_graph_size(graph)}")
     out.append("")
     total = analysis.total_s
     comm = analysis.communication_s / total if total else 0.0
@@ -149,6 +149,13 @@ def _wrap(line: str, width: int = 80) -> list[str]:
     return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
+def _graph_size(graph: Any) -> str:
+    text = f"{graph.full_num_ops:,} operations, {graph.full_num_edges:,} edges"
+    if graph.symmetry is not None:
+        text += f" (analysed as {graph.num_ops:,} by symmetry)"
+    return text
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -169,7 +176,7 @@ def write_markdown(
     ]
     out.append(f"- cost model: {analysis.cost_model}")
     out += [f"  - note: {note}" for note in analysis.cost_notes]
-    out.append(f"- graph: {graph.num_ops:,} operations, {graph.num_edges:,} edges")
+    out.append(f"- graph: {_graph_size(graph)}")
     total = analysis.total_s
     comm = analysis.communication_s / total if total else 0.0
     family, share = analysis.bottleneck()
@@ -239,8 +246,8 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             ],
         },
         "totals": {
-            "ops": graph.num_ops,
-            "edges": graph.num_edges,
+            "ops": graph.full_num_ops,
+            "edges": graph.full_num_edges,
             "matmul_flops": analysis.matmul_flops,
             "mfu": analysis.mfu,
             "gpus": len(analysis.gpus),

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.logical import Program, format_gpus
-from dagc.ir.steps import Step, op_kind
+from dagc.ir.steps import Step, Symmetry, op_kind
 from dagc.ir.terms import CostTerm, TermTable
 from dagc.ir.toposort import topological_levels
 
@@ -55,9 +55,11 @@ class DeviceGraph:
         src: IntArray,
         dst: IntArray,
         edge_kind: npt.NDArray[np.uint8],
+        symmetry: Symmetry | None = None,
     ) -> None:
         self.program = program
         self.steps = steps
+        self.symmetry = symmetry
         self.microbatches = microbatches
         self.src = src
         self.dst = dst
@@ -167,14 +169,44 @@ class DeviceGraph:
     def _mb_suffix(self, microbatch: int) -> int | None:
         return microbatch if self.microbatches > 1 else None
 
+    def full_steps(self) -> tuple[Step, ...]:
+        """The steps of the whole program (before any symmetric collapse)."""
+        return self.symmetry.full_steps if self.symmetry else self.steps
+
     def gpus(self) -> list[int]:
-        """Every GPU that runs at least one operation, ascending."""
-        return sorted({g for step in self.steps for g in step.gpus})
+        """Every GPU of the program that runs at least one operation, ascending."""
+        return sorted({g for step in self.full_steps() for g in step.gpus})
 
     def total_matmul_flops(self) -> int:
-        """Sum of matmul FLOPs over every operation, GPU and micro-batch."""
-        per_template = sum(self.terms[int(t)].flops() for t in self.template_term)
-        return per_template * self.microbatches
+        """Sum of matmul FLOPs over every operation, GPU and micro-batch of the program."""
+        per_microbatch = sum(
+            step.term(rank).flops() for step in self.full_steps() for rank in range(step.width)
+        )
+        return per_microbatch * self.microbatches
+
+    @property
+    def full_num_ops(self) -> int:
+        """Operations of the whole program (equals num_ops unless collapsed)."""
+        if self.symmetry is None:
+            return self.num_ops
+        return sum(step.width for step in self.symmetry.full_steps) * self.microbatches
+
+    @property
+    def full_num_edges(self) -> int:
+        """Edges of the whole program (equals num_edges unless collapsed).
+
+        An edge with a per-GPU endpoint stands for one edge per GPU of that GPU's class;
+        an edge between two joint operations stands for one.
+        """
+        if self.symmetry is None:
+            return self.num_edges
+        multiplicity = np.ones(self.template_size, dtype=np.int64)
+        for t in range(self.template_size):
+            step = self.steps[int(self.template_step[t])]
+            if not step.joint:
+                multiplicity[t] = self.symmetry.class_size[step.gpus[int(self.template_rank[t])]]
+        width = self.template_size
+        return int(np.maximum(multiplicity[self.src % width], multiplicity[self.dst % width]).sum())
 
     def predecessors(self) -> list[list[tuple[int, int]]]:
         """For each operation, its (predecessor, edge kind) pairs sorted by predecessor."""

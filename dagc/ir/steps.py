@@ -122,11 +122,24 @@ class BlockSteps:
 
 
 @dataclass(frozen=True, slots=True)
+class Symmetry:
+    """How a collapsed program stands for the full one (see passes/symmetry.py).
+
+    `full_steps` are the steps before collapsing; `class_size[g]` is how many GPUs the kept
+    representative GPU g stands for (itself included).
+    """
+
+    full_steps: tuple[Step, ...]
+    class_size: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class StepProgram:
     """All blocks of one micro-batch in execution order, and the program they came from."""
 
     program: Program
     blocks: tuple[BlockSteps, ...]
+    symmetry: Symmetry | None = None
 
     def steps(self) -> list[Step]:
         """Every step in execution order."""

@@ -16,6 +16,7 @@ from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
 from dagc.passes.place import place
 from dagc.passes.shard import shard_attention, shard_embed_head, shard_mlp, shard_moe
+from dagc.passes.symmetry import collapse_symmetric
 from dagc.passes.transfers import insert_transfers
 
 
@@ -26,6 +27,7 @@ class Pass:
     name: str
     run: Callable[[Any], Any]
     summary: str
+    optional: bool = False
 
 
 PIPELINE: tuple[Pass, ...] = (
@@ -36,6 +38,12 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("shard-embed-head", shard_embed_head, "embedding lookup and lm_head"),
     Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
     Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
+    Pass(
+        "collapse-symmetric",
+        collapse_symmetric,
+        "keep one GPU of each set doing the same work (only when enabled)",
+        optional=True,
+    ),
     Pass("microbatch", microbatch, "repeat per micro-batch: the device DAG, data edges"),
     Pass("order", order, "program-order edges on every GPU"),
 )
@@ -51,6 +59,7 @@ class PassOptions:
     timings: dict[str, float] = field(default_factory=dict)
     stream: TextIO | None = None
     after: dict[str, Callable[[Any], None]] = field(default_factory=dict)
+    enable: frozenset[str] = frozenset()
 
 
 def run_pipeline(program: Program, options: PassOptions | None = None) -> DeviceGraph:
@@ -77,6 +86,8 @@ def run_passes(
         raise ValueError(f"unknown pass {sorted(unknown)[0]}")
     ir: Any = program
     for each in PIPELINE:
+        if each.optional and each.name not in options.enable:
+            continue
         started = time.perf_counter()
         ir = each.run(ir)
         options.timings[each.name] = time.perf_counter() - started
