@@ -61,14 +61,22 @@ def read_source(path: str | os.PathLike[str]) -> SourceFile:
             Span.point(line, column),
             good,
         ) from None
-    if not text.strip():
-        raise fail(
-            "the file is empty",
-            "a .dag file declares a `model`, a `workload`, `devices` and `layers`",
+    source = SourceFile(name, text)
+    _raise_if_empty(source)
+    return source
+
+
+def _raise_if_empty(source: SourceFile) -> None:
+    """A file of nothing but whitespace and comments is an error of its own."""
+    # Only what the lexer skips counts as whitespace: a no-break space is a syntax error.
+    if all(not line.split("#", 1)[0].strip(" \t\f\r") for line in source.text.split("\n")):
+        bag = DiagnosticBag(source)
+        bag.error(
             Span.point(1, 1),
-            text,
+            "the file is empty",
+            help="a .dag file declares a `model`, a `workload`, `devices` and `layers`",
         )
-    return SourceFile(name, text)
+        bag.raise_if_errors()
 
 
 def parse_source(source: SourceFile) -> ast.File:
@@ -82,6 +90,7 @@ def parse_source(source: SourceFile) -> ast.File:
 
 def compile_source(source: SourceFile, *, werror: bool = False) -> CompileResult:
     """Parse, check and lower `source`; errors (all of them) raise DiagnosticError."""
+    _raise_if_empty(source)
     bag = DiagnosticBag(source)
     tree = parse(source, bag)
     program = lower_to_logical(tree, source, bag) if tree is not None else None

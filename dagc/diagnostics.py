@@ -170,10 +170,16 @@ def _visible(line: str) -> str:
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a misspelt word most likely means, or None if nothing is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt word, or None if nothing is close."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else None
+    match = closest(word, choices)
+    return f"did you mean `{match}`?" if match else None
 
 
 def one_of(choices: Iterable[str]) -> str:

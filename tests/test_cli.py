@@ -68,6 +68,27 @@ def test_check_goes_on_after_a_failed_file(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[-1] == "dagc: checked 2 files, 1 with errors, 1 warning"
 
 
+def test_check_counts_warnings_of_failing_files_and_spaces_diagnostics(tmp_path: Path) -> None:
+    # bad.dag has an error (line 9) and a warning (line 3); ma_separation.dag one warning.
+    bad = tmp_path / "bad.dag"
+    bad.write_text(config({3: "  hidden = 1024; capacity_factor = 2", 9: "  seq = 0"}))
+    with pytest.raises(dagc.DiagnosticError) as info:
+        dagc.compile_file(bad)
+    warning, error = info.value.diagnostics
+    (ma_warning,) = dagc.compile_file(MA).warnings
+    result = runner.invoke(app, ["check", str(bad), str(MA)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    # One blank line between diagnostics, within a file and between files; none before the
+    # summary, which counts the failing file's warning too.
+    assert result.stderr == (
+        f"{warning.render()}\n\n{error.render()}\n\n{ma_warning.render()}\n"
+        "dagc: checked 2 files, 1 with errors, 2 warnings\n"
+    )
+    assert warning.render().startswith(f"{bad}:3:36: warning: ")
+    assert error.render().startswith(f"{bad}:9:9: error: ")
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "latin1"])
 def test_unreadable_input_exits_2(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "input.dag"
@@ -167,11 +188,10 @@ def test_internal_error(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> 
     result = runner.invoke(app, command)
     assert result.exit_code == 1
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert lines[0] == "dagc: internal error: RuntimeError: boom"
-    assert len(lines) == 2  # the message, then how to report it
-    assert "DAGC_DEBUG=1" in lines[1]
-    assert ISSUES_URL in lines[1]
+    assert result.stderr == (  # one line: the error, then how to report it
+        "dagc: internal error: RuntimeError: boom (a bug in dagc; rerun with DAGC_DEBUG=1 for"
+        f" a traceback and report it at {ISSUES_URL})\n"
+    )
     assert "Traceback" not in result.output
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 import dagc
+from dagc.compiler import parse_source
 from dagc.diagnostics import Severity
 from dagc.frontend.parser import MAX_SYNTAX_ERRORS
+from dagc.source import SourceFile
 from helpers import check, config, diagnostics_of, only_diagnostic
 
 WARNING = Severity.WARNING
@@ -157,20 +159,37 @@ def test_no_layers_statement() -> None:
         1,
         1,
         "the file has no `layers` statement, so nothing runs anywhere",
-        help="place the layers on a group, e.g. `layers 0..3 on all { attention  mlp }`",
+        help="place the layers on a group, e.g. `layers 0..3 on all { attention; mlp }`",
     )
 
 
 @pytest.mark.parametrize(
     ("lines", "keyword", "example"),
     [
-        (range(1, 7), "model", "model NAME { layers = 4  hidden = 4096 }"),
-        (range(7, 11), "workload", "workload { batch = 8  seq = 2048 }"),
+        (range(1, 7), "model", "model NAME { layers = 4; hidden = 4096 }"),
+        (range(7, 11), "workload", "workload { batch = 8; seq = 2048 }"),
     ],
 )
 def test_missing_section(lines: range, keyword: str, example: str) -> None:
     found = only_diagnostic(config(dict.fromkeys(lines, "")))
     check(found, 1, 1, f"the file has no `{keyword}` section", help=f"add one, e.g. `{example}`")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        dict.fromkeys(range(1, 7), ""),  # no model
+        dict.fromkeys(range(7, 11), ""),  # no workload
+        dict.fromkeys(range(11, 15), ""),  # no devices
+        dict.fromkeys(range(15, 23), ""),  # no layers
+    ],
+)
+def test_examples_in_helps_parse(lines: dict[int, str]) -> None:
+    # The example after "e.g." in the help is a statement one can paste into the file.
+    found = diagnostics_of(config(lines))[0]
+    assert found.help is not None
+    example = found.help.split("e.g. `", 1)[1].removesuffix("`")
+    parse_source(SourceFile("t.dag", config(lines, append=example + "\n")))
 
 
 def test_missing_devices_section_leaves_groups_unknown() -> None:
@@ -242,6 +261,21 @@ def test_duplicate_key() -> None:
             19,
             "unknown `layers` statement key `tp`",
             "`layers` statement accepts `pp`",
+        ),
+        (  # two blocks on one line without `;`: the second reads as a flag of the first
+            {16: "  attention mlp", 17: ""},
+            16,
+            13,
+            "unknown `attention` block key `mlp`",
+            "`mlp` is a block of its own: put each block on its own line, or separate them"
+            " with `;` (`attention; mlp`)",
+        ),
+        (  # a block kind written as `key=value` is an ordinary unknown key
+            {16: "  attention mlp=4", 17: ""},
+            16,
+            13,
+            "unknown `attention` block key `mlp`",
+            "`attention` block accepts `fused_qkv` or `tp`",
         ),
     ],
 )
@@ -351,6 +385,19 @@ def test_missing_required_key(line: int, key: str, message: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "text", "message", "help"),
+    [
+        (3, "  hiden = 1024", "unknown model key `hiden`", "did you mean `hidden`?"),
+        (9, "  sq = 128", "unknown workload key `sq`", "did you mean `seq`?"),
+    ],
+)
+def test_misspelt_required_key_is_not_also_missing(
+    line: int, text: str, message: str, help: str
+) -> None:
+    check(only_diagnostic(config({line: text})), line, 3, message, help=help)
+
+
 def test_empty_sections_report_their_required_keys() -> None:
     found = diagnostics_of(config({**dict.fromkeys(range(2, 6), ""), 8: "", 9: ""}))
     assert [(d.span.line, d.span.column, d.message) for d in found if d.span] == [
@@ -375,9 +422,66 @@ def test_head_dim_default_needs_divisible_hidden() -> None:
     )
 
 
-def test_kv_heads_needs_heads() -> None:
-    found = only_diagnostic(config({4: "  kv_heads = 4"}))
-    check(found, 4, 14, "`kv_heads` needs `heads`", help="add `heads = ...`")
+@pytest.mark.parametrize(
+    ("lines", "column", "key", "needed", "help"),
+    [
+        (  # without heads (and so without attention blocks)
+            {4: "  head_dim = 64", 16: "", 20: ""},
+            14,
+            "head_dim",
+            "heads",
+            "add `heads = ...` if the model has attention, or remove `head_dim`",
+        ),
+        (
+            {4: "  kv_heads = 4", 16: "", 20: ""},
+            14,
+            "kv_heads",
+            "heads",
+            "add `heads = ...` if the model has attention, or remove `kv_heads`",
+        ),
+        (
+            {5: "  ffn = 4096; top_k = 2"},
+            23,
+            "top_k",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `top_k`",
+        ),
+        (
+            {5: "  ffn = 4096; expert_ffn = 512"},
+            28,
+            "expert_ffn",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `expert_ffn`",
+        ),
+        (
+            {5: "  ffn = 4096; capacity_factor = 1.5"},
+            33,
+            "capacity_factor",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `capacity_factor`",
+        ),
+    ],
+)
+def test_ignored_model_key_warning(
+    lines: dict[int, str], column: int, key: str, needed: str, help: str
+) -> None:
+    line = next(iter(lines))
+    result = dagc.compile_text(config(lines), path="t.dag")
+    (warning,) = result.warnings
+    message = f"`{key}` is ignored: the model has no `{needed}`"
+    check(warning, line, column, message, severity=WARNING, help=help)
+    assert getattr(result.program.model, key) in (None, 1.0)  # dropped, or the default
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [  # the needed key is misspelt: that error alone, no warning about what it leaves out
+        ("  ffn = 4096; expert = 8; top_k = 2", "unknown model key `expert`"),
+        ("  ffn = 4096; experts = 0; top_k = 2", "`experts` must be a positive integer, not `0`"),
+    ],
+)
+def test_no_ignored_key_warning_when_the_needed_key_has_an_error(text: str, message: str) -> None:
+    assert only_diagnostic(config({5: text})).message == message
 
 
 @pytest.mark.parametrize("kv_heads", [6, 32])
@@ -486,12 +590,10 @@ def test_gpu_in_two_places(
 
 
 def test_reversed_layer_range() -> None:
-    found = diagnostics_of(config({19: "layers 3..2 on g1 {"}))
-    assert len(found) == 2
-    # The range is empty, so layers 2 and 3 are placed nowhere (reported at `layers = 4`).
-    check(found[0], 2, 12, "layers 2..3 are not placed on any GPUs")
+    # The range names layers 2 and 3, so they are not also reported as unplaced.
+    found = only_diagnostic(config({19: "layers 3..2 on g1 {"}))
     check(
-        found[1],
+        found,
         19,
         8,
         "layer range 3..2 is reversed, so it is empty",
@@ -625,6 +727,141 @@ def test_more_stages_than_layers() -> None:
         "pp=2 stages cannot share 1 layer",
         help="each stage needs at least one layer: lower pp or widen the range",
     )
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (  # 3 = 2 + 1
+            {15: "layers 0..2 on g0, g1 pp=2 {", 19: "layers 3 on g1 {"},
+            "3 layers do not split evenly over pp=2: stage 0 gets 2 layers, stage 1 gets 1",
+        ),
+        (  # 4 = 2 + 1 + 1
+            {
+                13: "  group g1 = gpu[4..7]; group g2 = gpu[8..11]",
+                15: "layers 0..3 on g0, g1, g2 pp=3 {",
+                **dict.fromkeys(range(19, 23), ""),
+            },
+            "4 layers do not split evenly over pp=3: stage 0 gets 2 layers, stages 1-2 get 1",
+        ),
+    ],
+)
+def test_uneven_pipeline_split_warning(lines: dict[int, str], message: str) -> None:
+    column = lines[15].index("pp=") + 4  # the value of pp
+    (warning,) = dagc.compile_text(config(lines), path="t.dag").warnings
+    check(
+        warning,
+        15,
+        column,
+        message,
+        severity=WARNING,
+        help=f"the stages with the most layers set the pace; a pp dividing {message[0]} splits"
+        " evenly, or write one `layers` statement per stage to choose the split",
+        width=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            {19: "layers 2..3 on g1 { }", 20: "", 21: "", 22: ""},
+            "this `layers` statement has no blocks, so layers 2..3 run nothing",
+        ),
+        (
+            {19: "layers 2 on g1 {", 20: "}", 21: "layers 3 on g1 { attention; mlp }", 22: ""},
+            "this `layers` statement has no blocks, so layer 2 runs nothing",
+        ),
+    ],
+)
+def test_layers_statement_without_blocks_warning(lines: dict[int, str], message: str) -> None:
+    (warning,) = dagc.compile_text(config(lines), path="t.dag").warnings
+    help = "list the blocks each layer runs, e.g. `{ attention; mlp }`"
+    check(warning, 19, 8, message, severity=WARNING, help=help)
+
+
+def test_pipeline_stage_without_blocks_warning() -> None:
+    # `embed` stays in the first stage only, so stage 1 (layer 1, on g1) runs nothing.
+    lines = {15: "layers 0..1 on g0, g1 pp=2 {", 16: "  embed", 17: ""}
+    (warning,) = dagc.compile_text(config(lines), path="t.dag").warnings
+    check(
+        warning,
+        15,
+        20,
+        "stage 1 of this pipeline (layer 1) runs no blocks",
+        severity=WARNING,
+        help="`embed` runs only in the first stage and `lm_head` only in the last: list the"
+        " blocks each layer runs",
+        width=2,
+    )
+
+
+# -- limits on counts (checked before any loop over the items) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "column", "message", "help", "width"),
+    [
+        (
+            {13: "  group g1 = gpu[4..1000000000000]"},
+            13,
+            21,
+            "GPU id 1000000000000 is out of range: ids go from 0 to 1048575",
+            "dagc handles at most 1,048,576 GPUs; check the id",
+            13,
+        ),
+        (  # the first id is the one out of range; numbers may be written with `_`
+            {13: "  group g1 = gpu[4, 1_048_576 .. 2_000_000]"},
+            13,
+            21,
+            "GPU id 1048576 is out of range: ids go from 0 to 1048575",
+            "dagc handles at most 1,048,576 GPUs; check the id",
+            9,
+        ),
+        (
+            {2: "  layers = 1000000000000"},
+            2,
+            12,
+            "`layers` must be at most 100,000, not `1000000000000`",
+            "`layers` is the number of transformer layers; dagc handles at most 100,000",
+            13,
+        ),
+        (
+            {5: "  ffn = 4096; experts = 1000000000000; top_k = 2"},
+            5,
+            25,
+            "`experts` must be at most 1,048,576, not `1000000000000`",
+            "`experts` is the routed experts; dagc handles at most 1,048,576",
+            13,
+        ),
+    ],
+)
+def test_count_beyond_the_limit(
+    lines: dict[int, str], line: int, column: int, message: str, help: str, width: int
+) -> None:
+    check(only_diagnostic(config(lines)), line, column, message, help=help, width=width)
+
+
+def test_layer_range_beyond_the_limit_while_the_model_is_invalid() -> None:
+    found = diagnostics_of(config({2: "  layers = 0", 19: "layers 2..1000000000000 on g1 {"}))
+    assert len(found) == 2
+    check(found[0], 2, 12, "`layers` must be a positive integer, not `0`")
+    check(
+        found[1],
+        19,
+        8,
+        "layer 1000000000000 does not exist: dagc handles at most 100,000 layers (0..99999)",
+        help="layers are numbered from 0; fix the range",
+    )
+
+
+def test_counts_at_the_limit_are_accepted() -> None:
+    text = config(
+        {5: "  ffn = 4096; experts = 1_048_576; top_k = 2", 14: "  group spare = gpu[1048575]\n}"}
+    )
+    program = dagc.compile_text(text, path="t.dag").program
+    assert program.model.experts == 1_048_576
+    assert program.group("spare").gpus == (1_048_575,)
 
 
 # -- blocks ----------------------------------------------------------------------------
@@ -1009,6 +1246,25 @@ def test_empty_file(tmp_path: Path, text: str) -> None:
         help="a .dag file declares a `model`, a `workload`, `devices` and `layers`",
         path=str(path),
     )
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t\n", "# only a comment\n\n   # and another\n"])
+def test_empty_text(text: str) -> None:
+    # compile_text says what read_source says about an empty file.
+    found = only_diagnostic(text)
+    check(
+        found,
+        1,
+        1,
+        "the file is empty",
+        help="a .dag file declares a `model`, a `workload`, `devices` and `layers`",
+    )
+
+
+def test_file_of_comments_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "t.dag"
+    path.write_text("# a plan, not written yet\n")
+    check(_read_error(path), 1, 1, "the file is empty", path=str(path))
 
 
 def test_byte_order_mark_is_not_part_of_the_text(tmp_path: Path) -> None:

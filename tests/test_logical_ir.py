@@ -56,6 +56,43 @@ def test_pipeline_sugar_is_two_explicit_statements() -> None:
     assert placement(sugar) == [(0, 1, ("s0", "s0")), (2, 3, ("s1", "s1"))]
 
 
+EMBED_HEADER = """\
+model m { layers = 10; hidden = 1024; heads = 8; ffn = 4096; vocab = 32000 }
+workload { batch = 8; seq = 128 }
+devices { group a = gpu[0..1]; group b = gpu[2..3]; group c = gpu[4..7] }
+"""
+
+
+def test_pipeline_sugar_keeps_embed_and_lm_head_at_the_ends() -> None:
+    # 10 layers over 3 stages: 4, 3, 3. `embed` runs before layer 0 and `lm_head` after
+    # layer 9, so only the first stage has `embed` and only the last has `lm_head`.
+    sugar = dagc.compile_text(
+        EMBED_HEADER + "layers 0..9 on a, b, c pp=3 { embed; attention; mlp; lm_head }\n",
+        path="t.dag",
+    )
+    explicit = dagc.compile_text(
+        EMBED_HEADER
+        + "layers 0..3 on a { embed; attention; mlp }\n"
+        + "layers 4..6 on b { attention; mlp }\n"
+        + "layers 7..9 on c { attention; mlp; lm_head }\n",
+        path="t.dag",
+    )
+    assert sugar.program == explicit.program
+    assert str(sugar.program) == str(explicit.program)
+    kinds = [tuple(b.kind for b in r.blocks) for r in sugar.program.ranges]
+    assert kinds == [
+        (BlockKind.EMBED, ATTENTION, MLP),
+        (ATTENTION, MLP),
+        (ATTENTION, MLP, BlockKind.LM_HEAD),
+    ]
+    # lm_head's tp is the last stage's group size (4), not checked against a or b.
+    assert sugar.program.ranges[-1].blocks[-1].degree == 4
+    assert explicit.warnings == ()
+    assert [w.message for w in sugar.warnings] == [
+        "10 layers do not split evenly over pp=3: stage 0 gets 4 layers, stages 1-2 get 3"
+    ]
+
+
 @pytest.mark.parametrize(
     ("first", "last", "pp", "expected"),
     [
@@ -94,9 +131,14 @@ def test_61_layers_over_16_stages() -> None:
     )
     expected = [(4 * s, 4 * s + 3, f"s{s}") for s in range(13)]
     expected += [(52, 54, "s13"), (55, 57, "s14"), (58, 60, "s15")]
-    program = program_of(text)
+    result = dagc.compile_text(text, path="t.dag")
+    program = result.program
     assert [(r.first, r.last, r.blocks[0].group) for r in program.ranges] == expected
     assert all(b.degree == 1 for r in program.ranges for b in r.blocks)
+    (warning,) = result.warnings  # the uneven split is said, never silently rounded
+    assert warning.message == (
+        "61 layers do not split evenly over pp=16: stages 0-12 get 4 layers, stages 13-15 get 3"
+    )
 
 
 DEFAULTS_TEXT = """\

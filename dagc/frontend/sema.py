@@ -2,17 +2,18 @@
 
 Every problem is recorded in the DiagnosticBag and checking goes on, so a file's errors are
 reported together. The pipeline sugar (`layers A..B on G1, G2 pp=2`) is lowered here to one
-explicit LayerRange per stage.
+explicit LayerRange per stage (`embed` in the first stage only, `lm_head` in the last only).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dagc.diagnostics import DiagnosticBag, Note, did_you_mean, one_of
+from dagc.diagnostics import DiagnosticBag, Note, closest, did_you_mean, one_of
 from dagc.frontend import ast
 from dagc.hardware import DEFAULT_GPU, DEFAULT_NODE_SIZE, PRESETS
 from dagc.ir.logical import (
@@ -39,17 +40,24 @@ class KeySpec:
     required: bool = False
     choices: tuple[str, ...] = ()
     meaning: str = ""
+    maximum: int | None = None  # the largest integer accepted (bounds dagc's own loops)
 
+
+# Limits that keep a typo such as `layers = 1000000000000` from running for minutes: each is
+# checked before any loop over the items it counts.
+MAX_GPUS = 1_048_576  # GPU ids 0 .. MAX_GPUS - 1
+MAX_LAYERS = 100_000
+MAX_EXPERTS = 1_048_576
 
 MODEL_KEYS: dict[str, KeySpec] = {
-    "layers": KeySpec("int", True, meaning="number of transformer layers"),
+    "layers": KeySpec("int", True, meaning="number of transformer layers", maximum=MAX_LAYERS),
     "hidden": KeySpec("int", True, meaning="hidden size"),
     "heads": KeySpec("int", meaning="attention (query) heads"),
     "head_dim": KeySpec("int", meaning="size of one head"),
     "kv_heads": KeySpec("int", meaning="key/value heads"),
     "ffn": KeySpec("int", meaning="dense MLP inner size"),
     "activation": KeySpec("choice", choices=tuple(a.value for a in Activation)),
-    "experts": KeySpec("int", meaning="routed experts"),
+    "experts": KeySpec("int", meaning="routed experts", maximum=MAX_EXPERTS),
     "top_k": KeySpec("int", meaning="experts per token"),
     "expert_ffn": KeySpec("int", meaning="expert MLP inner size"),
     "capacity_factor": KeySpec("number", meaning="expert capacity factor"),
@@ -115,14 +123,14 @@ class _Lowering:
     # -- the file ---------------------------------------------------------------------
 
     def run(self, tree: ast.File) -> Program | None:
-        model = self._single(tree.models, "model", "model NAME { layers = 4  hidden = 4096 }")
-        workload = self._single(tree.workloads, "workload", "workload { batch = 8  seq = 2048 }")
+        model = self._single(tree.models, "model", "model NAME { layers = 4; hidden = 4096 }")
+        workload = self._single(tree.workloads, "workload", "workload { batch = 8; seq = 2048 }")
         devices = self._single(tree.devices, "devices", "devices { group all = gpu[0..7] }")
         if not tree.layers:
             self.bag.error(
                 self._file_start(),
                 "the file has no `layers` statement, so nothing runs anywhere",
-                help="place the layers on a group, e.g. `layers 0..3 on all { attention  mlp }`",
+                help="place the layers on a group, e.g. `layers 0..3 on all { attention; mlp }`",
             )
         self.model_section = model
         model_settings = self._settings(model.settings, MODEL_KEYS, "model") if model else None
@@ -178,7 +186,11 @@ class _Lowering:
     # -- key = value settings -----------------------------------------------------------
 
     def _settings(
-        self, settings: Iterable[ast.Setting], schema: dict[str, KeySpec], where: str
+        self,
+        settings: Iterable[ast.Setting],
+        schema: dict[str, KeySpec],
+        where: str,
+        block: BlockKind | None = None,
     ) -> Settings:
         """Check each setting against `schema`; unknown, duplicate and bad values are errors."""
         seen: Settings = {}
@@ -186,7 +198,7 @@ class _Lowering:
             key = setting.key.text
             spec = schema.get(key)
             if spec is None:
-                self._unknown_key(setting.key, schema, where)
+                self._unknown_key(setting, schema, where, block)
                 continue
             if key in seen:
                 first = seen[key].setting
@@ -202,8 +214,21 @@ class _Lowering:
                 seen[key] = _Entry(value, setting)
         return seen
 
-    def _unknown_key(self, key: ast.Ident, schema: dict[str, KeySpec], where: str) -> None:
+    def _unknown_key(
+        self,
+        setting: ast.Setting,
+        schema: dict[str, KeySpec],
+        where: str,
+        block: BlockKind | None = None,
+    ) -> None:
+        key = setting.key
         hint = did_you_mean(key.text, schema)
+        if block is not None and key.text in BLOCK_KINDS and setting.value is None:
+            # `attention mlp` is the block `attention` with a flag called `mlp`
+            hint = (
+                f"`{key.text}` is a block of its own: put each block on its own line, or"
+                f" separate them with `;` (`{block.value}; {key.text}`)"
+            )
         if hint is None:
             hint = f"{where} accepts {one_of(schema)}" if schema else f"{where} takes no options"
         self.bag.error(key.span, f"unknown {where} key `{key.text}`", help=hint)
@@ -248,6 +273,14 @@ class _Lowering:
             )
             return None
         if isinstance(value.value, int) and value.value > 0:
+            if spec.maximum is not None and value.value > spec.maximum:
+                self.bag.error(
+                    value.span,
+                    f"`{key}` must be at most {spec.maximum:,}, not `{value.value}`",
+                    help=f"`{key}` is the {spec.meaning or key}; dagc handles at most"
+                    f" {spec.maximum:,}",
+                )
+                return None
             return value.value
         self.bag.error(
             value.span,
@@ -259,11 +292,20 @@ class _Lowering:
     def _missing_required(
         self, settings: Settings, schema: dict[str, KeySpec], section: ast.Section
     ) -> bool:
-        """Report required keys that are not written; True if any is missing or invalid."""
+        """Report required keys that are not written; True if any is missing or invalid.
+
+        A key that is written but invalid, or misspelt (`hiden` when `hidden` is missing),
+        is reported already, so it is not reported as missing too.
+        """
         written = {setting.key.text for setting in section.settings}
+        misspelt = {
+            closest(setting.key.text, schema)
+            for setting in section.settings
+            if setting.key.text not in schema
+        }
         required = [key for key, spec in schema.items() if spec.required]
         for key in required:
-            if key not in written:  # a written but invalid value is reported already
+            if key not in written and key not in misspelt:
                 self.bag.error(
                     Span.point(section.span.line, section.span.column, len(section.keyword)),
                     f"{section.keyword} has no `{key}` ({schema[key].meaning})",
@@ -274,6 +316,9 @@ class _Lowering:
     # -- sections -----------------------------------------------------------------------
 
     def _model(self, section: ast.Section, s: Settings) -> Model | None:
+        self._ignored_keys(section, s, ("head_dim", "kv_heads"), "heads", "attention")
+        moe_keys = ("top_k", "expert_ffn", "capacity_factor")
+        self._ignored_keys(section, s, moe_keys, "experts", "MoE layers")
         if self._missing_required(s, MODEL_KEYS, section):
             return None
         get = _getter(s)
@@ -289,14 +334,9 @@ class _Lowering:
                 )
             else:
                 head_dim = hidden // heads
-        kv_heads = get("kv_heads")
+        kv_heads = get("kv_heads") if heads is not None else None  # else ignored (a warning)
         if kv_heads is not None:
-            if heads is None:
-                ok = False
-                self.bag.error(
-                    s["kv_heads"].span, "`kv_heads` needs `heads`", help="add `heads = ...`"
-                )
-            elif kv_heads > heads or heads % kv_heads:
+            if kv_heads > heads or heads % kv_heads:
                 ok = False
                 self.bag.error(
                     s["kv_heads"].span,
@@ -306,7 +346,8 @@ class _Lowering:
                 )
         elif heads is not None:
             kv_heads = heads
-        experts, top_k = get("experts"), get("top_k")
+        experts = get("experts")
+        top_k = get("top_k") if experts is not None else None  # else ignored (a warning)
         if experts is not None and top_k is not None and top_k > experts:
             ok = False
             self.bag.error(
@@ -328,9 +369,30 @@ class _Lowering:
             experts=experts,
             top_k=top_k,
             expert_ffn=get("expert_ffn") or get("ffn") if experts is not None else None,
-            capacity_factor=get("capacity_factor") or 1.0,
+            capacity_factor=(get("capacity_factor") if experts is not None else None) or 1.0,
             vocab=get("vocab"),
         )
+
+    def _ignored_keys(
+        self,
+        section: ast.Section,
+        s: Settings,
+        keys: tuple[str, ...],
+        needed: str,
+        needed_by: str,
+    ) -> None:
+        """Warn about `keys` that mean nothing without the model key `needed`."""
+        for setting in section.settings:
+            key = setting.key.text
+            if key == needed or (key not in MODEL_KEYS and closest(key, MODEL_KEYS) == needed):
+                return  # set, or written with a bad value or misspelt (an error already)
+        for key in keys:
+            if key in s:
+                self.bag.warning(
+                    s[key].span,
+                    f"`{key}` is ignored: the model has no `{needed}`",
+                    help=f"add `{needed} = ...` if the model has {needed_by}, or remove `{key}`",
+                )
 
     def _workload(self, section: ast.Section, s: Settings) -> Workload | None:
         if self._missing_required(s, WORKLOAD_KEYS, section):
@@ -401,6 +463,16 @@ class _Lowering:
                     help=f"ranges go upwards: write `{member.last}..{member.first}`",
                 )
                 continue
+            if member.last >= MAX_GPUS:  # before the loop below, which would take minutes
+                ok = False
+                big_first = member.first >= MAX_GPUS
+                self.bag.error(
+                    self._member_number_span(member, last=not big_first),
+                    f"GPU id {member.first if big_first else member.last} is out of range:"
+                    f" ids go from 0 to {MAX_GPUS - 1}",
+                    help=f"dagc handles at most {MAX_GPUS:,} GPUs; check the id",
+                )
+                continue
             for gpu in range(member.first, member.last + 1):
                 if gpu in owner:
                     ok = False
@@ -417,6 +489,17 @@ class _Lowering:
                 gpus.append(gpu)
         return gpus if ok else []
 
+    def _member_number_span(self, member: ast.Member, *, last: bool) -> Span:
+        """The span of the first or the last number of a GPU list entry (`0` or `7` of `0..7`)."""
+        span = member.span
+        if span.end_line != span.line:
+            return span
+        text = self.source.line_text(span.line)[span.column - 1 : span.end_column - 1]
+        match = re.search(r"[0-9_]+$" if last else r"^[0-9_]+", text)
+        if match is None:
+            return span
+        return Span.point(span.line, span.column + match.start(), len(match.group()))
+
     # -- layer placement ----------------------------------------------------------------
 
     def _layer_ranges(
@@ -431,8 +514,9 @@ class _Lowering:
         written: set[int] = set()  # layers named by any statement, even a rejected one
         ranges: list[LayerRange] = []
         for decl in decls:
-            if num_layers is not None:
-                written.update(range(decl.first, min(decl.last, num_layers - 1) + 1))
+            if num_layers is not None:  # a reversed range names its layers too: no cascade
+                low, high = sorted((decl.first, decl.last))
+                written.update(range(low, min(high, num_layers - 1) + 1))
             if not self._check_range(decl, num_layers, placed_by):
                 continue
             ranges += self._lower_layers(decl, groups, model)
@@ -457,6 +541,14 @@ class _Lowering:
                 f"layer {decl.last} does not exist: the model has {num_layers} layers"
                 f" (0..{num_layers - 1})",
                 help="layers are numbered from 0; fix the range or the model's `layers`",
+            )
+            return False
+        if decl.last >= MAX_LAYERS:  # the model is invalid, so its count is unknown
+            self.bag.error(
+                decl.range_span,
+                f"layer {decl.last} does not exist: dagc handles at most {MAX_LAYERS:,} layers"
+                f" (0..{MAX_LAYERS - 1})",
+                help="layers are numbered from 0; fix the range",
             )
             return False
         overlap = [layer for layer in range(decl.first, decl.last + 1) if layer in placed_by]
@@ -489,6 +581,14 @@ class _Lowering:
     def _lower_layers(
         self, decl: ast.LayersDecl, groups: dict[str, DeviceGroup], model: Model | None
     ) -> list[LayerRange]:
+        if not decl.blocks:
+            self.bag.warning(
+                decl.range_span,
+                f"this `layers` statement has no blocks, so"
+                f" {_layers_text(decl.first, decl.last)}"
+                f" {'runs' if decl.first == decl.last else 'run'} nothing",
+                help="list the blocks each layer runs, e.g. `{ attention; mlp }`",
+            )
         stage_groups = self._statement_groups(decl, groups)
         options = self._settings(decl.options, LAYERS_OPTIONS, "`layers` statement")
         if stage_groups is None:
@@ -503,8 +603,25 @@ class _Lowering:
         for stage, count in enumerate(layer_counts):  # stage groups repeat any diagnostics
             last = first + count - 1
             stage_group = stage_groups[stage] if stage_groups else None
+            # `embed` runs before the first layer and `lm_head` after the last, so only the
+            # first stage keeps `embed` and only the last keeps `lm_head`, as if each stage
+            # had been written as its own statement.
+            stage_blocks = [
+                (b, kind)
+                for b, kind in blocks
+                if not (kind is BlockKind.EMBED and stage > 0)
+                and not (kind is BlockKind.LM_HEAD and stage < pp - 1)
+            ]
+            if blocks and not stage_blocks:
+                self.bag.warning(
+                    decl.groups[stage].span,
+                    f"stage {stage} of this pipeline ({_layers_text(first, last)}) runs no blocks",
+                    help="`embed` runs only in the first stage and `lm_head` only in the last:"
+                    " list the blocks each layer runs",
+                )
             placed = [
-                self._resolve_block(b, kind, decl, stage_group, groups, model) for b, kind in blocks
+                self._resolve_block(b, kind, decl, stage_group, groups, model)
+                for b, kind in stage_blocks
             ]
             if all(p is not None for p in placed):
                 ranges.append(LayerRange(first, last, tuple(p for p in placed if p), decl.span))
@@ -582,6 +699,18 @@ class _Lowering:
                 help="each stage needs at least one layer: lower pp or widen the range",
             )
             return None
+        if layers % pp:
+            assert pp_entry is not None
+            sizes = split_evenly(layers, pp)
+            big = sizes.count(sizes[0])
+            self.bag.warning(
+                pp_entry.span,
+                f"{layers} layers do not split evenly over pp={pp}:"
+                f" {_stages_get(0, big - 1, f'{sizes[0]} layers')},"
+                f" {_stages_get(big, pp - 1, str(sizes[-1]))}",
+                help=f"the stages with the most layers set the pace; a pp dividing {layers}"
+                " splits evenly, or write one `layers` statement per stage to choose the split",
+            )
         return pp
 
     def _block_kinds(self, decl: ast.LayersDecl) -> list[tuple[ast.BlockDecl, BlockKind]]:
@@ -674,7 +803,7 @@ class _Lowering:
         groups: dict[str, DeviceGroup],
         model: Model | None,
     ) -> Block | None:
-        options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block")
+        options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind)
         group_name = self._block_group(block, kind, decl, stage_group, groups)
         ok = self._check_model_needs(block, kind, model)
         if group_name is None or model is None or not ok:
@@ -844,6 +973,18 @@ def _ranks_get(first: int, last: int, count: int) -> str:
     if first == last:
         return f"rank {first} gets {count}"
     return f"ranks {first}-{last} get {count}"
+
+
+def _stages_get(first: int, last: int, count: str) -> str:
+    """`stage 0 gets 2 layers` or `stages 13-15 get 3`."""
+    if first == last:
+        return f"stage {first} gets {count}"
+    return f"stages {first}-{last} get {count}"
+
+
+def _layers_text(first: int, last: int) -> str:
+    """`layer 3` or `layers 0..1`."""
+    return f"layer {first}" if first == last else f"layers {first}..{last}"
 
 
 def _stage_names(count: int) -> str:
