@@ -69,9 +69,23 @@ WORKLOAD_KEYS: dict[str, KeySpec] = {
     "dtype": KeySpec("choice", choices=tuple(d.value for d in DType)),
     "microbatches": KeySpec("int", meaning="micro-batches"),
 }
+# Roofline parameters a file may set (the same names as `--set`; docs/cost-models.md).
+ROOFLINE_KEYS: dict[str, str] = {
+    "peak_flops": "dense tensor-core FLOP/s",
+    "hbm_bandwidth": "HBM bytes/s",
+    "nvlink_bandwidth": "NVLink bytes/s per direction",
+    "network_bandwidth": "inter-node bytes/s per GPU",
+    "memory_bytes": "memory per GPU in bytes",
+    "matmul_efficiency": "fraction of the peak products reach",
+    "memory_efficiency": "fraction of HBM bandwidth streaming reaches",
+    "link_efficiency": "fraction of link bandwidth collectives reach",
+    "nvlink_latency": "seconds per collective inside a node",
+    "network_latency": "seconds per collective across nodes",
+}
 DEVICES_KEYS: dict[str, KeySpec] = {
     "gpu": KeySpec("choice", choices=tuple(sorted(PRESETS))),
     "node_size": KeySpec("int", meaning="GPUs per node"),
+    **{key: KeySpec("number", meaning=meaning) for key, meaning in ROOFLINE_KEYS.items()},
 }
 LAYERS_OPTIONS: dict[str, KeySpec] = {"pp": KeySpec("int", meaning="pipeline stages")}
 BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
@@ -411,7 +425,18 @@ class _Lowering:
 
     def _hardware(self, s: Settings) -> Hardware:
         get = _getter(s)
-        return Hardware(get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE)
+        overrides = {key: float(s[key].value) for key in ROOFLINE_KEYS if key in s}
+        for key in ("matmul_efficiency", "memory_efficiency", "link_efficiency"):
+            if key in overrides and overrides[key] > 1:
+                self.bag.error(
+                    s[key].span,
+                    f"`{key}` is a fraction of the hardware's peak, at most 1, not"
+                    f" {overrides[key]:g}",
+                    help=f"e.g. `{key} = 0.7`",
+                )
+                del overrides[key]
+        gpu, node_size = get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE
+        return Hardware(gpu, node_size, overrides)
 
     # -- device groups ------------------------------------------------------------------
 

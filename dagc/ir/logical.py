@@ -227,7 +227,8 @@ def print_program(program: Program) -> str:
         f"  model {model_text}",
         f"  workload batch={w.batch} seq={w.seq} dtype={w.dtype.value}"
         f" microbatches={w.microbatches}",
-        f"  hardware gpu={hw.gpu} node_size={hw.node_size}",
+        f"  hardware gpu={hw.gpu} node_size={hw.node_size}"
+        + "".join(f" {key}={value:g}" for key, value in sorted(hw.overrides.items())),
     ]
     lines += [f"  group @{g.name} = {format_gpus(g.gpus)}" for g in program.groups]
     for layer_range in program.ranges:
