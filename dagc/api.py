@@ -136,11 +136,13 @@ def formula_compiled(
     matmul_only: bool = False,
     max_branches: int | None = None,
     max_ops: int = DEFAULT_MAX_OPS,
-    symmetric: bool | None = None,
+    symmetric: bool | None = True,
 ) -> FormulaResult:
     """The runtime of a compiled program as a max-plus formula over cost terms.
 
-    The reference model that breaks ties past `max_branches` is the file's roofline.
+    The reference model that breaks ties past `max_branches` is the file's roofline. The
+    symbolic walk costs far more per operation than the numeric one, so GPUs doing
+    identical work are collapsed by default (the formula is the same; tests check it).
     """
     from dagc.analysis.formula import DEFAULT_MAX_BRANCHES, symbolic_longest_path, to_expression
     from dagc.ir.terms import TermKind

@@ -364,7 +364,10 @@ def analyze(
     if formula:
         found = _run(
             lambda: formula_compiled(
-                compiled, matmul_only=matmul_only, max_ops=max_ops, symmetric=symmetric
+                compiled,
+                matmul_only=matmul_only,
+                max_ops=max_ops,
+                symmetric=True if symmetric is None else symmetric,
             )
         )
         section = FormulaSection(
@@ -430,7 +433,7 @@ def formula(
             matmul_only=matmul_only,
             max_branches=max_branches,
             max_ops=max_ops,
-            symmetric=_symmetric(symmetry),
+            symmetric=_symmetric(symmetry) if symmetry is not Symmetry.auto else True,
         )
     )
     for warning in result.warnings:
