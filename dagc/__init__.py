@@ -1,18 +1,47 @@
-"""dagc: a compiler for plans of how a large language model runs on many GPUs."""
+"""dagc: a compiler for plans of how a large language model runs on many GPUs.
+
+The names below are loaded on first use, so that `import dagc` (and `dagc --help`) stays
+cheap: the parser and numpy load only when something is compiled or analysed.
+"""
 
 from __future__ import annotations
 
-from dagc.compiler import (
-    CompileResult,
-    compile_file,
-    compile_source,
-    compile_text,
-    parse_source,
-    read_source,
-)
-from dagc.diagnostics import Diagnostic, DiagnosticError
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "CompileResult": "dagc.compiler",
+    "compile_file": "dagc.compiler",
+    "compile_source": "dagc.compiler",
+    "compile_text": "dagc.compiler",
+    "parse_source": "dagc.compiler",
+    "read_source": "dagc.compiler",
+    "Diagnostic": "dagc.diagnostics",
+    "DiagnosticError": "dagc.diagnostics",
+}
+
+if TYPE_CHECKING:
+    from dagc.compiler import (
+        CompileResult,
+        compile_file,
+        compile_source,
+        compile_text,
+        parse_source,
+        read_source,
+    )
+    from dagc.diagnostics import Diagnostic, DiagnosticError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dagc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CompileResult",

@@ -9,8 +9,10 @@ from __future__ import annotations
 import enum
 import os
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
@@ -84,6 +86,24 @@ def _run(action: Callable[[], T]) -> T:
                 err=True,
             )
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[None]:
+    """A spinner on stderr for work that lasts more than a second (terminals only)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    status = Console(stderr=True).status(label)
+    timer = threading.Timer(1.0, status.start)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        status.stop()
 
 
 def _print_warnings(result: dagc.CompileResult) -> None:
@@ -207,7 +227,8 @@ def _lower_device(
         steps = _run(lambda: lower_to_steps(result.program, options))
         _emit(output, lambda out: out.write(str(steps) + "\n"))
         return
-    expansion = _run(lambda: expand(result, max_ops=max_ops, options=options))
+    with _progress(f"expanding {result.source.path}"):
+        expansion = _run(lambda: expand(result, max_ops=max_ops, options=options))
     for warning in expansion.warnings:
         typer.echo(warning.render(), err=True)
     if werror and expansion.warnings:
@@ -351,7 +372,10 @@ def analyze(
     options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     compiled = _run(lambda: dagc.compile_file(file, werror=werror))
     symmetric = _symmetric(symmetry)
-    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops, symmetric=symmetric))
+    with _progress(f"analysing {file}"):
+        result = _run(
+            lambda: analyze_compiled(compiled, options, max_ops=max_ops, symmetric=symmetric)
+        )
     for warning in result.warnings:
         typer.echo(warning.render(), err=True)
     for message in result.analysis.warnings:
@@ -362,14 +386,15 @@ def analyze(
     analysis = result.analysis
     section = None
     if formula:
-        found = _run(
-            lambda: formula_compiled(
-                compiled,
-                matmul_only=matmul_only,
-                max_ops=max_ops,
-                symmetric=True if symmetric is None else symmetric,
+        with _progress(f"deriving the formula of {file}"):
+            found = _run(
+                lambda: formula_compiled(
+                    compiled,
+                    matmul_only=matmul_only,
+                    max_ops=max_ops,
+                    symmetric=True if symmetric is None else symmetric,
+                )
             )
-        )
         section = FormulaSection(
             printers.text(found.expression, width=80),
             printers.python(found.expression),
@@ -427,15 +452,16 @@ def formula(
     from dagc.backends import formula as printers
 
     compiled = _run(lambda: dagc.compile_file(file, werror=werror))
-    result = _run(
-        lambda: formula_compiled(
-            compiled,
-            matmul_only=matmul_only,
-            max_branches=max_branches,
-            max_ops=max_ops,
-            symmetric=_symmetric(symmetry) if symmetry is not Symmetry.auto else True,
+    with _progress(f"deriving the formula of {file}"):
+        result = _run(
+            lambda: formula_compiled(
+                compiled,
+                matmul_only=matmul_only,
+                max_branches=max_branches,
+                max_ops=max_ops,
+                symmetric=_symmetric(symmetry) if symmetry is not Symmetry.auto else True,
+            )
         )
-    )
     for warning in result.warnings:
         typer.echo(warning.render(), err=True)
     if werror and result.warnings:

@@ -251,10 +251,13 @@ def test_grammar_text_is_the_grammar_file() -> None:
 
 
 def test_installed_grammar_is_preferred(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # An installed wheel holds dagc/grammar/dag.lark; grammar_text() must read that copy.
-    (tmp_path / "grammar").mkdir()
-    (tmp_path / "grammar" / "dag.lark").write_text("// installed copy\n", encoding="utf-8")
-    monkeypatch.setattr(parser.resources, "files", lambda package: tmp_path)
+    # An installed wheel holds dagc/grammar/dag.lark beside dagc/frontend/parser.py;
+    # grammar_text() must read that copy, not look for a source checkout.
+    package = tmp_path / "dagc"
+    (package / "grammar").mkdir(parents=True)
+    (package / "frontend").mkdir()
+    (package / "grammar" / "dag.lark").write_text("// installed copy\n", encoding="utf-8")
+    monkeypatch.setattr(parser, "__file__", str(package / "frontend" / "parser.py"))
     assert parser.grammar_text() == "// installed copy\n"
 
 
