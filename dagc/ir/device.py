@@ -68,11 +68,16 @@ class DeviceGraph:
         step_of: list[int] = []
         rank_of: list[int] = []
         term_of: list[int] = []
+        by_object: dict[int, int] = {}  # ranks share term objects: hash each object once
         for index, step in enumerate(steps):
             for rank in range(step.width):
                 step_of.append(index)
                 rank_of.append(rank)
-                term_of.append(self.terms.intern(step.term(rank)))
+                term = step.term(rank)
+                term_id = by_object.get(id(term))
+                if term_id is None:
+                    term_id = by_object[id(term)] = self.terms.intern(term)
+                term_of.append(term_id)
         self.template_step = np.asarray(step_of, dtype=np.int32)
         self.template_rank = np.asarray(rank_of, dtype=np.int32)
         self.template_term = np.asarray(term_of, dtype=np.int32)

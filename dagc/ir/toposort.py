@@ -41,9 +41,10 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
         _, nxt = gather(offsets, successors, frontier)
         if nxt.size == 0:
             break
-        unique, counts = np.unique(nxt, return_counts=True)
-        indegree[unique] -= counts
-        frontier = unique[indegree[unique] == 0]
+        np.subtract.at(indegree, nxt, 1)
+        ready = nxt[indegree[nxt] == 0]
+        # A node reached by several edges of this level appears once per edge.
+        frontier = np.unique(ready) if ready.size > 1 else ready
     return levels if seen == num_nodes else None
 
 
