@@ -15,6 +15,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check dagc tests benchmarks
 	$(BIN)/ruff format --check dagc tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: setup
