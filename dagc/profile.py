@@ -304,7 +304,8 @@ def write_cost_table(
         out.write(f"# measured by dagc profile on {where}\n")
         if backend is not None and repeats is not None:
             out.write(
-                f"# C = A @ B in {backend.dtype}; seconds per product, median of {repeats} runs\n"
+                f"# C = A @ B in {backend.dtype}; seconds per product, median of {repeats}"
+                f" run{'s' if repeats != 1 else ''}\n"
             )
         out.write("m,k,n,seconds\n")
         for m, k, n, seconds in rows:

@@ -66,7 +66,7 @@ def _stage_transfer(
         kind="transfer",
         layer=block.layer,
         group=block.group,
-        gpus=both,
+        gpus=block.gpus,
         input_gpus=block.input_gpus,
         output_gpus=block.gpus,
         steps=(send, recv),
