@@ -176,6 +176,9 @@ def symbolic_longest_path(
     reference: CostModel | None = None,
 ) -> SymbolicPath:
     """Max-plus longest path of `graph`; terms for which `include` is false count as 0."""
+    if max_branches < 1:
+        # ranked[:limit] with limit <= 0 would drop every path and print `T = 0`.
+        raise ValueError(f"max_branches must be at least 1, got {max_branches}")
     levels = graph.levels
     if levels is None:
         raise ValueError("the device graph has a cycle")
