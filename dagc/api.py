@@ -158,7 +158,7 @@ def formula_compiled(
     path = symbolic_longest_path(
         expansion.graph,
         include=include,
-        max_branches=max_branches or DEFAULT_MAX_BRANCHES,
+        max_branches=DEFAULT_MAX_BRANCHES if max_branches is None else max_branches,
         reference=reference,
     )
     notes = list(path.notes)

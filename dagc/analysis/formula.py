@@ -19,6 +19,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -287,7 +288,7 @@ Expr = Call | Scale | Add | Max | Zero
 
 def to_expression(path: SymbolicPath) -> Expr:
     """A readable expression: common terms outside max(...), repeated blocks factored."""
-    sums = [s.counts for s in path.sums]
+    sums = _drop_between([s.counts for s in path.sums])
     if not sums:
         return Zero()
     if len(sums) == 1:
@@ -297,13 +298,53 @@ def to_expression(path: SymbolicPath) -> Expr:
     rests = [
         {t: c - common.get(t, 0) for t, c in s.items() if c - common.get(t, 0) > 0} for s in sums
     ]
+    shared = math.gcd(*(c for r in rests for c in r.values()))
+    if shared > 1:  # max(7 × [A], 7 × B) = 7 × max(A, B)
+        rests = [{t: c // shared for t, c in r.items()} for r in rests]
     branches = tuple(_sum_expr(r, path.terms) for r in rests)
-    maximum = Max(branches)
+    maximum: Expr = Max(branches) if shared <= 1 else Scale(shared, Max(branches))
     if not common:
         return maximum
     base = _sum_expr(common, path.terms)
     items = base.items if isinstance(base, Add) else (base,)
     return Add((*items, maximum))
+
+
+def _drop_between(sums: list[dict[int, int]]) -> list[dict[int, int]]:
+    """Drop sums that lie on the segment between two others.
+
+    If b = c + λ·(a − c) with 0 < λ < 1, then under any cost model b's value is the same
+    weighted mean of a's and c's, so b is never the strict maximum: dropping it changes no
+    value. (Pipelines make such families: k·X + (n − k)·Y for k = 0..n.)
+    """
+    kept = list(sums)
+    changed = True
+    while changed and len(kept) > 2:
+        changed = False
+        for b in kept:
+            others = [x for x in kept if x is not b]
+            if any(_between(a, b, c) for a in others for c in others if a is not c):
+                kept.remove(b)
+                changed = True
+                break
+    return kept
+
+
+def _between(a: dict[int, int], b: dict[int, int], c: dict[int, int]) -> bool:
+    ratio: Fraction | None = None
+    for term in a.keys() | b.keys() | c.keys():
+        span = a.get(term, 0) - c.get(term, 0)
+        offset = b.get(term, 0) - c.get(term, 0)
+        if span == 0:
+            if offset != 0:
+                return False
+            continue
+        here = Fraction(offset, span)
+        if ratio is None:
+            ratio = here
+        elif here != ratio:
+            return False
+    return ratio is not None and 0 < ratio < 1
 
 
 def _sum_expr(counts: dict[int, int], terms: list[CostTerm]) -> Expr:

@@ -116,10 +116,12 @@ class CostTerm:
         label = self.labels[index] if self.labels else ()
         if not label:
             return str(self.args[index])
+        # A plain factor of 1 (a rank's single KV head, fp8's w) says nothing: leave it out.
+        shown = [(sym, v) for sym, v in label if v != 1 or (sym and symbolic)] or list(label)
         if symbolic:
-            return "*".join(symbol or str(value) for symbol, value in label)
-        if len(label) > 1 and any(symbol in TOKEN_SYMBOLS for symbol, _ in label):
-            return times.join(str(value) for _, value in label)
+            return times.join(symbol or str(value) for symbol, value in shown)
+        if len(shown) > 1 and any(symbol in TOKEN_SYMBOLS for symbol, _ in shown):
+            return times.join(str(value) for _, value in shown)
         return str(self.args[index])
 
 
