@@ -843,7 +843,7 @@ def test_symbolic_dims() -> None:
     assert "1024" not in result.stdout and "×2048" not in result.stdout
     assert result.stdout.startswith("T = 4 × [\n") and result.stderr == ""
     latex = invoke(BASELINE, "--symbolic-dims", "--format", "latex").stdout
-    assert r"\mathrm{Get\_Time}(B*S, H, 4*d)" in latex
+    assert r"\mathrm{Get\_Time}(B \times S, H, 4 \times d)" in latex  # products as \times
     # the python form stays numeric: it must evaluate
     python = invoke(BASELINE, "--symbolic-dims", "--format", "python").stdout
     assert "B*S" not in python and "Get_Time(2097152, 4096, 512)" in python
