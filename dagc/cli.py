@@ -212,14 +212,11 @@ def _lower_device(
     wanted = set(REGISTRY) if "all" in print_after else set(print_after)
     unknown = sorted(wanted - set(REGISTRY))
     if unknown:
-        typer.echo(
-            f"dagc: error: unknown pass `{unknown[0]}` for --print-after\n"
-            f"  = help: the passes are {_pass_names()}",
-            err=True,
+        _usage_error(
+            f"unknown pass `{unknown[0]}` for --print-after", f"the passes are {_pass_names()}"
         )
-        raise typer.Exit(2)
     if emit is Emit.ir:
-        sys.stdout.write(str(result.program) + "\n")
+        _emit(output, lambda out: out.write(str(result.program) + "\n"))
     options = PassOptions(print_after=frozenset(wanted), verify_each=verify, stream=sys.stdout)
     if emit is Emit.steps:
         from dagc.passes.manager import lower_to_steps
@@ -241,22 +238,30 @@ def _lower_device(
         _emit(output, lambda out: write_device_json(expansion.graph, out))
 
 
+def _usage_error(message: str, help: str) -> NoReturn:
+    """A problem with the command line: the message and a fix, as diagnostics show them."""
+    from dagc.diagnostics import DiagnosticBag
+
+    bag = DiagnosticBag(None)
+    bag.error(None, message, help=help)
+    typer.echo(bag.diagnostics[0].render(), err=True)
+    raise typer.Exit(2)
+
+
 def _emit(output: Path | None, write: Callable[[TextIO], object]) -> None:
     """Write to stdout, or atomically to `output`."""
     if output is None:
         write(sys.stdout)
         return
-    from dagc.backends.output import write_atomically
+    from dagc.backends.atomic import write_text_atomically as write_atomically
 
     try:
         write_atomically(output, write)
     except OSError as error:
-        typer.echo(
-            f"dagc: error: cannot write {output}: {error.strerror}\n"
-            "  = help: check that the folder exists and is writable",
-            err=True,
+        _usage_error(
+            f"cannot write {output}: {error.strerror}",
+            "check that the folder exists and is writable",
         )
-        raise typer.Exit(2) from None
 
 
 class ReportFormat(enum.StrEnum):
@@ -331,12 +336,9 @@ def _cost_options(
                 raise ValueError
             overrides[key.strip()] = float(value)
         except ValueError:
-            typer.echo(
-                f"dagc: error: --set expects KEY=NUMBER, got `{item}`\n"
-                "  = help: e.g. --set matmul_efficiency=0.6",
-                err=True,
+            _usage_error(
+                f"--set expects KEY=NUMBER, got `{item}`", "e.g. --set matmul_efficiency=0.6"
             )
-            raise typer.Exit(2) from None
     return CostOptions(gpu, overrides, table, plugin, matmul_only)
 
 
@@ -363,6 +365,14 @@ def analyze(
     max_ops: MaxOpsOpt = 50_000_000,
     symmetry: SymmetryOpt = Symmetry.auto,
     werror: WerrorOpt = False,
+    render: Annotated[
+        Path | None,
+        typer.Option(
+            "--render",
+            metavar="PICTURE",
+            help="Also draw the block view to this .svg, .png, .pdf or .dot (see `dagc render`).",
+        ),
+    ] = None,
 ) -> None:
     """Analyze a configuration: critical path, per-GPU time, MFU and memory."""
     from dagc.api import analyze_compiled, formula_compiled
@@ -410,6 +420,8 @@ def analyze(
         )
     else:
         _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit, formula=section))
+    if render is not None:
+        _draw(compiled, options, render, view="block", max_ops=max_ops, warn=False)
 
 
 class FormulaFormat(enum.StrEnum):
@@ -438,7 +450,7 @@ def formula(
     ] = False,
     max_branches: Annotated[
         int,
-        typer.Option(help="Most incomparable branches kept before falling back (see docs)."),
+        typer.Option(min=1, help="Most incomparable branches kept before falling back (see docs)."),
     ] = 32,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the formula to this file.")
@@ -515,6 +527,9 @@ def compare(
     """Compare configurations side by side: time, speedup over the first, bottleneck, MFU."""
     from dagc.backends.report import write_comparison
 
+    if len(files) < 2:
+        _usage_error("compare needs at least two .dag files", "use `dagc analyze` for one")
+
     options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     analyses = []
     for file in files:
@@ -573,7 +588,7 @@ def profile(
     count = len(grid[0]) * len(grid[1]) * len(grid[2])
     typer.echo(
         f"dagc: profiling {count} shapes ({prof.describe_grid(grid)}) with"
-        f" {chosen.describe()}, median of {repeats} runs each",
+        f" {chosen.describe()}, median of {repeats} run{'s' if repeats != 1 else ''} each",
         err=True,
     )
     columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn())
@@ -601,6 +616,163 @@ def profile(
     typer.echo(f"dagc: measured {len(rows)} shapes in {elapsed:.1f} s; wrote {output}", err=True)
 
 
+class RenderView(enum.StrEnum):
+    device = "device"
+    block = "block"
+    logical = "logical"
+
+
+def _span_option(name: str, what: str) -> Any:
+    return typer.Option(
+        f"--{name}",
+        metavar="N|A..B",
+        help=f"Draw only these {what} (inclusive).",
+        show_default=False,
+    )
+
+
+def _draw(
+    compiled: dagc.CompileResult,
+    options: Any,
+    output: Path,
+    *,
+    view: str,
+    filters: Any = None,
+    max_nodes: int | None = None,
+    max_ops: int = 50_000_000,
+    werror: bool = False,
+    warn: bool = True,
+) -> None:
+    """Check the output, time the program, draw it, and say on stderr what was drawn.
+
+    `warn`: print the compiler's warnings (analyze --render has printed them already)."""
+    from dagc.backends import render as pictures
+    from dagc.backends.schedule import build_schedule, check_output
+
+    fmt = _run(lambda: check_output(output, pictures.FORMATS))
+    if fmt != "dot":
+        _run(lambda: pictures.find_dot(fmt))
+    with _progress(f"drawing {output}"):
+        schedule, warnings = _run(lambda: build_schedule(compiled, options, max_ops=max_ops))
+        _print_warnings_or_fail(warnings if warn else (), werror)
+        notes = _run(
+            lambda: pictures.render(
+                schedule,
+                output,
+                view=view,
+                filters=filters,
+                max_nodes=max_nodes or pictures.DEFAULT_MAX_NODES,
+            )
+        )
+    for note in notes:
+        typer.echo(f"dagc: note: {note}", err=True)
+    typer.echo(f"dagc: wrote {output}", err=True)
+
+
+def _print_warnings_or_fail(warnings: Any, werror: bool) -> None:
+    for warning in warnings:
+        typer.echo(warning.render(), err=True)
+    if werror and warnings:
+        typer.echo("dagc: error: warnings are errors (--werror)", err=True)
+        raise typer.Exit(2)
+
+
+@app.command("render")
+def render_command(
+    file: FileArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The picture: .svg, .png, .pdf or .dot.", show_default=False
+        ),
+    ],
+    view: Annotated[
+        RenderView,
+        typer.Option(
+            help="device: every operation; block: one node per block, GPU, layer and"
+            " micro-batch; logical: the layer ranges and blocks of the file."
+        ),
+    ] = RenderView.device,
+    layers: Annotated[str | None, _span_option("layers", "layers")] = None,
+    gpus: Annotated[str | None, _span_option("gpus", "GPUs")] = None,
+    microbatch: Annotated[str | None, _span_option("microbatch", "micro-batches")] = None,
+    max_nodes: Annotated[
+        int,
+        typer.Option(min=1, help="Above this many nodes, draw the block view, then fewer layers."),
+    ] = 2000,
+    gpu: GpuOpt = None,
+    settings: SetOpt = None,
+    cost_table: TableOpt = None,
+    cost_plugin: PluginOpt = None,
+    matmul_only: MatmulOnlyOpt = False,
+    max_ops: MaxOpsOpt = 50_000_000,
+    werror: WerrorOpt = False,
+) -> None:
+    """Draw a configuration with graphviz: GPUs, operations, collectives, critical path."""
+    from dagc.backends.schedule import Filters, parse_span
+
+    options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
+    filters = _run(
+        lambda: Filters(
+            parse_span(layers, "--layers"),
+            parse_span(gpus, "--gpus"),
+            parse_span(microbatch, "--microbatch"),
+        )
+    )
+    compiled = _run(lambda: dagc.compile_file(file, werror=werror))
+    _draw(
+        compiled,
+        options,
+        output,
+        view=view.value,
+        filters=filters,
+        max_nodes=max_nodes,
+        max_ops=max_ops,
+        werror=werror,
+    )
+
+
+@app.command("timeline")
+def timeline_command(
+    file: FileArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="trace.json (Chrome/Perfetto trace) or a Gantt chart: .png, .svg or .pdf.",
+            show_default=False,
+        ),
+    ],
+    gpu: GpuOpt = None,
+    settings: SetOpt = None,
+    cost_table: TableOpt = None,
+    cost_plugin: PluginOpt = None,
+    matmul_only: MatmulOnlyOpt = False,
+    max_ops: MaxOpsOpt = 50_000_000,
+    werror: WerrorOpt = False,
+) -> None:
+    """When every operation runs on every GPU: a Perfetto trace or a Gantt chart."""
+    from dagc.backends.schedule import build_schedule, check_output
+    from dagc.backends.timeline import FORMATS, write_timeline
+
+    options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
+    _run(lambda: check_output(output, FORMATS))
+    compiled = _run(lambda: dagc.compile_file(file, werror=werror))
+    with _progress(f"writing {output}"):
+        schedule, warnings = _run(lambda: build_schedule(compiled, options, max_ops=max_ops))
+        _print_warnings_or_fail(warnings, werror)
+        notes = _run(lambda: write_timeline(schedule, output))
+    for note in notes:
+        typer.echo(f"dagc: note: {note}", err=True)
+    typer.echo(f"dagc: wrote {output}", err=True)
+
+
 def run() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        # The reader stopped early (`dagc lower ... | head`): not an error of dagc's.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

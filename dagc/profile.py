@@ -294,7 +294,7 @@ def write_cost_table(
     rows: Sequence[Row], path: str | os.PathLike[str], *, backend: Backend | None = None
 ) -> None:
     """Write rows as a cost table CSV, atomically, with a comment naming what measured them."""
-    from dagc.backends.output import write_atomically
+    from dagc.backends.atomic import write_text_atomically as write_atomically
 
     backend = backend or getattr(rows, "backend", None)
     repeats = getattr(rows, "repeats", None)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import dagc
 from dagc.api import CostOptions, analyze_compiled, analyze_file
-from dagc.backends.output import write_atomically
+from dagc.backends.atomic import write_text_atomically as write_atomically
 from dagc.cli import app
 from helpers import REPO
 

@@ -1,0 +1,318 @@
+"""`dagc timeline`: when every operation runs, as a Perfetto trace or a Gantt chart.
+
+Times are the critical-path computation's earliest starts: an operation runs
+[start, start + cost]. The trace is Chrome's JSON Trace Event format
+(https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU), which
+https://ui.perfetto.dev and chrome://tracing open: one track per GPU, one complete ("X")
+event per operation on each GPU it runs on. The Gantt chart draws the same with matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from dagc.backends.atomic import temporary_beside, write_text_atomically
+from dagc.backends.render import CRITICAL, block_grouping
+from dagc.backends.schedule import KINDS, IntArray, Schedule, write_error
+from dagc.ir.logical import format_gpus
+from dagc.ir.terms import CostTerm, TermKind
+
+TRACE_FORMATS = ("json",)
+GANTT_FORMATS = ("png", "svg", "pdf")
+FORMATS = TRACE_FORMATS + GANTT_FORMATS
+GANTT_MAX_OPS = 20_000  # above this many operations the Gantt chart draws blocks
+MERGE_ABOVE = 8  # with more GPUs than this, GPUs with identical schedules share a row
+
+# Okabe & Ito's colour-blind-safe palette, as in the graphviz pictures.
+COLOUR = {
+    "matmul": "#56B4E9",
+    "elementwise": "#F0E442",
+    "collective": "#CC79A7",
+    "transfer": "#009E73",
+}
+
+
+# -- the trace ------------------------------------------------------------------------------
+
+
+def shape_text(term: CostTerm) -> str:
+    """What the operation works on: `[2097152, 4096] x [4096, 384]`, `8589934592 elements`."""
+    if term.kind is TermKind.MATMUL:
+        m, k, n = term.args
+        return f"[{m}, {k}] x [{k}, {n}]"
+    if term.kind is TermKind.ELEMENTWISE:
+        return f"{term.args[0]} elements"
+    if term.kind is TermKind.P2P:
+        return f"{term.args[0]} bytes"
+    if term.kind is TermKind.SYNC:
+        return "waits for a transfer"
+    return f"{term.args[0]} bytes per GPU, {term.args[1]} GPUs"
+
+
+def _microseconds(seconds: float) -> float:
+    return round(seconds * 1e6, 3)
+
+
+def trace_events(schedule: Schedule) -> list[dict[str, Any]]:
+    """The trace's events: one track (thread) per GPU, then every operation on each GPU."""
+    graph = schedule.graph
+    home = schedule.group_of_gpu
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
+         "args": {"name": f"dagc: {graph.program.model.name}"}},
+    ]  # fmt: skip
+    for gpu in graph.gpus():
+        label = f"gpu{gpu} ({home[gpu]})" if gpu in home else f"gpu{gpu}"
+        events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": gpu,
+                       "args": {"name": label}})  # fmt: skip
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": gpu,
+                       "args": {"sort_index": gpu}})  # fmt: skip
+    operations = sorted(_op_events(schedule), key=lambda e: (e["tid"], e["ts"], e["name"]))
+    return events + operations
+
+
+def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
+    graph = schedule.graph
+    element_bytes = graph.program.workload.dtype.bytes
+    for op in range(graph.num_ops):
+        term = graph.term_of(op)
+        gpus = graph.gpus_of(op)
+        args = {
+            "term": term.pretty(),
+            "shape": shape_text(term),
+            "flops": term.flops(),
+            "bytes": term.bytes_moved(element_bytes),
+            "microbatch": graph.split_id(op)[0],
+            "layer": graph.step_of(op).layer,
+            "critical": bool(schedule.critical[op]),
+            "gpus": format_gpus(gpus),
+        }
+        for gpu in gpus:
+            yield {
+                "name": graph.name(op),
+                "cat": schedule.template_kind[op % graph.template_size],
+                "ph": "X",
+                "ts": _microseconds(float(schedule.path.start[op])),
+                "dur": _microseconds(float(schedule.costs[op])),
+                "pid": 0,
+                "tid": gpu,
+                "args": args,
+            }
+
+
+def write_trace(schedule: Schedule, stream: TextIO) -> None:
+    """The trace as JSON, one event per line (stable across runs)."""
+    events = trace_events(schedule)
+    stream.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
+    stream.write(",\n".join(json.dumps(e, sort_keys=True, ensure_ascii=False) for e in events))
+    stream.write("\n]}\n")
+
+
+# -- the Gantt chart ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a Gantt row: [start, start + length], its kind, and whether critical."""
+
+    start: float
+    length: float
+    kind: str
+    critical: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the Gantt chart: a GPU, or GPUs whose schedules are identical."""
+
+    gpus: tuple[int, ...]
+    bars: tuple[Bar, ...]
+
+    def label(self, home: dict[int, str]) -> str:
+        name = f"gpu{self.gpus[0]}" if len(self.gpus) == 1 else format_gpus(self.gpus)
+        groups = sorted({home[g] for g in self.gpus if g in home})
+        return f"{name} ({', '.join(groups)})" if groups else name
+
+
+def gantt_rows(schedule: Schedule, *, blocks: bool) -> list[Row]:
+    """A row per GPU (merged when identical and there are many); bars per op or block."""
+    per_gpu = _block_bars(schedule) if blocks else _op_bars(schedule)
+    gpus = sorted(per_gpu)
+    if len(gpus) <= MERGE_ABOVE:
+        return [Row((g,), tuple(per_gpu[g])) for g in gpus]
+    merged: dict[tuple[tuple[float, float, str], ...], list[int]] = {}
+    for gpu in gpus:
+        key = tuple((b.start, b.length, b.kind) for b in per_gpu[gpu])
+        merged.setdefault(key, []).append(gpu)
+    rows = []
+    for members in merged.values():
+        bars = [
+            Bar(b.start, b.length, b.kind, any(per_gpu[g][i].critical for g in members))
+            for i, b in enumerate(per_gpu[members[0]])
+        ]
+        rows.append(Row(tuple(members), tuple(bars)))
+    return rows
+
+
+def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
+    graph = schedule.graph
+    bars: dict[int, list[Bar]] = defaultdict(list)
+    for op in range(graph.num_ops):
+        bar = Bar(
+            float(schedule.path.start[op]),
+            float(schedule.costs[op]),
+            schedule.template_kind[op % graph.template_size],
+            bool(schedule.critical[op]),
+        )
+        for gpu in graph.gpus_of(op):
+            bars[gpu].append(bar)
+    return {gpu: sorted(row, key=lambda b: b.start) for gpu, row in bars.items()}
+
+
+def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
+    """One bar per block, GPU and micro-batch (and per collective or transfer)."""
+    graph = schedule.graph
+    ops = np.arange(graph.num_ops, dtype=np.int64)
+    nodes = block_grouping(schedule).nodes_of(ops)
+    order = np.argsort(nodes, kind="stable")
+    _, starts = np.unique(nodes[order], return_index=True)
+    bars: dict[int, list[Bar]] = defaultdict(list)
+    for members in np.split(order, starts[1:]):
+        bar = _span_bar(schedule, members)
+        for gpu in graph.gpus_of(int(members[0])):
+            bars[gpu].append(bar)
+    return {gpu: sorted(row, key=lambda b: b.start) for gpu, row in bars.items()}
+
+
+def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
+    size = schedule.graph.template_size
+    seconds: dict[str, float] = defaultdict(float)
+    for op in members.tolist():
+        seconds[schedule.template_kind[op % size]] += float(schedule.costs[op])
+    start = float(schedule.path.start[members].min())
+    finish = float(schedule.path.finish[members].max())
+    kind = max(KINDS, key=lambda k: seconds.get(k, -1.0))
+    return Bar(start, finish - start, kind, bool(schedule.critical[members].any()))
+
+
+def draw_gantt(schedule: Schedule, output: str | os.PathLike[str]) -> list[str]:
+    """Draw the Gantt chart to `output` (.png, .svg or .pdf); returns notes for stderr."""
+    blocks = schedule.graph.num_ops > GANTT_MAX_OPS
+    rows = gantt_rows(schedule, blocks=blocks)
+    figure = _figure(schedule, rows, blocks)
+    fmt = Path(output).suffix.lower().lstrip(".")
+    # No date in the metadata: SVG and PDF output stay byte-identical from run to run.
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt, {})
+    from matplotlib import rc_context
+
+    try:  # a fixed salt makes the SVG's element ids the same from run to run
+        with rc_context({"svg.hashsalt": "dagc"}), temporary_beside(output) as temporary:
+            figure.savefig(temporary, format=fmt, dpi=150, metadata=metadata)
+    except OSError as error:
+        raise write_error(output, error) from None
+    if blocks:
+        return [
+            f"{schedule.graph.num_ops:,} operations are more than {GANTT_MAX_OPS:,}: the Gantt"
+            " chart draws one bar per block, GPU and micro-batch"
+        ]
+    return []
+
+
+def _figure(schedule: Schedule, rows: list[Row], blocks: bool) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(14, 1.6 + 0.42 * len(rows)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for index, row in enumerate(rows):
+        _draw_row(axes, len(rows) - 1 - index, row)
+    axes.set_yticks(range(len(rows)), [r.label(schedule.group_of_gpu) for r in reversed(rows)])
+    axes.set_ylim(-0.6, len(rows) - 0.4)
+    _time_axis(axes, schedule.total_s)
+    axes.set_title("\n".join(_title(schedule, rows, blocks)), fontsize=11, loc="left")
+    axes.legend(handles=_legend(rows), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    axes.grid(axis="x", color="#DDDDDD", linewidth=0.6)
+    axes.set_axisbelow(True)
+    return figure
+
+
+def _draw_row(axes: Any, y: float, row: Row) -> None:
+    by_kind: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for bar in row.bars:
+        if bar.length > 0:
+            by_kind[bar.kind].append((bar.start, bar.length))
+    for kind in KINDS:
+        if by_kind[kind]:
+            axes.broken_barh(by_kind[kind], (y - 0.35, 0.7), facecolors=COLOUR[kind],
+                             edgecolor="white", linewidth=0.3)  # fmt: skip
+    critical = _spans([(b.start, b.length) for b in row.bars if b.critical and b.length > 0])
+    if critical:
+        axes.broken_barh(critical, (y - 0.35, 0.7), facecolors="none", edgecolor=CRITICAL,
+                         linewidth=1.4)  # fmt: skip
+
+
+def _spans(bars: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Back-to-back bars joined, so that a run of critical operations gets one outline."""
+    spans: list[tuple[float, float]] = []
+    for start, length in sorted(bars):
+        if spans and start <= spans[-1][0] + spans[-1][1] * (1 + 1e-9):
+            first, previous = spans[-1]
+            spans[-1] = (first, max(previous, start + length - first))
+        else:
+            spans.append((start, length))
+    return spans
+
+
+def _time_axis(axes: Any, total: float) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    scale, unit = (1.0, "s") if total >= 1 else (1e-3, "ms")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:g}"))
+    axes.set_xlabel(f"time ({unit}) from the start, critical-path schedule")
+    axes.set_xlim(0, total * 1.01 if total else 1)
+
+
+def _title(schedule: Schedule, rows: list[Row], blocks: bool) -> list[str]:
+    program = schedule.graph.program
+    m = program.workload.microbatches
+    gpus = len(schedule.graph.gpus())
+    merged = " (identical GPUs share a row)" if len(rows) < gpus else ""
+    what = "blocks" if blocks else "operations"
+    return [
+        f"{program.model.name}: {gpus} GPUs ({schedule.gpu_preset}),"
+        f" {m} micro-batch{'es' if m > 1 else ''}; critical path"
+        f" {schedule.total_s:.4g} s under {schedule.cost_model}",
+        f"{what} by GPU{merged}; critical path outlined",
+    ]
+
+
+def _legend(rows: list[Row]) -> list[Any]:
+    from matplotlib.patches import Patch
+
+    shown = {bar.kind for row in rows for bar in row.bars}
+    handles = [Patch(facecolor=COLOUR[k], label=k) for k in KINDS if k in shown]
+    handles.append(Patch(facecolor="none", edgecolor=CRITICAL, linewidth=1.4, label="critical"))
+    return handles
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def write_timeline(schedule: Schedule, output: str | os.PathLike[str]) -> list[str]:
+    """Write a trace (.json) or a Gantt chart (.png, .svg, .pdf); returns notes for stderr."""
+    if Path(output).suffix.lower() == ".json":
+        try:
+            write_text_atomically(output, lambda stream: write_trace(schedule, stream))
+        except OSError as error:
+            raise write_error(output, error) from None
+        return []
+    return draw_gantt(schedule, output)
