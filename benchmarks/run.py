@@ -122,15 +122,16 @@ def measure(name: str) -> dict[str, Any]:
     return figures
 
 
-def _render(compiled: Any) -> str:
-    """A collapsed (block-view) render to DOT text, when the render backend is present."""
-    try:
-        from dagc.backends import render
-    except ImportError:
-        return "-"
-    if not hasattr(render, "render_dot"):
-        return "-"
-    return str(render.render_dot(compiled))
+def _render(compiled: Any) -> list[str]:
+    """The default render (`dagc render FILE -o x.svg`): collapsed above the size cap."""
+    import tempfile
+
+    from dagc.backends.render import render
+    from dagc.backends.schedule import build_schedule
+
+    schedule, _ = build_schedule(compiled, max_ops=10**9)
+    with tempfile.TemporaryDirectory() as folder:
+        return render(schedule, Path(folder) / "picture.svg", view="block")
 
 
 def _networkx(graph: Any, costs: Any, expected: float) -> dict[str, Any]:

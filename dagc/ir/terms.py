@@ -8,6 +8,7 @@ cost model evaluates each distinct term once.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -151,11 +152,13 @@ def _value(label: Label) -> int:
     return math.prod(value for _, value in label)
 
 
+@functools.cache  # terms are immutable: ranks and layers of equal shape share one object
 def matmul(m: Label, k: Label, n: Label) -> CostTerm:
     """Get_Time(M, K, N) from labelled dimensions."""
     return CostTerm(TermKind.MATMUL, (_value(m), _value(k), _value(n)), labels=(m, k, n))
 
 
+@functools.cache
 def elementwise(elements: Label) -> CostTerm:
     """Elem_Time(n) from a labelled element count."""
     return CostTerm(TermKind.ELEMENTWISE, (_value(elements),), labels=(elements,))

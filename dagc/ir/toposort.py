@@ -28,6 +28,16 @@ def gather(offsets: IntArray, values: IntArray, nodes: IntArray) -> tuple[IntArr
     return owner, values[index]
 
 
+def gather_values(offsets: IntArray, values: IntArray, nodes: IntArray) -> IntArray:
+    """Every CSR value of `nodes` (gather without the owners: fewer numpy calls per level)."""
+    starts = offsets[nodes]
+    counts = offsets[nodes + 1] - starts
+    ends = np.cumsum(counts)
+    index = np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64)
+    index += np.repeat(starts - ends + counts, counts)
+    return values[index]
+
+
 def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[IntArray] | None:
     """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle."""
     indegree = np.bincount(dst, minlength=num_nodes).astype(np.int64)
@@ -38,7 +48,7 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
     while frontier.size:
         levels.append(frontier)
         seen += frontier.size
-        _, nxt = gather(offsets, successors, frontier)
+        nxt = gather_values(offsets, successors, frontier)
         if nxt.size == 0:
             break
         np.subtract.at(indegree, nxt, 1)
