@@ -171,7 +171,7 @@ def print_row(f: dict[str, Any]) -> None:
     nx_text = "networkx: skipped (too large)"
     if f["networkx"]:
         nx_text = (
-            f"networkx {f['networkx']['seconds']:.2f}s, dagc {f['networkx']['ratio']:.0f}x"
+            f"networkx {f['networkx']['seconds']:.2f}s, dagc {f['networkx']['ratio']:.1f}x"
             f" faster{'' if f['networkx']['agrees'] else ' (LENGTHS DIFFER)'}"
         )
     print(
