@@ -1,7 +1,8 @@
-"""Shared test helpers: a small valid .dag file to vary, and diagnostic assertions."""
+"""Shared test helpers: a small valid .dag file to vary, diagnostic assertions, golden files."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,27 @@ from dagc.diagnostics import Diagnostic, Severity
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+UPDATE_GOLDEN = os.environ.get("DAGC_UPDATE_GOLDEN") == "1"
+
+
+def check_golden(golden: Path, actual: str, review: str) -> None:
+    """Compare `actual` with a golden file; with DAGC_UPDATE_GOLDEN=1, write it instead.
+
+    `review` says what to read before accepting a new or changed file, e.g. "the output of
+    `dagc lower FILE --emit ir`, line by line".
+    """
+    name = golden.relative_to(REPO)
+    how = f"DAGC_UPDATE_GOLDEN=1 .venv/bin/pytest tests -k {golden.stem.split('.')[0]}"
+    if UPDATE_GOLDEN:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(actual, encoding="utf-8")
+        return
+    if not golden.is_file():
+        pytest.fail(f"{name} is missing: check {review}, then create it with `{how}`")
+    assert actual == golden.read_text(encoding="utf-8"), (
+        f"{name} differs: if the change is intended, review {review} and run `{how}`"
+    )
+
 
 # The base configuration, one entry per line; the comments are the 1-based line numbers
 # that the tests' expected positions refer to.

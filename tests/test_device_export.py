@@ -9,7 +9,6 @@ line against the reference semantics before committing it.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,14 +21,12 @@ from dagc.backends.device_json import to_networkx
 from dagc.cli import app
 from dagc.expand import expand
 from dagc.ir.terms import TermKind
-from helpers import EXAMPLES, REPO
+from helpers import EXAMPLES, REPO, check_golden
 
 SEED = EXAMPLES / "seed"
 BASELINE = SEED / "baseline_tp8_pp2.dag"
 MA = SEED / "ma_separation.dag"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "device"
-UPDATE = os.environ.get("DAGC_UPDATE_GOLDEN") == "1"
-HOW_TO_UPDATE = "DAGC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_device_export.py"
 
 runner = CliRunner()
 
@@ -187,18 +184,8 @@ def test_golden_device_ir(example: Path) -> None:
     relative = example.relative_to(REPO)
     code, actual, err = lower(str(example), "--emit", "device")
     assert code == 0, err
-    golden = golden_path(example)
-    if UPDATE:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(actual, encoding="utf-8")
-        return
-    if not golden.is_file():
-        pytest.fail(
-            f"{golden.relative_to(REPO)} is missing: check `dagc lower {relative} --emit device`"
-            f" line by line, then create it with `{HOW_TO_UPDATE}`"
-        )
-    assert actual == golden.read_text(encoding="utf-8"), (
-        f"the device IR of {relative} changed; if intended, review it and run `{HOW_TO_UPDATE}`"
+    check_golden(
+        golden_path(example), actual, f"`dagc lower {relative} --emit device` line by line"
     )
 
 

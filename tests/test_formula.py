@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -50,13 +49,11 @@ from dagc.cli import app
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
 from dagc.ir.terms import CostTerm, TermKind
-from helpers import EXAMPLES, REPO, example_files
+from helpers import EXAMPLES, REPO, check_golden, example_files
 
 runner = CliRunner()
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "formula"
-UPDATE = os.environ.get("DAGC_UPDATE_GOLDEN") == "1"
-HOW_TO_UPDATE = "DAGC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_formula.py"
 
 SEED = EXAMPLES / "seed"
 BASELINE = SEED / "baseline_tp8_pp2.dag"
@@ -644,22 +641,9 @@ def formula_sections(example: Path) -> str:
 
 @pytest.mark.parametrize("example", example_files(), ids=_example_id)
 def test_golden_formula(example: Path) -> None:
-    actual = formula_sections(example)
-    golden = golden_path(example)
-    if UPDATE:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(actual, encoding="utf-8")
-        return
-    if not golden.is_file():
-        pytest.fail(
-            f"{golden.relative_to(REPO)} is missing for {example.relative_to(REPO)}: check the"
-            f" output of `dagc formula {example.relative_to(REPO)}` (with and without"
-            f" --matmul-only) term by term, then create the file with `{HOW_TO_UPDATE}`"
-        )
-    assert actual == golden.read_text(encoding="utf-8"), (
-        f"the formula of {example.relative_to(REPO)} changed; if the change is intended,"
-        f" review it and run `{HOW_TO_UPDATE}`"
-    )
+    relative = example.relative_to(REPO)
+    review = f"`dagc formula {relative}` (with and without --matmul-only), term by term"
+    check_golden(golden_path(example), formula_sections(example), review)
 
 
 def test_no_stale_golden_files() -> None:

@@ -15,11 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dagc.cli import app
-from helpers import EXAMPLES, REPO, example_files
+from helpers import EXAMPLES, REPO, check_golden, example_files
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "ir"
-UPDATE = os.environ.get("DAGC_UPDATE_GOLDEN") == "1"
-HOW_TO_UPDATE = "DAGC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden_ir.py"
 
 runner = CliRunner()
 
@@ -43,22 +41,9 @@ def test_there_are_examples() -> None:
     "example", example_files(), ids=lambda path: str(path.relative_to(EXAMPLES))
 )
 def test_golden_ir(example: Path) -> None:
-    actual = lower_ir(example)
-    golden = golden_path(example)
-    if UPDATE:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(actual, encoding="utf-8")
-        return
-    if not golden.is_file():
-        pytest.fail(
-            f"{golden.relative_to(REPO)} is missing for {example.relative_to(REPO)}: check the"
-            f" output of `dagc lower {example.relative_to(REPO)} --emit ir` line by line, then"
-            f" create the file with `{HOW_TO_UPDATE}`"
-        )
-    assert actual == golden.read_text(encoding="utf-8"), (
-        f"the IR of {example.relative_to(REPO)} changed; if the change is intended, review it"
-        f" and run `{HOW_TO_UPDATE}`"
-    )
+    relative = example.relative_to(REPO)
+    review = f"the output of `dagc lower {relative} --emit ir`, line by line"
+    check_golden(golden_path(example), lower_ir(example), review)
 
 
 def test_no_stale_golden_files() -> None:

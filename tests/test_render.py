@@ -25,7 +25,7 @@ from dagc.api import analyze_file
 from dagc.backends.render import FORMATS, operation_view
 from dagc.backends.schedule import Filters, Schedule, build_schedule
 from dagc.cli import app
-from helpers import REPO
+from helpers import REPO, check_golden
 
 SEED = REPO / "examples" / "seed"
 BASELINE = SEED / "baseline_tp8_pp2.dag"
@@ -33,8 +33,6 @@ MA = SEED / "ma_separation.dag"
 MA_MB4 = REPO / "examples" / "ma_separation_mb4.dag"
 SEEDS = (BASELINE, MA)
 GOLDEN = Path(__file__).resolve().parent / "golden" / "dot"
-UPDATE = os.environ.get("DAGC_UPDATE_GOLDEN") == "1"
-HOW_TO_UPDATE = "DAGC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_render.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NEEDS_DOT = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is missing")
 
@@ -106,16 +104,8 @@ def render_dot(example: Path, view: str, tmp_path: Path) -> str:
 @pytest.mark.parametrize("example", SEEDS, ids=lambda p: p.stem)
 def test_golden_dot(example: Path, view: str, tmp_path: Path) -> None:
     actual = render_dot(example, view, tmp_path)
-    golden = GOLDEN / f"{example.stem}.{view}.dot"
-    if UPDATE:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(actual, encoding="utf-8")
-        return
-    assert golden.is_file(), f"{golden.relative_to(REPO)} is missing: run `{HOW_TO_UPDATE}`"
-    assert actual == golden.read_text(encoding="utf-8"), (
-        f"the {view} view of {example.name} changed; if intended, look at the picture, review"
-        f" the DOT and run `{HOW_TO_UPDATE}`"
-    )
+    review = f"the picture and the DOT of the {view} view of {example.name}"
+    check_golden(GOLDEN / f"{example.stem}.{view}.dot", actual, review)
 
 
 def test_dot_is_deterministic_across_processes(tmp_path: Path) -> None:
