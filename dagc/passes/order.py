@@ -100,7 +100,7 @@ def _merge(graph: DeviceGraph, order_src: np.ndarray, order_dst: np.ndarray) -> 
     """Data edges plus the program-order edges that are not data edges already."""
     n = np.int64(graph.num_ops)
     order_key = _sorted_unique(order_src * n + order_dst)
-    data_key = np.sort(graph.src * n + graph.dst)
+    data_key = _sorted_data_keys(graph, n)
     new = order_key[~_contains(data_key, order_key)]
     src = np.concatenate([graph.src, new // n])
     dst = np.concatenate([graph.dst, new % n])
@@ -108,6 +108,22 @@ def _merge(graph: DeviceGraph, order_src: np.ndarray, order_dst: np.ndarray) -> 
         [np.full(len(graph.src), DATA_EDGE, np.uint8), np.full(len(new), ORDER_EDGE, np.uint8)]
     )
     return graph.with_edges(src, dst, kinds)
+
+
+def _sorted_data_keys(graph: DeviceGraph, n: np.int64) -> np.ndarray:
+    """The data edges' keys src·n + dst, sorted.
+
+    The microbatch pass lays edges out micro-batch by micro-batch, each a copy of the first
+    shifted by W operations, so sorting the first copy is enough: micro-batch j's keys are
+    the first's plus j·W·(n + 1), and every copy's keys exceed the previous copy's.
+    """
+    m, width = graph.microbatches, graph.template_size
+    per_copy = len(graph.src) // m if m else 0
+    if m <= 1 or per_copy * m != len(graph.src):
+        return np.sort(graph.src * n + graph.dst)
+    first = np.sort(graph.src[:per_copy] * n + graph.dst[:per_copy])
+    shifts = np.arange(m, dtype=np.int64) * np.int64(width) * (n + 1)
+    return (shifts[:, None] + first[None, :]).ravel()
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
