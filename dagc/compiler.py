@@ -18,7 +18,7 @@ from dagc.frontend import ast
 from dagc.frontend.parser import parse
 from dagc.frontend.sema import lower_to_logical
 from dagc.ir.logical import Program
-from dagc.source import SourceFile, Span
+from dagc.source import SourceFile, Span, undecodable
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,11 @@ def read_source(path: str | os.PathLike[str]) -> SourceFile:
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not text
     except UnicodeDecodeError as error:
-        good = data[: error.start].decode("utf-8-sig")
-        line = good.count("\n") + 1
-        column = len(good) - (good.rfind("\n") + 1) + 1
+        span, good = undecodable(data, error)
         raise fail(
             f"the file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
             "save it as UTF-8",
-            Span.point(line, column),
+            span,
             good,
         ) from None
     source = SourceFile(name, text)

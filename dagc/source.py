@@ -52,3 +52,11 @@ class SourceFile:
         """A one-character span just after the last character of the file."""
         lines = self.lines() or [""]
         return Span.point(len(lines), len(lines[-1]) + 1)
+
+
+def undecodable(data: bytes, error: UnicodeDecodeError) -> tuple[Span, str]:
+    """Where the first byte that is not UTF-8 sits, and the text before it (for the excerpt)."""
+    good = data[: error.start].decode("utf-8-sig", errors="replace")
+    line = good.count("\n") + 1
+    column = len(good) - (good.rfind("\n") + 1) + 1
+    return Span.point(line, column), good

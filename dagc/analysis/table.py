@@ -23,7 +23,7 @@ import numpy.typing as npt
 from dagc.analysis.costs import CostModel
 from dagc.diagnostics import DiagnosticBag, DiagnosticError, Note
 from dagc.ir.terms import CostTerm, TermKind
-from dagc.source import SourceFile, Span
+from dagc.source import SourceFile, Span, undecodable
 
 COLUMNS = ("m", "k", "n", "seconds")
 _HEADER_HELP = "a cost table starts with the line `m,k,n,seconds` (other columns are ignored)"
@@ -261,13 +261,11 @@ def _read(path: str | os.PathLike[str]) -> SourceFile:
     try:
         return SourceFile(name, data.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
-        good = data[: error.start].decode("utf-8-sig", errors="replace")
-        line = good.count("\n") + 1
-        column = len(good) - (good.rfind("\n") + 1) + 1
+        span, good = undecodable(data, error)
         raise fail(
             f"the table is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
             "save it as UTF-8",
-            Span.point(line, column),
+            span,
             good,
         ) from None
 
