@@ -3,11 +3,13 @@
 Program order comes from the file, never from costs:
 - GPUs of a pipeline stage run micro-batch by micro-batch (GPipe forward);
 - GPUs of groups that alternate with another group inside a layer (attention/MoE
-  separation) run layer by layer, each layer's micro-batches in order (ping-pong). Within
-  a layer, a GPU's work comes in segments separated by the other group's work (attention
-  and broadcast, then return and res2): it runs the first segment for every micro-batch,
-  then the next, so that the attention GPUs take micro-batch j+1 while the MoE GPUs work
-  on micro-batch j.
+  separation) run ping-pong units in (layer, micro-batch) order. Within a layer, a GPU's
+  work comes in segments separated by the other group's work: the attention GPUs run
+  attention and broadcast (segment 0), the MoE GPUs run their part, and the attention GPUs
+  finish with res2 (segment 1). A later segment joins the unit of the next layer for the
+  same micro-batch: unit (l, j) on the attention GPUs is res2 of layer l-1 for j, then
+  layer l's attention and broadcast for j. So the attention GPUs take micro-batch j+1, or
+  micro-batch j of layer l+1, while the MoE GPUs still work on micro-batch j of layer l.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     segment = np.tile(occ_segment, m)
     is_pingpong = np.isin(gpu, np.asarray(sorted(pingpong), dtype=np.int64))
     layer = layer_of_step[step]
-    segments = int(occ_segment.max()) + 1 if occ_segment.size else 1
-    pingpong_key = ((layer * segments + segment) * m + mb) * n_steps + step
+    unit = layer + (segment > 0)
+    pingpong_key = (unit * m + mb) * n_steps + step
     key = np.where(is_pingpong, pingpong_key, mb * n_steps + step)
 
     sort = np.lexsort((key, gpu))

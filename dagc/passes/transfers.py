@@ -86,10 +86,12 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     receive = Step("recv_moe", block.layer, block.gpus, (SYNC,), joint=True, span=block.span)
     d = dims(program)
     return_bytes = times(held_tokens(program, block.degree), d.hidden, d.width)
+    # The MoE GPUs send and their time is counted there; the residual side waits for the
+    # tokens through the data edge into res2, not in its program order (ping-pong).
     back = Step(
         "return",
         block.layer,
-        both,
+        block.gpus,
         (communication(program, TermKind.P2P, return_bytes, gpus=both),),
         joint=True,
         span=block.span,
