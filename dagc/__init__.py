@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# What dagc models today, in two lines; README.md and `dagc --help` print them verbatim
+# (a test keeps the three in step). Update them as the scope grows.
+SCOPE = (
+    "Models the forward pass (prefill) of one given layout: tp, pp, ep, attention/MoE "
+    "separation, micro-batches.",
+    "Not modelled yet: training, decode and the KV cache, data-parallel replicas, overlap "
+    "of communication with compute, layout search.",
+)
+
 _EXPORTS = {
     "CompileResult": "dagc.compiler",
     "compile_file": "dagc.compiler",
@@ -44,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SCOPE",
     "CompileResult",
     "Diagnostic",
     "DiagnosticError",

@@ -23,7 +23,8 @@ from dagc.diagnostics import Diagnostic, DiagnosticError, Severity
 
 app = typer.Typer(
     name="dagc",
-    help="Compile and analyse plans of how a large language model runs on many GPUs.",
+    help="Compile and analyse plans of how a large language model runs on many GPUs.\n\n"
+    + "\n\n".join(dagc.SCOPE),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
