@@ -17,6 +17,7 @@ from lark.lexer import PatternStr
 
 from dagc.diagnostics import DiagnosticBag, Note
 from dagc.frontend import ast
+from dagc.frontend.parser_cache import private_cache_file
 from dagc.source import SourceFile, Span
 
 MAX_SYNTAX_ERRORS = 20
@@ -45,12 +46,13 @@ def grammar_text() -> str:
 
 @functools.cache
 def _lark() -> Lark:
+    cache = private_cache_file()  # never lark's shared-folder default: see parser_cache.py
     return Lark(
         grammar_text(),
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=True,
-        cache=True,
+        cache=cache if cache is not None else False,
     )
 
 
