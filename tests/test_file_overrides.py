@@ -41,7 +41,7 @@ def test_efficiency_above_one_is_an_error() -> None:
     # `devices { group a = gpu[0..0]; link_efficiency = ` is 49 characters: 1.5 is at 50.
     assert error.span is not None and (error.span.line, error.span.column) == (3, 50)
     assert error.message == (
-        "`link_efficiency` is a fraction of the hardware's peak, at most 1, not 1.5"
+        "`link_efficiency` must be between 0.001 and 1 (a fraction of the peak), not 1.5"
     )
 
 

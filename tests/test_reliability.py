@@ -5,7 +5,9 @@ Each test here failed before the behaviour it pins was built.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -152,3 +154,106 @@ def test_parser_cache_planted_by_someone_else_is_not_loaded(tmp_path: Path, how:
     result = _dagc_check({"XDG_CACHE_HOME": str(cache)})
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
+
+
+# -- no NaN or Infinity: parameters in physical ranges, plugin values checked -------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("peak_flops=1e-300", "peak_flops must be between 1e9 and 1e18 FLOP/s, not 1e-300"),
+        ("peak_flops=inf", "peak_flops must be between 1e9 and 1e18 FLOP/s, not inf"),
+        ("hbm_bandwidth=nan", "hbm_bandwidth must be between 1e8 and 1e16 bytes/s, not nan"),
+        ("nvlink_latency=-1", "nvlink_latency must be between 1e-9 and 1 seconds, not -1"),
+        ("matmul_efficiency=70", "matmul_efficiency must be between 0.001 and 1"),
+    ],
+)
+def test_set_outside_the_physical_range_is_exit_2(setting: str, message: str) -> None:
+    result = runner.invoke(app, ["analyze", str(BASELINE), "--set", setting])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_file_parameter_outside_the_physical_range_is_exit_2(tmp_path: Path) -> None:
+    text = BASELINE.read_text().replace("devices {", "devices {\n  peak_flops = 1e-300", 1)
+    path = tmp_path / "tiny.dag"
+    path.write_text(text)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"{path}:17:16: error: `peak_flops` must be between 1e9 and 1e18 FLOP/s, not 1e-300"
+    )
+    assert "e.g. `peak_flops = 9.89e14`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"),
+    [("hidden", 10**160, "1,048,576"), ("hidden", 10**100, "1,048,576"), ("seq", 2**40, None)],
+)
+def test_huge_dimensions_are_refused_at_check_time(
+    tmp_path: Path, key: str, value: int, limit: str | None
+) -> None:
+    text = BASELINE.read_text()
+    path = tmp_path / "huge.dag"
+    path.write_text(_set_key(text, key, value))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"`{key}` must be at most" in result.stderr
+    if limit is not None:
+        assert limit in result.stderr
+    assert "digit number" in result.stderr or str(value) in result.stderr
+
+
+def _set_key(text: str, key: str, value: int) -> str:
+    """`text` with `key = N` replaced by `key = value` (the seed files write `key = N`)."""
+    new, count = re.subn(rf"\b{key}(\s*)=(\s*)\d+", rf"{key}\g<1>=\g<2>{value}", text, count=1)
+    assert count == 1, key
+    return new
+
+
+def _plugin(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "plugin.py"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("raise SystemExit(3)\n", "the cost plugin failed while loading: SystemExit: 3"),
+        (
+            "def get_time(m, k, n):\n    raise SystemExit(0)\n",
+            "get_time(2097152, 4096, 512) raised SystemExit: 0",
+        ),
+        ("def get_time(m, k, n):\n    return 1e308\n", "get_time(2097152, 4096, 512) returned"),
+        ("def get_time(m, k, n):\n    return 10**400\n", "not a number (OverflowError"),
+        (
+            "class Bad:\n    def __float__(self):\n        raise RuntimeError('no')\n"
+            "def get_time(m, k, n):\n    return Bad()\n",
+            "not a number (RuntimeError: no)",
+        ),
+        ("def get_time(m, k, n):\n    return float('nan')\n", "returned nan"),
+    ],
+)
+def test_plugin_failures_are_exit_2_naming_the_call(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    plugin = _plugin(tmp_path, body)
+    result = runner.invoke(app, ["analyze", str(BASELINE), "--cost-plugin", str(plugin)])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_plugin_prints_go_to_stderr_and_json_stays_valid(tmp_path: Path) -> None:
+    body = "print('loading')\ndef get_time(m, k, n):\n    print('call', m)\n    return 1e-3\n"
+    plugin = _plugin(tmp_path, body)
+    args = ["analyze", str(BASELINE), "--format", "json", "--cost-plugin", str(plugin)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # nothing but the report on stdout
+    assert report["critical_path"]["time_s"] > 0
+    assert "loading" in result.stderr and "call 2097152" in result.stderr

@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dagc.hardware import PRESETS, GpuPreset
+from dagc.hardware import PARAMETER_RANGES, PRESETS, GpuPreset
 from dagc.ir.logical import DType
 from dagc.ir.terms import CostTerm, TermKind
 
 CostFunction = Callable[..., float]
+
+# No single operation takes longer: a cost above it is a unit mistake (ms for s, FLOPs for
+# seconds), and would let sums over millions of operations overflow towards inf.
+MAX_TERM_SECONDS = 1e9
 
 # The Python name users give each term's function in a cost plugin.
 PLUGIN_NAMES: dict[TermKind, str] = {
@@ -90,11 +94,9 @@ class RooflineParams:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not value > 0:
-                raise ValueError(f"{f.name} must be positive, got {value}")
-        for name in ("matmul_efficiency", "memory_efficiency", "link_efficiency"):
-            if getattr(self, name) > 1:
-                raise ValueError(f"{name} must be at most 1, got {getattr(self, name)}")
+            allowed = PARAMETER_RANGES[f.name]
+            if not allowed.admits(value):
+                raise ValueError(f"{f.name} must be {allowed.describe()}, not {value:g}")
 
     @classmethod
     def for_gpu(cls, preset: GpuPreset, dtype: DType) -> RooflineParams:

@@ -1,13 +1,30 @@
-"""Loading a user's cost plugin (`--cost-plugin FILE.py`) with compiler-style errors."""
+"""Loading a user's cost plugin (`--cost-plugin FILE.py`) with compiler-style errors.
+
+A plugin is the user's Python and runs with the user's rights; dagc keeps its own promises
+around it: whatever the plugin prints goes to stderr (stdout carries only dagc's output), and
+anything it raises, `SystemExit` included, becomes exit 2 naming the plugin and the call.
+Every value it returns must be a finite, non-negative number of seconds no larger than
+MAX_TERM_SECONDS.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import runpy
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from dagc.analysis.costs import PLUGIN_NAMES, CostFunction, CostModel, PluginModel
+from dagc.analysis.costs import (
+    MAX_TERM_SECONDS,
+    PLUGIN_NAMES,
+    CostFunction,
+    CostModel,
+    PluginModel,
+)
 from dagc.diagnostics import DiagnosticBag, DiagnosticError
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.source import SourceFile, Span
@@ -33,13 +50,14 @@ def load_plugin(path: str | os.PathLike[str], base: CostModel) -> PluginModel:
         ) from None
     source = SourceFile(name, text)
     try:
-        namespace = runpy.run_path(name, run_name="dagc_cost_plugin")
+        with _stdout_to_stderr():
+            namespace = runpy.run_path(name, run_name="dagc_cost_plugin")
     except SyntaxError as error:
         span = Span.point(error.lineno or 1, max(error.offset or 1, 1))
         message = f"the cost plugin has a syntax error: {error.msg}"
         raise _fail(source, span, message, "fix the Python syntax") from None
-    except Exception as error:  # the user's code failed while loading
-        message = f"the cost plugin failed while loading: {type(error).__name__}: {error}"
+    except (Exception, SystemExit) as error:  # the user's code failed while loading
+        message = f"the cost plugin failed while loading: {_describe(error)}"
         raise _fail(source, None, message, "run it with python to see why") from None
     functions: dict[TermKind, CostFunction] = {}
     for kind, function_name in PLUGIN_NAMES.items():
@@ -72,20 +90,55 @@ class CheckedPlugin(PluginModel):
             return self.base.term_seconds(term)
         call = f"{PLUGIN_NAMES[term.kind]}({', '.join(str(a) for a in term.args)})"
         try:
-            result = self.call(function, term)
-        except Exception as error:  # the user's function failed
-            message = f"{call} raised {type(error).__name__}: {error}"
+            with _stdout_to_stderr():
+                result = self.call(function, term)
+        except (Exception, SystemExit) as error:  # the user's function failed
+            message = f"{call} raised {_describe(error)}"
             hint = "a cost function must return seconds for every term"
             raise _fail(self.source, None, message, hint) from None
-        try:
-            if isinstance(result, bool | str | bytes):  # float() would accept "1.5" or True
-                raise TypeError
-            value = float(result)
-        except (TypeError, ValueError):
-            hint = "a cost function must return a number of seconds (int or float)"
-            message = f"{call} returned {result!r}, not a number"
-            raise _fail(self.source, None, message, hint) from None
+        value = self._seconds(call, result)
         if not math.isfinite(value) or value < 0:
             hint = "a cost function must return a finite, non-negative number of seconds"
             raise _fail(self.source, None, f"{call} returned {value}", hint)
+        if value > MAX_TERM_SECONDS:
+            hint = (
+                f"one operation taking more than {MAX_TERM_SECONDS:.0e} s (about 30 years) is"
+                " taken for a unit mistake: return seconds"
+            )
+            raise _fail(self.source, None, f"{call} returned {value:g} seconds", hint)
         return value
+
+    def _seconds(self, call: str, result: Any) -> float:
+        """`result` as a float, or the user's error saying why it is not a number."""
+        try:
+            if isinstance(result, bool | str | bytes):  # float() would accept "1.5" or True
+                raise TypeError
+            with _stdout_to_stderr():
+                return float(result)
+        except (Exception, SystemExit) as error:  # an int too large, a failing __float__, ...
+            hint = "a cost function must return a number of seconds (int or float)"
+            shown = _short_repr(result)
+            why = "" if isinstance(error, TypeError | ValueError) else f" ({_describe(error)})"
+            message = f"{call} returned {shown}, not a number{why}"
+            raise _fail(self.source, None, message, hint) from None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """The plugin's prints go to stderr: stdout carries only dagc's output."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _describe(error: BaseException) -> str:
+    """`SystemExit: 3`, `ValueError: bad`: the exception in one line."""
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a __repr__ that fails too
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 60 else f"{text[:57]}..."

@@ -15,7 +15,13 @@ from typing import Any
 
 from dagc.diagnostics import DiagnosticBag, Note, closest, did_you_mean, one_of
 from dagc.frontend import ast
-from dagc.hardware import DEFAULT_GPU, DEFAULT_NODE_SIZE, PRESETS
+from dagc.hardware import (
+    DEFAULT_GPU,
+    DEFAULT_NODE_SIZE,
+    PARAMETER_RANGES,
+    PRESETS,
+    format_magnitude,
+)
 from dagc.ir.logical import (
     Activation,
     Block,
@@ -40,7 +46,7 @@ class KeySpec:
     required: bool = False
     choices: tuple[str, ...] = ()
     meaning: str = ""
-    maximum: int | None = None  # the largest integer accepted (bounds dagc's own loops)
+    maximum: float | None = None  # the largest value accepted (bounds loops and arithmetic)
 
 
 # Limits that keep a typo such as `layers = 1000000000000` from running for minutes: each is
@@ -48,26 +54,35 @@ class KeySpec:
 MAX_GPUS = 1_048_576  # GPU ids 0 .. MAX_GPUS - 1
 MAX_LAYERS = 100_000
 MAX_EXPERTS = 1_048_576
+# Dimensions: far above any model, far below what overflows the arithmetic after them (with
+# these, the largest term, Bm·h·S·S elements of a softmax, stays below 2^90, and every time
+# and byte count a finite float).
+MAX_WIDTH = 1_048_576  # hidden size, heads, head_dim
+MAX_INNER = 16_777_216  # ffn, expert_ffn, vocab
+MAX_TOKENS = 16_777_216  # batch, seq
+MAX_CAPACITY_FACTOR = 1_000.0
 
 MODEL_KEYS: dict[str, KeySpec] = {
     "layers": KeySpec("int", True, meaning="number of transformer layers", maximum=MAX_LAYERS),
-    "hidden": KeySpec("int", True, meaning="hidden size"),
-    "heads": KeySpec("int", meaning="attention (query) heads"),
-    "head_dim": KeySpec("int", meaning="size of one head"),
-    "kv_heads": KeySpec("int", meaning="key/value heads"),
-    "ffn": KeySpec("int", meaning="dense MLP inner size"),
+    "hidden": KeySpec("int", True, meaning="hidden size", maximum=MAX_WIDTH),
+    "heads": KeySpec("int", meaning="attention (query) heads", maximum=MAX_WIDTH),
+    "head_dim": KeySpec("int", meaning="size of one head", maximum=MAX_WIDTH),
+    "kv_heads": KeySpec("int", meaning="key/value heads", maximum=MAX_WIDTH),
+    "ffn": KeySpec("int", meaning="dense MLP inner size", maximum=MAX_INNER),
     "activation": KeySpec("choice", choices=tuple(a.value for a in Activation)),
     "experts": KeySpec("int", meaning="routed experts", maximum=MAX_EXPERTS),
-    "top_k": KeySpec("int", meaning="experts per token"),
-    "expert_ffn": KeySpec("int", meaning="expert MLP inner size"),
-    "capacity_factor": KeySpec("number", meaning="expert capacity factor"),
-    "vocab": KeySpec("int", meaning="vocabulary size"),
+    "top_k": KeySpec("int", meaning="experts per token", maximum=MAX_EXPERTS),
+    "expert_ffn": KeySpec("int", meaning="expert MLP inner size", maximum=MAX_INNER),
+    "capacity_factor": KeySpec(
+        "number", meaning="expert capacity factor", maximum=MAX_CAPACITY_FACTOR
+    ),
+    "vocab": KeySpec("int", meaning="vocabulary size", maximum=MAX_INNER),
 }
 WORKLOAD_KEYS: dict[str, KeySpec] = {
-    "batch": KeySpec("int", True, meaning="sequences in the batch"),
-    "seq": KeySpec("int", True, meaning="tokens per sequence"),
+    "batch": KeySpec("int", True, meaning="sequences in the batch", maximum=MAX_TOKENS),
+    "seq": KeySpec("int", True, meaning="tokens per sequence", maximum=MAX_TOKENS),
     "dtype": KeySpec("choice", choices=tuple(d.value for d in DType)),
-    "microbatches": KeySpec("int", meaning="micro-batches"),
+    "microbatches": KeySpec("int", meaning="micro-batches", maximum=MAX_TOKENS),
 }
 # Roofline parameters a file may set (the same names as `--set`; docs/cost-models.md).
 ROOFLINE_KEYS: dict[str, str] = {
@@ -84,7 +99,7 @@ ROOFLINE_KEYS: dict[str, str] = {
 }
 DEVICES_KEYS: dict[str, KeySpec] = {
     "gpu": KeySpec("choice", choices=tuple(sorted(PRESETS))),
-    "node_size": KeySpec("int", meaning="GPUs per node"),
+    "node_size": KeySpec("int", meaning="GPUs per node", maximum=MAX_GPUS),
     **{key: KeySpec("number", meaning=meaning) for key, meaning in ROOFLINE_KEYS.items()},
 }
 LAYERS_OPTIONS: dict[str, KeySpec] = {"pp": KeySpec("int", meaning="pipeline stages")}
@@ -278,8 +293,16 @@ class _Lowering:
             )
             return None
         if spec.kind == "number":
-            if isinstance(value.value, (int, float)) and 0 < value.value <= sys.float_info.max:
-                return float(value.value)
+            number = value.value
+            if isinstance(number, (int, float)) and 0 < number <= sys.float_info.max:
+                if spec.maximum is None or number <= spec.maximum:
+                    return float(number)
+                self.bag.error(
+                    value.span,
+                    f"`{key}` must be at most {spec.maximum:g}, not `{_shown(number)}`",
+                    help=f"`{key}` is the {spec.meaning or key}",
+                )
+                return None
             self.bag.error(
                 value.span,
                 f"`{key}` must be a positive number, not `{value.value}`",
@@ -290,9 +313,9 @@ class _Lowering:
             if spec.maximum is not None and value.value > spec.maximum:
                 self.bag.error(
                     value.span,
-                    f"`{key}` must be at most {spec.maximum:,}, not `{value.value}`",
+                    f"`{key}` must be at most {spec.maximum:,.0f}, not `{_shown(value.value)}`",
                     help=f"`{key}` is the {spec.meaning or key}; dagc handles at most"
-                    f" {spec.maximum:,}",
+                    f" {spec.maximum:,.0f}",
                 )
                 return None
             return value.value
@@ -426,13 +449,14 @@ class _Lowering:
     def _hardware(self, s: Settings) -> Hardware:
         get = _getter(s)
         overrides = {key: float(s[key].value) for key in ROOFLINE_KEYS if key in s}
-        for key in ("matmul_efficiency", "memory_efficiency", "link_efficiency"):
-            if key in overrides and overrides[key] > 1:
+        for key in list(overrides):
+            allowed = PARAMETER_RANGES[key]
+            if not allowed.admits(overrides[key]):
                 self.bag.error(
                     s[key].span,
-                    f"`{key}` is a fraction of the hardware's peak, at most 1, not"
-                    f" {overrides[key]:g}",
-                    help=f"e.g. `{key} = 0.7`",
+                    f"`{key}` must be {allowed.describe()}, not {format_magnitude(overrides[key])}",
+                    help=f"`{key}` is the {ROOFLINE_KEYS[key]}, e.g."
+                    f" `{key} = {format_magnitude(allowed.typical)}`",
                 )
                 del overrides[key]
         gpu, node_size = get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE
@@ -972,6 +996,14 @@ class _Lowering:
             assert model.vocab is not None
             return [("vocabulary rows", model.vocab)]
         return []
+
+
+def _shown(number: float) -> str:
+    """A number as written, or its size when it is too long to show (`a 161-digit number`)."""
+    text = str(number)
+    if isinstance(number, int) and len(text) > 24:
+        return f"a {len(text)}-digit number"
+    return text
 
 
 def _getter(settings: Settings) -> Callable[[str], Any]:
