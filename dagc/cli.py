@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 FileArg = Annotated[Path, typer.Argument(help="A .dag file.", show_default=False)]
 WerrorOpt = Annotated[bool, typer.Option("--werror", help="Treat warnings as errors.")]
+MaxOpsOpt = Annotated[
+    int, typer.Option(min=1, help="Refuse to expand to more device operations than this.")
+]
 
 
 class Emit(enum.StrEnum):
@@ -178,9 +181,7 @@ def lower(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
-    max_ops: Annotated[
-        int, typer.Option(help="Refuse to expand to more device operations than this.")
-    ] = 50_000_000,
+    max_ops: MaxOpsOpt = 50_000_000,
     werror: WerrorOpt = False,
 ) -> None:
     """Print a .dag file at any level: syntax tree, logical IR, step IR or device DAG."""
@@ -295,9 +296,6 @@ PluginOpt = Annotated[
 MatmulOnlyOpt = Annotated[
     bool, typer.Option("--matmul-only", help="Only matrix products cost time (as in the seed).")
 ]
-MaxOpsOpt = Annotated[
-    int, typer.Option(help="Refuse to expand to more device operations than this.")
-]
 
 
 class Symmetry(enum.StrEnum):
@@ -355,7 +353,7 @@ def analyze(
     cost_plugin: PluginOpt = None,
     matmul_only: MatmulOnlyOpt = False,
     path_limit: Annotated[
-        int, typer.Option(help="Critical-path nodes listed in text reports (0: all).")
+        int, typer.Option(min=0, help="Critical-path nodes listed in text reports (0: all).")
     ] = 60,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to this file.")

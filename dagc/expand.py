@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
+from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import StepProgram
-from dagc.ir.toposort import nodes_on_cycles
+from dagc.ir.toposort import find_cycle
 from dagc.passes.common import expert_tokens, tokens
 from dagc.passes.manager import PIPELINE, PassOptions, lower_to_steps, run_pipeline
 
@@ -49,7 +48,8 @@ def expand(
     bag = DiagnosticBag(compiled.source)
     options = options or PassOptions()
     enable = set(options.enable)
-    if symmetric or (symmetric is None and _full_size(compiled) > SYMMETRY_THRESHOLD):
+    _refuse_early(compiled, bag, max_ops, may_collapse=symmetric is not False)
+    if symmetric or (symmetric is None and _collapses(compiled)):
         enable.add("collapse-symmetric")
     # The size limit applies to what is built: after the collapse when there is one.
     last = "collapse-symmetric" if "collapse-symmetric" in enable else "insert-transfers"
@@ -67,10 +67,61 @@ def expand(
     return Expansion(graph, tuple(bag.sorted()))
 
 
+def _collapses(compiled: CompileResult) -> bool:
+    """Whether automatic symmetry collapses: above SYMMETRY_THRESHOLD operations."""
+    if least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD:
+        return True  # without building the step IR, which is the slow part at this size
+    return _full_size(compiled) > SYMMETRY_THRESHOLD
+
+
 def _full_size(compiled: CompileResult) -> int:
-    """Device operations of the full expansion, from the step IR (cheap)."""
+    """Device operations of the full expansion, from the step IR."""
     steps = lower_to_steps(compiled.program)
     return sum(step.width for step in steps.steps()) * compiled.program.workload.microbatches
+
+
+# Per-rank operations each block makes at least, per layer and micro-batch (fused qkv;
+# gelu; the moe block's ln2, gate and expert_agg besides 3 per local expert).
+_LEAST_PER_RANK = {BlockKind.ATTENTION: 7, BlockKind.MLP: 5, BlockKind.MOE: 3}
+
+
+def least_operations(program: Program, *, collapsed: bool) -> int:
+    """A lower bound on the device operations an expansion builds, from the logical IR alone.
+
+    It counts only the per-rank work of attention, mlp and moe blocks (3 per expert), so it
+    never exceeds the true count; with `collapsed`, one rank per block, as the symmetric
+    collapse keeps at least one. Cheap whatever the size: no loop over GPUs or experts.
+    """
+    total = 0
+    experts = program.model.experts or 0
+    for layer_range in program.ranges:
+        layers = layer_range.last - layer_range.first + 1
+        for block in layer_range.blocks:
+            per_rank = _LEAST_PER_RANK.get(block.kind, 0)
+            ranks = 1 if collapsed else program.group(block.group).size
+            total += layers * per_rank * ranks
+            if block.kind is BlockKind.MOE:
+                local = experts // max(block.degree, 1)
+                total += layers * 3 * (local if collapsed else experts)
+    return total * program.workload.microbatches
+
+
+def _refuse_early(
+    compiled: CompileResult, bag: DiagnosticBag, max_ops: int, *, may_collapse: bool
+) -> None:
+    """Refuse, before any expansion work, a program that must exceed `max_ops`."""
+    program = compiled.program
+    least = least_operations(program, collapsed=may_collapse)
+    if least <= max_ops or not program.ranges:
+        return
+    bag.error(
+        program.ranges[0].span,
+        f"this configuration expands to at least {least:,} device operations"
+        f"{' (after collapsing identical GPUs)' if may_collapse else ''}, more than the limit"
+        f" of {max_ops:,}",
+        help="raise the limit with --max-ops, or use fewer micro-batches, layers, GPUs or experts",
+    )
+    bag.raise_if_errors()
 
 
 def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
@@ -131,13 +182,7 @@ def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
 
 def _find_cycle(graph: DeviceGraph) -> list[int]:
     """One cycle among the operations that cannot be sorted, as op ids in order."""
-    import networkx as nx
-
-    stuck = set(nodes_on_cycles(graph.num_ops, graph.src, graph.dst).tolist())
-    keep = np.isin(graph.src, list(stuck)) & np.isin(graph.dst, list(stuck))
-    sub = nx.DiGraph()
-    sub.add_edges_from(zip(graph.src[keep].tolist(), graph.dst[keep].tolist(), strict=True))
-    return [int(edge[0]) for edge in nx.find_cycle(sub)]
+    return find_cycle(graph.num_ops, graph.src, graph.dst)
 
 
 __all__ = ["DEFAULT_MAX_OPS", "PIPELINE", "Expansion", "expand"]

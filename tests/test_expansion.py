@@ -1167,13 +1167,57 @@ def test_deadlock_needs_several_microbatches() -> None:
 def test_op_limit() -> None:
     compiled = dagc.compile_file(BASELINE)
     with pytest.raises(dagc.DiagnosticError) as info:
-        expand(compiled, max_ops=10)
+        expand(compiled, max_ops=400)
     (error,) = info.value.diagnostics
     assert error.severity is Severity.ERROR
     assert "458 device operations" in error.message  # counted by hand in test_baseline_shapes
-    assert "limit of 10" in error.message
+    assert "limit of 400" in error.message
     assert error.span is not None
     assert expand(compiled, max_ops=458).graph.num_ops == 458
+
+
+def test_op_limit_refuses_before_expanding() -> None:
+    # The lower bound from the logical IR: 4 layers x (7 attention + 5 mlp ops) x 8 ranks.
+    compiled = dagc.compile_file(BASELINE)
+    with pytest.raises(dagc.DiagnosticError) as info:
+        expand(compiled, max_ops=10)
+    (error,) = info.value.diagnostics
+    assert "at least 384 device operations" in error.message
+    assert "limit of 10" in error.message
+
+
+@pytest.mark.parametrize(
+    ("layers", "devices_and_layers"),
+    [
+        # A million GPUs in one tensor-parallel group: the step IR alone would take a minute.
+        (4, "devices { group g = gpu[0..1048575] }\nlayers 0..3 on g { attention; mlp }"),
+        (100_000, "devices { group g = gpu[0..7] }\nlayers 0..99999 on g { attention; mlp }"),
+    ],
+)
+def test_op_limit_refuses_huge_programs_before_lowering(
+    layers: int, devices_and_layers: str
+) -> None:
+    text = (
+        f"model m {{ layers = {layers}; hidden = 1048576; heads = 1048576; ffn = 1048576 }}\n"
+        f"workload {{ batch = 2; seq = 8 }}\n{devices_and_layers}\n"
+    )
+    compiled = dagc.compile_text(text, "t.dag")
+    for symmetric in (None, True, False):
+        with pytest.raises(dagc.DiagnosticError) as info:
+            expand(compiled, max_ops=1, symmetric=symmetric)
+        assert "at least" in info.value.diagnostics[0].message
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.stem)
+def test_least_operations_is_a_lower_bound(path: Path) -> None:
+    from dagc.expand import least_operations
+
+    compiled = dagc.compile_file(path)
+    program = compiled.program
+    full = expand(compiled, symmetric=False).graph.num_ops
+    collapsed = expand(compiled, symmetric=True).graph.num_ops
+    assert 0 < least_operations(program, collapsed=False) <= full
+    assert 0 < least_operations(program, collapsed=True) <= collapsed
 
 
 MOE_CAPACITY = """\

@@ -257,3 +257,33 @@ def test_plugin_prints_go_to_stderr_and_json_stays_valid(tmp_path: Path) -> None
     report = json.loads(result.stdout)  # nothing but the report on stdout
     assert report["critical_path"]["time_s"] > 0
     assert "loading" in result.stderr and "call 2097152" in result.stderr
+
+
+# -- limits before the work ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option", [["--max-ops", "-5"], ["--max-ops", "0"], ["--path-limit", "-1"]]
+)
+def test_negative_limits_are_usage_errors(option: list[str]) -> None:
+    result = runner.invoke(app, ["analyze", str(BASELINE), *option])
+    assert result.exit_code == 2
+    assert option[0] in result.stderr
+    assert result.stdout == ""
+
+
+def test_cycle_search_on_a_large_graph_returns_a_real_cycle() -> None:
+    import numpy as np
+
+    from dagc.ir.toposort import find_cycle
+
+    # A chain of a million nodes with one edge back from the end to the middle, and a tail
+    # hanging off the cycle (stuck too, but not on it).
+    n = 1_000_000
+    src = np.concatenate([np.arange(n - 1), [n - 1], [n // 2]]).astype(np.int64)
+    dst = np.concatenate([np.arange(1, n), [n // 2], [n]]).astype(np.int64)
+    cycle = find_cycle(n + 1, src, dst)
+    assert sorted(cycle) == list(range(n // 2, n))
+    edges = set(zip(src.tolist(), dst.tolist(), strict=True))
+    assert all((a, b) in edges for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True))
+    assert find_cycle(3, np.array([0, 1]), np.array([1, 2])) == []

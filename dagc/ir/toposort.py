@@ -69,3 +69,29 @@ def nodes_on_cycles(num_nodes: int, src: IntArray, dst: IntArray) -> IntArray:
         indegree[unique] -= counts
         frontier = unique[indegree[unique] == 0]
     return np.flatnonzero(indegree > 0).astype(np.int64)
+
+
+def find_cycle(num_nodes: int, src: IntArray, dst: IntArray) -> list[int]:
+    """One cycle of the graph, as nodes in edge order; [] when there is none.
+
+    Every node that Kahn's algorithm cannot remove has a predecessor it cannot remove either,
+    so walking from one such node to such a predecessor, again and again, must come back to
+    a node already seen: that closes a cycle. Memory is linear in the edges (a CSR of
+    predecessors), whatever the graph's size.
+    """
+    stuck = np.zeros(num_nodes, dtype=bool)
+    stuck[nodes_on_cycles(num_nodes, src, dst)] = True
+    if not stuck.any():
+        return []
+    keep = stuck[src] & stuck[dst]
+    offsets, predecessors = csr(num_nodes, dst[keep], src[keep])
+    position: dict[int, int] = {}
+    walk: list[int] = []
+    node = int(np.flatnonzero(stuck)[0])
+    while node not in position:
+        position[node] = len(walk)
+        walk.append(node)
+        node = int(predecessors[offsets[node]])  # the first of its stuck predecessors
+    cycle = walk[position[node] :]
+    cycle.reverse()  # the walk went against the edges
+    return cycle
