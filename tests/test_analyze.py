@@ -399,6 +399,121 @@ def test_pipeline_bottleneck_family_ignores_the_microbatch(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------
+# The critical path split by kind and by block, and throughput
+
+# The seed baseline's products per layer, by block (the closed form above, taken apart).
+BASELINE_ATTENTION = 4 * (
+    3 * g(T, 4096, 512)
+    + g(1024 * 4 * 2048, 128, 2048)
+    + g(1024 * 4 * 2048, 2048, 128)
+    + g(T, 512, 4096)
+)
+BASELINE_MLP = 4 * (g(T, 4096, 2048) + g(T, 2048, 4096))
+
+
+def test_seed_split_is_all_matmul(baseline: dict[str, Any]) -> None:
+    path = baseline["critical_path"]
+    assert abs(BASELINE_ATTENTION + BASELINE_MLP - BASELINE_TIME) < 1e-12
+    assert set(path["by_kind"]) == {"matmul", "elementwise", "collective", "transfer"}
+    assert path["by_kind"]["matmul"]["time_s"] == pytest.approx(BASELINE_TIME, rel=1e-12)
+    assert path["by_kind"]["matmul"]["share"] == pytest.approx(1.0)
+    for kind in ("elementwise", "collective", "transfer"):
+        assert path["by_kind"][kind] == {"time_s": 0.0, "share": 0.0}
+    blocks = path["by_block"]
+    assert set(blocks) == {"attention", "mlp", "pipeline_transfer"}
+    assert blocks["attention"]["time_s"] == pytest.approx(BASELINE_ATTENTION, rel=1e-12)
+    assert blocks["mlp"]["time_s"] == pytest.approx(BASELINE_MLP, rel=1e-12)
+    assert blocks["pipeline_transfer"]["time_s"] == 0.0
+
+
+def test_seed_split_in_text_and_markdown() -> None:
+    attention, mlp = BASELINE_ATTENTION / BASELINE_TIME, BASELINE_MLP / BASELINE_TIME
+    assert mlp > attention  # mlp 50.4%, attention 49.6%: largest first
+    lines = _run("analyze", str(BASELINE_FILE), *SEED_COSTS).stdout.splitlines()
+    assert "by kind        matmul 100.0%" in lines
+    assert f"by block       mlp {mlp:.1%}, attention {attention:.1%}" in lines
+    markdown = _run("analyze", str(BASELINE_FILE), "--format", "markdown", *SEED_COSTS).stdout
+    md = markdown.splitlines()
+    assert md[md.index("| kind | time | share |") + 2] == (
+        f"| matmul | {BASELINE_TIME * 1e3:.3f} ms | 100.0% |"
+    )
+    first_block = md[md.index("| block | time | share |") + 2]
+    assert first_block == f"| mlp | {BASELINE_MLP * 1e3:.3f} ms | {mlp:.1%} |"
+
+
+def test_ma_split_puts_the_experts_in_the_moe_block(ma: tuple[dict[str, Any], str]) -> None:
+    blocks = ma[0]["critical_path"]["by_block"]
+    moe = 4 * (g(T, 4096, 16) + 4 * (g(T, 4096, 16384) + g(T, 16384, 4096)))
+    attention = 4 * (
+        3 * g(T, 4096, 384)
+        + g(1024 * 3 * 2048, 128, 2048)
+        + g(1024 * 3 * 2048, 2048, 128)
+        + g(T, 384, 4096)
+    )
+    assert set(blocks) == {"attention", "moe"}
+    assert blocks["moe"]["time_s"] == pytest.approx(moe, rel=1e-12)
+    assert blocks["attention"]["time_s"] == pytest.approx(attention, rel=1e-12)
+    assert blocks["moe"]["share"] == pytest.approx(moe / MA_TIME, rel=1e-12)
+
+
+# Every product 1 us, every elementwise op 100 us, an all-reduce 10 ms, a send 1 s: the
+# split then counts the operations of each kind and block on the path.
+COUNTING_PLUGIN = (
+    "def get_time(m, k, n):\n    return 1e-6\n"
+    "def elem_time(n):\n    return 1e-4\n"
+    "def all_reduce_time(nbytes, n):\n    return 1e-2\n"
+    "def p2p_time(nbytes):\n    return 1.0\n"
+)
+
+
+def test_split_counts_a_small_pipeline_by_hand(tmp_path: Path) -> None:
+    plugin = tmp_path / "counting.py"
+    plugin.write_text(COUNTING_PLUGIN)
+    devices = "devices { group a = gpu[0..1]; group b = gpu[2..3] }\n"
+    analysis = _pipeline(
+        2,
+        1,
+        devices,
+        "layers 0 on a { attention tp=2; mlp tp=2 }\nlayers 1 on b { attention tp=2; mlp tp=2 }\n",
+        CostOptions(plugin=plugin),
+    )
+    # Per layer (the op tables of docs/semantics.md): attention has ln1, softmax and res1
+    # (elementwise), q, k, v, scores, attn_out and o_proj (6 products) and one all-reduce;
+    # mlp has ln2, mlp_act and res2, mlp_up and mlp_down, and one all-reduce. Between the
+    # stages one send (the recv is a Sync, 0 s).
+    attention = 2 * (6 * 1e-6 + 3 * 1e-4 + 1e-2)
+    mlp = 2 * (2 * 1e-6 + 3 * 1e-4 + 1e-2)
+    total = attention + mlp + 1.0
+    assert analysis.total_s == pytest.approx(total, rel=1e-12)
+    kinds = {part.name: part.time_s for part in analysis.by_kind}
+    assert kinds == pytest.approx(
+        {"transfer": 1.0, "collective": 4e-2, "elementwise": 12e-4, "matmul": 16e-6}, rel=1e-12
+    )
+    assert [part.name for part in analysis.by_kind] == [
+        "transfer",
+        "collective",
+        "elementwise",
+        "matmul",
+    ]  # largest first
+    blocks = {part.name: part.time_s for part in analysis.by_block}
+    assert blocks == pytest.approx(
+        {"pipeline_transfer": 1.0, "attention": attention, "mlp": mlp}, rel=1e-12
+    )
+    assert sum(part.share for part in analysis.by_block) == pytest.approx(1.0)
+
+
+def test_throughput_is_tokens_over_the_critical_path(baseline: dict[str, Any]) -> None:
+    totals = baseline["totals"]
+    assert totals["tokens"] == 1024 * 2048
+    assert totals["tokens_per_s"] == pytest.approx(T / BASELINE_TIME, rel=1e-12)
+    assert totals["tokens_per_s_per_gpu"] == pytest.approx(T / BASELINE_TIME / 16, rel=1e-12)
+    lines = _run("analyze", str(BASELINE_FILE), *SEED_COSTS).stdout.splitlines()
+    rate = T / BASELINE_TIME  # 4,585,012 tokens/s
+    expected = f"throughput     {rate:,.0f} tokens/s, {rate / 16:,.0f} per GPU (2,097,152 tokens)"
+    assert expected in lines
+
+
+# ---------------------------------------------------------------------------------------
 # Memory warnings
 
 BIG = (

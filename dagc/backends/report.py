@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dagc.analysis.analyze import Analysis, GpuFigures
+from dagc.analysis.analyze import Analysis, GpuFigures, Share
 from dagc.ir.logical import Program, format_gpus
 
 JSON_VERSION = 1
@@ -105,6 +105,9 @@ def write_text(
     )
     family, share = analysis.bottleneck()
     out.append(f"bottleneck     {family} ({share:.1%} of the critical path)")
+    out.append(f"by kind        {_shares(analysis.by_kind)}")
+    out.append(f"by block       {_shares(analysis.by_block)}")
+    out.append(f"throughput     {_throughput(analysis)}")
     out.append(f"matmul FLOPs   {analysis.matmul_flops:.4e}   MFU {analysis.mfu:.1%}")
     out.append("")
     out.append(f"  {'#':>4}  {'node':<34} {'kind':<11} {'time':>12} {'share':>6}")
@@ -139,12 +142,30 @@ def write_text(
     stream.write("\n".join(lines) + "\n")
 
 
+def _shares(parts: Sequence[Share]) -> str:
+    """`matmul 33.5%, collective 31.5%`: the parts that take time, largest first."""
+    shown = [f"{p.name} {p.share:.1%}" for p in parts if p.time_s > 0]
+    return ", ".join(shown) or "-"
+
+
+def _rate(value: float) -> str:
+    """Tokens per second as a whole number with thousands separators (`987,417`)."""
+    return f"{value:,.0f}"
+
+
+def _throughput(analysis: Analysis) -> str:
+    return (
+        f"{_rate(analysis.tokens_per_s)} tokens/s,"
+        f" {_rate(analysis.tokens_per_s_per_gpu)} per GPU ({analysis.tokens:,} tokens)"
+    )
+
+
 def _wrap(line: str, width: int = 80) -> list[str]:
     """A line cut at spaces to `width` columns, continuations indented under its value
     (`model     ...`, `warning: ...`); a word longer than a line (a long path) is cut."""
     if len(line) <= width:
         return [line]
-    label = re.match(r"\s*(?:dagc analyze:|\S+)\s+", line)
+    label = re.match(r"\s*(?:dagc analyze:|by \S+|\S+)\s+", line)
     indent = " " * min(len(label.group()) if label else 0, width // 2)
     return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
@@ -183,7 +204,12 @@ def write_markdown(
     out += [
         "",
         f"**Critical path: {_seconds(total)}** (compute {1 - comm:.1%}, communication"
-        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%}.",
+        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%};"
+        f" throughput {_throughput(analysis)}.",
+        "",
+        *_markdown_split("kind", analysis.by_kind),
+        "",
+        *_markdown_split("block", analysis.by_block),
         "",
         "| # | node | kind | term | time | share |",
         "|---:|---|---|---|---:|---:|",
@@ -214,6 +240,34 @@ def write_markdown(
     stream.write("\n".join(out) + "\n")
 
 
+def _markdown_split(what: str, parts: Sequence[Share]) -> list[str]:
+    """The critical path's time per kind or block as a markdown table, largest first."""
+    rows = [f"| {p.name} | {_seconds(p.time_s)} | {p.share:.1%} |" for p in parts]
+    return [f"| {what} | time | share |", "|---|---:|---:|", *rows]
+
+
+def _json_split(parts: Sequence[Share]) -> dict[str, dict[str, float]]:
+    return {p.name: {"time_s": p.time_s, "share": p.share} for p in parts}
+
+
+def _json_reach(analysis: Analysis) -> dict[str, Any] | None:
+    """Products priced outside a cost table (None without a table, or all inside it)."""
+    reach = analysis.table_reach
+    if reach is None:
+        return None
+    return {
+        "table": reach.table,
+        "range": {axis: list(bounds) for axis, bounds in zip("mkn", reach.ranges, strict=True)},
+        "fallback": reach.fallback,
+        "terms": reach.terms,
+        "priced_terms": reach.priced,
+        "raised_to_edge": reach.raised,
+        "lowered_to_edge": reach.lowered,
+        "path_time_s": reach.path_s,
+        "path_share": reach.share,
+    }
+
+
 def analysis_json(analysis: Analysis) -> dict[str, Any]:
     """The report as a JSON-ready dict (schema in docs/analyze.md)."""
     graph = analysis.graph
@@ -226,11 +280,14 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
         "model": program.model.name,
         "cost_model": analysis.cost_model,
         "cost_notes": list(analysis.cost_notes),
+        "cost_extrapolation": _json_reach(analysis),
         "critical_path": {
             "time_s": analysis.total_s,
             "compute_s": analysis.compute_s,
             "communication_s": analysis.communication_s,
             "bottleneck": {"family": family, "share": share},
+            "by_kind": _json_split(analysis.by_kind),
+            "by_block": _json_split(analysis.by_block),
             "nodes": [node.name for node in analysis.path],
             "steps": [
                 {
@@ -251,6 +308,9 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "matmul_flops": analysis.matmul_flops,
             "mfu": analysis.mfu,
             "gpus": len(analysis.gpus),
+            "tokens": analysis.tokens,
+            "tokens_per_s": analysis.tokens_per_s,
+            "tokens_per_s_per_gpu": analysis.tokens_per_s_per_gpu,
         },
         "gpus": [
             {
