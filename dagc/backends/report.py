@@ -348,36 +348,130 @@ def write_json(
     stream.write("\n")
 
 
-def write_comparison(
-    analyses: Sequence[Analysis], stream: TextIO, *, markdown: bool = False
-) -> None:
-    """Configurations side by side; speedup is relative to the first."""
-    base = analyses[0].total_s
-    header = ["config", "time", "speedup", "bottleneck", "MFU", "max memory"]
-    rows = []
-    for a in analyses:
-        family, share = a.bottleneck()
-        peak_memory = max((g.memory_bytes for g in a.gpus), default=0)
-        rows.append(
-            [
-                a.graph.program.source_path,
-                _seconds(a.total_s),
-                f"{base / a.total_s:.2f}x" if a.total_s else "-",
-                f"{family} {share:.0%}",
-                f"{a.mfu:.1%}",
-                _bytes(peak_memory),
-            ]
+def comparison_notes(analyses: Sequence[Analysis]) -> list[str]:
+    """What a reader of a comparison must know: workloads or models that differ."""
+    notes = []
+    if not same_workload(analyses):
+        sizes = ", ".join(
+            f"{w.batch} x {w.seq} in {a.graph.program.source_path}"
+            for a in analyses
+            for w in [a.graph.program.workload]
         )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---:|---:|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        notes.append(
+            f"workloads differ (batch x seq: {sizes}): the times are for different numbers of"
+            " tokens, so there is no speedup column; compare tokens/s"
+        )
+    models = sorted({a.graph.program.model.name for a in analyses})
+    if len(models) > 1:
+        notes.append(f"models differ ({', '.join(models)}): a token costs different work in each")
+    return notes
+
+
+def same_workload(analyses: Sequence[Analysis]) -> bool:
+    """Whether every configuration processes the same tokens (batch and seq)."""
+    return (
+        len({(a.graph.program.workload.batch, a.graph.program.workload.seq) for a in analyses}) == 1
+    )
+
+
+def _speedups(analyses: Sequence[Analysis]) -> list[float | None] | None:
+    """Each time ratio over the first file, or None when the workloads differ (the ratio of
+    times for different numbers of tokens is no speedup) or there is only one file."""
+    if len(analyses) < 2 or not same_workload(analyses):
+        return None
+    base = analyses[0].total_s
+    return [base / a.total_s if a.total_s else None for a in analyses]
+
+
+def _comparison_rows(analyses: Sequence[Analysis]) -> tuple[list[str], list[list[str]]]:
+    """The header and one row of cells per configuration."""
+    speedups = _speedups(analyses)
+    header = ["config", "time", "tokens/s", "tokens/s/GPU", "GPUs"]
+    header += ["speedup"] if speedups is not None else []
+    header += ["bottleneck", "MFU", "max memory"]
+    rows = []
+    for index, a in enumerate(analyses):
+        family, share = a.bottleneck()
+        row = [
+            a.graph.program.source_path,
+            _seconds(a.total_s),
+            _rate(a.tokens_per_s),
+            _rate(a.tokens_per_s_per_gpu),
+            str(len(a.gpus)),
+        ]
+        if speedups is not None:
+            ratio = speedups[index]
+            row.append("-" if ratio is None else f"{ratio:.2f}x")
+        row += [f"{family} {share:.0%}", f"{a.mfu:.1%}", _bytes(_peak_memory(a))]
+        rows.append(row)
+    return header, rows
+
+
+def _peak_memory(analysis: Analysis) -> int:
+    return max((g.memory_bytes for g in analysis.gpus), default=0)
+
+
+def write_comparison(analyses: Sequence[Analysis], stream: TextIO, *, fmt: str = "text") -> None:
+    """Configurations side by side (`fmt`: text, markdown or json); notes under the table."""
+    if fmt == "json":
+        json.dump(comparison_json(analyses), stream, indent=2, sort_keys=True)
+        stream.write("\n")
+        return
+    header, rows = _comparison_rows(analyses)
+    left = {0, header.index("bottleneck")}
+    notes = comparison_notes(analyses)
+    if fmt == "markdown":
+        rule = "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|"
+        lines = ["| " + " | ".join(row) + " |" for row in [header, *rows]]
+        lines.insert(1, rule)
+        if notes:
+            lines += ["", *(f"> note: {note}" for note in notes)]
     else:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = [
             "  ".join(
-                cell.ljust(w) if i in (0, 3) else cell.rjust(w)
+                cell.ljust(w) if i in left else cell.rjust(w)
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
+            ).rstrip()
             for row in [header, *rows]
         ]
+        lines += [line for note in notes for line in _wrap(f"note: {note}")]
     stream.write("\n".join(lines) + "\n")
+
+
+def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
+    """The comparison as a JSON-ready dict (schema in docs/analyze.md)."""
+    speedups = _speedups(analyses)
+    configs = []
+    for index, a in enumerate(analyses):
+        family, share = a.bottleneck()
+        workload = a.graph.program.workload
+        configs.append(
+            {
+                "source": a.graph.program.source_path,
+                "model": a.graph.program.model.name,
+                "cost_model": a.cost_model,
+                "batch": workload.batch,
+                "seq": workload.seq,
+                "tokens": a.tokens,
+                "gpus": len(a.gpus),
+                "time_s": a.total_s,
+                "tokens_per_s": a.tokens_per_s,
+                "tokens_per_s_per_gpu": a.tokens_per_s_per_gpu,
+                "speedup": None if speedups is None else speedups[index],
+                "bottleneck": {"family": family, "share": share},
+                "by_kind": _json_split(a.by_kind),
+                "by_block": _json_split(a.by_block),
+                "mfu": a.mfu,
+                "max_memory_bytes": _peak_memory(a),
+                "cost_extrapolation": _json_reach(a),
+                "warnings": list(a.warnings),
+            }
+        )
+    return {
+        "format": "dagc-comparison",
+        "version": JSON_VERSION,
+        "same_workload": same_workload(analyses),
+        "configs": configs,
+        "notes": comparison_notes(analyses),
+    }
