@@ -162,7 +162,8 @@ def _throughput(analysis: Analysis) -> str:
 
 def _wrap(line: str, width: int = 80) -> list[str]:
     """A line cut at spaces to `width` columns, continuations indented under its value
-    (`model     ...`, `warning: ...`); a word longer than a line (a long path) is cut."""
+    (`model     ...`, `by block       ...`, `warning: ...`); a word longer than a line (a long
+    path) is cut."""
     if len(line) <= width:
         return [line]
     label = re.match(r"\s*(?:dagc analyze:|by \S+|\S+)\s+", line)
