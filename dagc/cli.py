@@ -498,42 +498,65 @@ def formula(
         _emit(output, lambda out: out.write("\n".join([text, *notes]) + "\n"))
 
 
-def _analyze_one(file: Path, options: Any, max_ops: int) -> Any:
+def _analyze_one(
+    file: Path, options: Any, max_ops: int, symmetric: bool | None, werror: bool
+) -> tuple[Any, bool]:
+    """One file's analysis, its warnings printed on stderr, and whether it had any."""
     from dagc.api import analyze_compiled
 
-    compiled = _run(lambda: dagc.compile_file(file))
-    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops))
+    compiled = _run(lambda: dagc.compile_file(file, werror=werror))
+    result = _run(lambda: analyze_compiled(compiled, options, max_ops=max_ops, symmetric=symmetric))
     for warning in result.warnings:
         typer.echo(warning.render(), err=True)
     for message in result.analysis.warnings:
         typer.echo(f"{file}: warning: {message}", err=True)
-    return result.analysis
+    return result.analysis, bool(result.warnings or result.analysis.warnings)
 
 
 @app.command()
 def compare(
     files: Annotated[
-        list[Path], typer.Argument(help="Two or more .dag files.", show_default=False)
+        list[Path], typer.Argument(help="One or more .dag files.", show_default=False)
     ],
-    markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="Table format: text, markdown or json.", show_default=False),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Same as --format markdown.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the table to this file.")
+    ] = None,
     gpu: GpuOpt = None,
     settings: SetOpt = None,
     cost_table: TableOpt = None,
     cost_plugin: PluginOpt = None,
     matmul_only: MatmulOnlyOpt = False,
     max_ops: MaxOpsOpt = 50_000_000,
+    symmetry: SymmetryOpt = Symmetry.auto,
+    werror: WerrorOpt = False,
 ) -> None:
-    """Compare configurations side by side: time, speedup over the first, bottleneck, MFU."""
+    """Compare configurations side by side: time, tokens/s, speedup, bottleneck, MFU."""
     from dagc.backends.report import write_comparison
 
-    if len(files) < 2:
-        _usage_error("compare needs at least two .dag files", "use `dagc analyze` for one")
-
+    if markdown and output_format not in (None, ReportFormat.markdown):
+        _usage_error(
+            f"--markdown contradicts --format {output_format}", "give one of the two options"
+        )
+    fmt = ReportFormat.markdown if markdown else output_format or ReportFormat.text
     options = _cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     analyses = []
+    warned = False
     for file in files:
-        analyses.append(_analyze_one(file, options, max_ops))
-    write_comparison(analyses, sys.stdout, markdown=markdown)
+        with _progress(f"analysing {file}"):
+            analysis, warnings = _analyze_one(file, options, max_ops, _symmetric(symmetry), werror)
+        analyses.append(analysis)
+        warned = warned or warnings
+    if werror and warned:
+        typer.echo("dagc: error: warnings are errors (--werror)", err=True)
+        raise typer.Exit(2)
+    _emit(output, lambda out: write_comparison(analyses, out, fmt=fmt.value))
 
 
 class ProfileBackend(enum.StrEnum):

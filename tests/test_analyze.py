@@ -399,6 +399,121 @@ def test_pipeline_bottleneck_family_ignores_the_microbatch(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------
+# The critical path split by kind and by block, and throughput
+
+# The seed baseline's products per layer, by block (the closed form above, taken apart).
+BASELINE_ATTENTION = 4 * (
+    3 * g(T, 4096, 512)
+    + g(1024 * 4 * 2048, 128, 2048)
+    + g(1024 * 4 * 2048, 2048, 128)
+    + g(T, 512, 4096)
+)
+BASELINE_MLP = 4 * (g(T, 4096, 2048) + g(T, 2048, 4096))
+
+
+def test_seed_split_is_all_matmul(baseline: dict[str, Any]) -> None:
+    path = baseline["critical_path"]
+    assert abs(BASELINE_ATTENTION + BASELINE_MLP - BASELINE_TIME) < 1e-12
+    assert set(path["by_kind"]) == {"matmul", "elementwise", "collective", "transfer"}
+    assert path["by_kind"]["matmul"]["time_s"] == pytest.approx(BASELINE_TIME, rel=1e-12)
+    assert path["by_kind"]["matmul"]["share"] == pytest.approx(1.0)
+    for kind in ("elementwise", "collective", "transfer"):
+        assert path["by_kind"][kind] == {"time_s": 0.0, "share": 0.0}
+    blocks = path["by_block"]
+    assert set(blocks) == {"attention", "mlp", "pipeline_transfer"}
+    assert blocks["attention"]["time_s"] == pytest.approx(BASELINE_ATTENTION, rel=1e-12)
+    assert blocks["mlp"]["time_s"] == pytest.approx(BASELINE_MLP, rel=1e-12)
+    assert blocks["pipeline_transfer"]["time_s"] == 0.0
+
+
+def test_seed_split_in_text_and_markdown() -> None:
+    attention, mlp = BASELINE_ATTENTION / BASELINE_TIME, BASELINE_MLP / BASELINE_TIME
+    assert mlp > attention  # mlp 50.4%, attention 49.6%: largest first
+    lines = _run("analyze", str(BASELINE_FILE), *SEED_COSTS).stdout.splitlines()
+    assert "by kind        matmul 100.0%" in lines
+    assert f"by block       mlp {mlp:.1%}, attention {attention:.1%}" in lines
+    markdown = _run("analyze", str(BASELINE_FILE), "--format", "markdown", *SEED_COSTS).stdout
+    md = markdown.splitlines()
+    assert md[md.index("| kind | time | share |") + 2] == (
+        f"| matmul | {BASELINE_TIME * 1e3:.3f} ms | 100.0% |"
+    )
+    first_block = md[md.index("| block | time | share |") + 2]
+    assert first_block == f"| mlp | {BASELINE_MLP * 1e3:.3f} ms | {mlp:.1%} |"
+
+
+def test_ma_split_puts_the_experts_in_the_moe_block(ma: tuple[dict[str, Any], str]) -> None:
+    blocks = ma[0]["critical_path"]["by_block"]
+    moe = 4 * (g(T, 4096, 16) + 4 * (g(T, 4096, 16384) + g(T, 16384, 4096)))
+    attention = 4 * (
+        3 * g(T, 4096, 384)
+        + g(1024 * 3 * 2048, 128, 2048)
+        + g(1024 * 3 * 2048, 2048, 128)
+        + g(T, 384, 4096)
+    )
+    assert set(blocks) == {"attention", "moe"}
+    assert blocks["moe"]["time_s"] == pytest.approx(moe, rel=1e-12)
+    assert blocks["attention"]["time_s"] == pytest.approx(attention, rel=1e-12)
+    assert blocks["moe"]["share"] == pytest.approx(moe / MA_TIME, rel=1e-12)
+
+
+# Every product 1 us, every elementwise op 100 us, an all-reduce 10 ms, a send 1 s: the
+# split then counts the operations of each kind and block on the path.
+COUNTING_PLUGIN = (
+    "def get_time(m, k, n):\n    return 1e-6\n"
+    "def elem_time(n):\n    return 1e-4\n"
+    "def all_reduce_time(nbytes, n):\n    return 1e-2\n"
+    "def p2p_time(nbytes):\n    return 1.0\n"
+)
+
+
+def test_split_counts_a_small_pipeline_by_hand(tmp_path: Path) -> None:
+    plugin = tmp_path / "counting.py"
+    plugin.write_text(COUNTING_PLUGIN)
+    devices = "devices { group a = gpu[0..1]; group b = gpu[2..3] }\n"
+    analysis = _pipeline(
+        2,
+        1,
+        devices,
+        "layers 0 on a { attention tp=2; mlp tp=2 }\nlayers 1 on b { attention tp=2; mlp tp=2 }\n",
+        CostOptions(plugin=plugin),
+    )
+    # Per layer (the op tables of docs/semantics.md): attention has ln1, softmax and res1
+    # (elementwise), q, k, v, scores, attn_out and o_proj (6 products) and one all-reduce;
+    # mlp has ln2, mlp_act and res2, mlp_up and mlp_down, and one all-reduce. Between the
+    # stages one send (the recv is a Sync, 0 s).
+    attention = 2 * (6 * 1e-6 + 3 * 1e-4 + 1e-2)
+    mlp = 2 * (2 * 1e-6 + 3 * 1e-4 + 1e-2)
+    total = attention + mlp + 1.0
+    assert analysis.total_s == pytest.approx(total, rel=1e-12)
+    kinds = {part.name: part.time_s for part in analysis.by_kind}
+    assert kinds == pytest.approx(
+        {"transfer": 1.0, "collective": 4e-2, "elementwise": 12e-4, "matmul": 16e-6}, rel=1e-12
+    )
+    assert [part.name for part in analysis.by_kind] == [
+        "transfer",
+        "collective",
+        "elementwise",
+        "matmul",
+    ]  # largest first
+    blocks = {part.name: part.time_s for part in analysis.by_block}
+    assert blocks == pytest.approx(
+        {"pipeline_transfer": 1.0, "attention": attention, "mlp": mlp}, rel=1e-12
+    )
+    assert sum(part.share for part in analysis.by_block) == pytest.approx(1.0)
+
+
+def test_throughput_is_tokens_over_the_critical_path(baseline: dict[str, Any]) -> None:
+    totals = baseline["totals"]
+    assert totals["tokens"] == 1024 * 2048
+    assert totals["tokens_per_s"] == pytest.approx(T / BASELINE_TIME, rel=1e-12)
+    assert totals["tokens_per_s_per_gpu"] == pytest.approx(T / BASELINE_TIME / 16, rel=1e-12)
+    lines = _run("analyze", str(BASELINE_FILE), *SEED_COSTS).stdout.splitlines()
+    rate = T / BASELINE_TIME  # 4,585,012 tokens/s
+    expected = f"throughput     {rate:,.0f} tokens/s, {rate / 16:,.0f} per GPU (2,097,152 tokens)"
+    assert expected in lines
+
+
+# ---------------------------------------------------------------------------------------
 # Memory warnings
 
 BIG = (
@@ -559,28 +674,177 @@ def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path) 
 # compare
 
 
-def test_compare_rows_and_speedup() -> None:
+def test_compare_rows_speedup_and_throughput() -> None:
     result = _run("compare", str(BASELINE_FILE), str(MA_FILE), *SEED_COSTS)
     lines = result.stdout.splitlines()
-    assert len(lines) == 3
-    assert lines[0].split() == ["config", "time", "speedup", "bottleneck", "MFU", "max", "memory"]
+    assert lines[0].split() == [
+        "config",
+        "time",
+        "tokens/s",
+        "tokens/s/GPU",
+        "GPUs",
+        "speedup",
+        "bottleneck",
+        "MFU",
+        "max",
+        "memory",
+    ]
     first, second = lines[1].split(), lines[2].split()
     assert first[0] == str(BASELINE_FILE) and second[0] == str(MA_FILE)
-    assert first[1:4] == [f"{BASELINE_TIME * 1e3:.3f}", "ms", "1.00x"]
-    assert second[1:4] == [f"{MA_TIME:.4f}", "s", f"{BASELINE_TIME / MA_TIME:.2f}x"]
-    assert second[4] == "expert"
-    assert len({len(line) for line in lines}) == 1  # aligned columns
+    assert first[1:7] == [
+        f"{BASELINE_TIME * 1e3:.3f}",
+        "ms",
+        f"{T / BASELINE_TIME:,.0f}",
+        f"{T / BASELINE_TIME / 16:,.0f}",
+        "16",
+        "1.00x",
+    ]
+    assert second[1:7] == [
+        f"{MA_TIME:.4f}",
+        "s",
+        f"{T / MA_TIME:,.0f}",
+        f"{T / MA_TIME / 16:,.0f}",
+        "16",
+        f"{BASELINE_TIME / MA_TIME:.2f}x",
+    ]
+    assert second[7] == "expert"
+    assert len({len(line) for line in lines[:3]}) == 1  # aligned columns
+    # Same batch and seq, different models: the speedup stays, with a note under the table.
+    assert lines[3:] == [
+        "note: models differ (dense_4l, moe_4l): a token costs different work in each"
+    ]
+
+
+def _doubled_batch(tmp_path: Path) -> Path:
+    path = tmp_path / "baseline_b2048.dag"
+    text = BASELINE_FILE.read_text()
+    assert "batch = 1024" in text
+    path.write_text(text.replace("batch = 1024", "batch = 2048"))
+    return path
+
+
+def test_compare_different_workloads_has_no_speedup(tmp_path: Path) -> None:
+    doubled = _doubled_batch(tmp_path)
+    result = _run("compare", str(BASELINE_FILE), str(doubled), *SEED_COSTS)
+    lines = result.stdout.splitlines()
+    assert "speedup" not in lines[0].split()
+    assert "0.50x" not in result.stdout
+    # Every product's M doubles with the batch, so the time doubles and tokens/s is equal.
+    rate = f"{T / BASELINE_TIME:,.0f}"
+    assert lines[1].split()[1:5] == [
+        f"{BASELINE_TIME * 1e3:.3f}",
+        "ms",
+        rate,
+        f"{T / BASELINE_TIME / 16:,.0f}",
+    ]
+    assert lines[2].split()[1:4] == [f"{2 * BASELINE_TIME * 1e3:.3f}", "ms", rate]
+    note = (
+        f"workloads differ (batch x seq: 1024 x 2048 in {BASELINE_FILE}, 2048 x 2048 in"
+        f" {doubled}): the times are for different numbers of tokens, so there is no speedup"
+        " column; compare tokens/s"
+    )
+    # The note is wrapped to 80 columns, and a long temporary path is cut where it must be.
+    assert lines[3].startswith("note: workloads differ")
+    assert all(len(line) <= 80 for line in lines[3:])
+    assert "".join("".join(lines[3:]).split()) == "".join(f"note: {note}".split())
+    report = json.loads(
+        _run("compare", str(BASELINE_FILE), str(doubled), "--format", "json", *SEED_COSTS).stdout
+    )
+    assert report["same_workload"] is False
+    assert [c["speedup"] for c in report["configs"]] == [None, None]
+    assert [c["tokens"] for c in report["configs"]] == [T, 2 * T]
+    assert report["configs"][1]["tokens_per_s"] == pytest.approx(T / BASELINE_TIME, rel=1e-12)
+    assert report["notes"] == [note]
 
 
 def test_compare_markdown() -> None:
     result = _run("compare", str(MA_FILE), str(BASELINE_FILE), "--markdown", *SEED_COSTS)
     lines = result.stdout.splitlines()
-    assert lines[0] == "| config | time | speedup | bottleneck | MFU | max memory |"
-    assert lines[1].startswith("|---|")
-    assert len(lines) == 4
-    assert lines[2].startswith(f"| {MA_FILE} | {MA_TIME:.4f} s | 1.00x |")
+    assert lines[0] == (
+        "| config | time | tokens/s | tokens/s/GPU | GPUs | speedup | bottleneck | MFU |"
+        " max memory |"
+    )
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    assert lines[2].startswith(f"| {MA_FILE} | {MA_TIME:.4f} s | {T / MA_TIME:,.0f} |")
+    assert "| 1.00x |" in lines[2]
     assert lines[3].startswith(f"| {BASELINE_FILE} | {BASELINE_TIME * 1e3:.3f} ms |")
     assert f"| {MA_TIME / BASELINE_TIME:.2f}x |" in lines[3]
+    assert lines[4:] == [
+        "",
+        "> note: models differ (dense_4l, moe_4l): a token costs different work in each",
+    ]
+    same = _run("compare", str(MA_FILE), str(BASELINE_FILE), "--format", "markdown", *SEED_COSTS)
+    assert same.stdout == result.stdout
+
+
+def test_compare_json() -> None:
+    result = _run("compare", str(BASELINE_FILE), str(MA_FILE), "--format", "json", *SEED_COSTS)
+    report = json.loads(result.stdout)
+    assert (report["format"], report["version"], report["same_workload"]) == (
+        "dagc-comparison",
+        1,
+        True,
+    )
+    base, ma = report["configs"]
+    assert (base["source"], ma["source"]) == (str(BASELINE_FILE), str(MA_FILE))
+    assert base["time_s"] == pytest.approx(BASELINE_TIME, rel=1e-12)
+    assert ma["speedup"] == pytest.approx(BASELINE_TIME / MA_TIME, rel=1e-12)
+    assert base["speedup"] == 1.0
+    assert ma["tokens_per_s_per_gpu"] == pytest.approx(T / MA_TIME / 16, rel=1e-12)
+    assert base["by_kind"]["matmul"]["share"] == pytest.approx(1.0)
+    assert base["by_block"]["mlp"]["time_s"] == pytest.approx(BASELINE_MLP, rel=1e-12)
+    assert ma["warnings"][0].startswith("gpu[12..15] each needs")
+    assert report["notes"] == [
+        "models differ (dense_4l, moe_4l): a token costs different work in each"
+    ]
+
+
+def test_compare_one_file_is_a_one_row_table() -> None:
+    result = _run("compare", str(BASELINE_FILE), *SEED_COSTS)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert "speedup" not in lines[0]  # nothing to compare with
+    assert lines[1].split()[:3] == [str(BASELINE_FILE), f"{BASELINE_TIME * 1e3:.3f}", "ms"]
+
+
+def test_compare_output_werror_and_symmetry(tmp_path: Path) -> None:
+    args = ["compare", str(BASELINE_FILE), str(MA_FILE), *SEED_COSTS]
+    expected = _run(*args).stdout
+    target = tmp_path / "table.txt"
+    target.write_text("old\n")
+    written = _run(*args, "-o", str(target))
+    assert written.stdout == ""
+    assert target.read_text() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.txt"]
+    for choice in ("on", "off"):
+        assert _run(*args, "--symmetry", choice).stdout == expected
+    # ma_separation warns (uneven heads, memory): --werror fails, no table, old file kept.
+    failed = runner.invoke(app, [*args, "--werror", "-o", str(target)])
+    assert failed.exit_code == 2
+    assert failed.stdout == ""
+    assert "do not split evenly" in failed.stderr
+    assert target.read_text() == expected
+    assert _run("compare", str(BASELINE_FILE), "--werror", *SEED_COSTS).stdout != ""
+
+
+def test_compare_option_errors(tmp_path: Path) -> None:
+    both = runner.invoke(app, ["compare", str(BASELINE_FILE), "--markdown", "--format", "json"])
+    assert both.exit_code == 2
+    assert both.stdout == ""
+    assert both.stderr.splitlines()[0] == "dagc: error: --markdown contradicts --format json"
+    assert "help:" in both.stderr.splitlines()[1]
+    nowhere = runner.invoke(app, ["compare", str(BASELINE_FILE), "-o", str(tmp_path / "x" / "t")])
+    assert nowhere.exit_code == 2
+    assert "dagc: error: cannot write" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
+def test_compare_is_byte_identical_across_runs(fmt: str) -> None:
+    args = ("compare", str(MA_FILE), str(BASELINE_FILE), "--format", fmt)
+    first, second = _run(*args), _run(*args)
+    assert first.stdout_bytes == second.stdout_bytes
+    assert first.stderr_bytes == second.stderr_bytes
 
 
 def test_compare_bad_file_exits_2(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from itertools import pairwise, product
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,6 +310,118 @@ def test_bad_table_exits_2_from_analyze(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[0] == (
         f"{path}:2:11: error: `seconds` must be positive, got `0`"
     )
+
+
+# --- extrapolation: products outside the table, reported with their share of the path ------
+
+SEED = REPO / "examples" / "seed" / "baseline_tp8_pp2.dag"
+T = 1024 * 2048
+# The seed baseline's 6 distinct products (tp = 8) and how often each is on the critical
+# path (4 layers; q, k and v are one term): docs/seed.md.
+BASELINE_PRODUCTS = {
+    (T, 4096, 512): 12,  # q, k, v
+    (1024 * 4 * 2048, 128, 2048): 4,  # attn_scores
+    (1024 * 4 * 2048, 2048, 128): 4,  # attn_out
+    (T, 512, 4096): 4,  # o_proj
+    (T, 4096, 2048): 4,  # mlp_up
+    (T, 2048, 4096): 4,  # mlp_down
+}
+
+
+def _roofline(m: int, k: int, n: int) -> float:
+    """Get_Time of the h100 bf16 roofline, from its documented formula."""
+    return max(2 * m * k * n / (989e12 * 0.70), (m * k + k * n + m * n) * 2 / (3.35e12 * 0.85))
+
+
+def _analyze_json(table: Path, *extra: str) -> tuple[dict[str, Any], str]:
+    result = runner.invoke(
+        app, ["analyze", str(SEED), "--cost-table", str(table), "--format", "json", *extra]
+    )
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def test_a_tiny_table_warns_with_its_range_and_share(tmp_path: Path) -> None:
+    # 4 entries far below every product of the seed: each product takes the roofline.
+    tiny = {(m, 4096, n): 1e-9 for m in (256, 512) for n in (512, 1024)}
+    path = _write(tmp_path, _csv(tiny))
+    report, stderr = _analyze_json(path, "--matmul-only")
+    expected = sum(count * _roofline(*p) for p, count in BASELINE_PRODUCTS.items())
+    assert report["critical_path"]["time_s"] == pytest.approx(expected, rel=1e-12)
+    message = (
+        f"6 of 6 distinct Get_Time terms lie outside the measured range of {path}"
+        " (m 256..512, k 4096, n 512..1024) and were priced by the roofline (h100, bf16);"
+        " they are 100.0% of the critical path's time"
+    )
+    assert f"{SEED}: warning: {message}" in stderr.splitlines()
+    assert report["warnings"] == [message]
+    assert report["cost_extrapolation"] == {
+        "table": str(path),
+        "range": {"m": [256, 512], "k": [4096, 4096], "n": [512, 1024]},
+        "fallback": "roofline (h100, bf16)",
+        "terms": 6,
+        "priced_terms": 6,
+        "raised_to_edge": 0,
+        "lowered_to_edge": 0,
+        "path_time_s": pytest.approx(expected, rel=1e-12),
+        "path_share": pytest.approx(1.0),
+    }
+    text = runner.invoke(app, ["analyze", str(SEED), "--cost-table", str(path), "--matmul-only"])
+    assert "warning: 6 of 6 distinct Get_Time terms" in text.stdout
+    assert all(len(line) <= 80 for line in text.stdout.splitlines())
+
+
+def test_edge_values_are_copied_to_larger_products(tmp_path: Path) -> None:
+    # A slow 8-entry table below every product: each product is at least the table's
+    # largest corner, 1 s, far above the roofline (at most 51 ms for these products).
+    slow = {(m, k, n): 1.0 for m in (64, 128) for k in (64, 128) for n in (64, 128)}
+    assert max(_roofline(*p) for p in BASELINE_PRODUCTS) < 0.06
+    path = _write(tmp_path, _csv(slow))
+    report, stderr = _analyze_json(path, "--matmul-only")
+    assert report["critical_path"]["time_s"] == pytest.approx(32.0, rel=1e-12)  # 32 products
+    reach = report["cost_extrapolation"]
+    assert (reach["terms"], reach["raised_to_edge"], reach["lowered_to_edge"]) == (6, 6, 0)
+    assert "6 raised to the table's value at its nearest edge; they are 100.0%" in stderr
+
+
+def test_share_of_the_path_outside_the_table_by_hand(tmp_path: Path) -> None:
+    # One measured point, q/k/v's product, at 0.5 s. mlp_up lies above it on every axis, so
+    # it costs at least 0.5 s (its roofline is 51 ms); the other four products are below it
+    # on one axis and above it on another, and keep the roofline.
+    qkv, up = (T, 4096, 512), (T, 4096, 2048)
+    path = _write(tmp_path, _csv({qkv: 0.5}))
+    report, stderr = _analyze_json(path, "--matmul-only")
+    others = {p: c for p, c in BASELINE_PRODUCTS.items() if p not in (qkv, up)}
+    outside = 4 * 0.5 + sum(count * _roofline(*p) for p, count in others.items())
+    total = 12 * 0.5 + outside
+    assert report["critical_path"]["time_s"] == pytest.approx(total, rel=1e-12)
+    reach = report["cost_extrapolation"]
+    assert (reach["terms"], reach["priced_terms"], reach["raised_to_edge"]) == (5, 6, 1)
+    assert reach["path_time_s"] == pytest.approx(outside, rel=1e-12)
+    assert reach["path_share"] == pytest.approx(outside / total, rel=1e-12)
+    assert f"they are {outside / total:.1%} of the critical path's time" in stderr
+    assert f"(m {T}, k 4096, n 512)" in stderr  # a single-value axis shows one number
+
+
+def test_no_warning_when_every_product_is_inside(tmp_path: Path) -> None:
+    every = {p: 1e-3 for p in BASELINE_PRODUCTS}
+    ms, ks, ns = ({p[a] for p in every} for a in range(3))
+    grid = {(m, k, n): 1e-3 for m in ms for k in ks for n in ns}
+    report, stderr = _analyze_json(_write(tmp_path, _csv(grid)), "--matmul-only")
+    assert report["cost_extrapolation"] is None
+    assert report["warnings"] == []
+    assert "outside" not in stderr
+
+
+def test_extrapolation_fails_werror(tmp_path: Path) -> None:
+    path = _write(tmp_path, _csv({(T, 4096, 512): 0.5}))
+    result = runner.invoke(
+        app, ["analyze", str(SEED), "--cost-table", str(path), "--werror", "--matmul-only"]
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "5 of 6 distinct Get_Time terms lie outside" in result.stderr
+    assert "dagc: error: warnings are errors (--werror)" in result.stderr
 
 
 # --- dagc profile ---------------------------------------------------------------------------

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from dagc.analysis.costs import CostModel
+from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.ir.device import DeviceGraph
 from dagc.ir.steps import Step, op_kind
@@ -20,6 +21,57 @@ WEIGHT_PRODUCTS = frozenset(
     {"qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "lm_head"}
 )
 COMMUNICATION_KINDS = frozenset({"collective", "transfer"})
+# Every operation kind, in the order reports list ties; the JSON report lists all four.
+KINDS = ("matmul", "elementwise", "collective", "transfer")
+# Block kinds as reports name them: a transfer block moves activations between stages.
+BLOCK_NAMES = {"transfer": "pipeline_transfer"}
+BLOCK_ORDER = ("embed", "attention", "mlp", "moe", "lm_head", "pipeline_transfer")
+
+
+@dataclass(frozen=True)
+class Share:
+    """The critical path's time in one kind of operation or one kind of block."""
+
+    name: str
+    time_s: float
+    share: float
+
+
+@dataclass(frozen=True)
+class TableReach:
+    """Matrix products priced outside a measured cost table, and their weight on the path.
+
+    `terms`, `raised` and `lowered` count distinct Get_Time terms (see Extrapolated);
+    `path_s` is the critical path's time in operations with one of those terms.
+    """
+
+    table: str
+    ranges: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    fallback: str
+    terms: int
+    raised: int
+    lowered: int
+    priced: int
+    path_s: float
+    share: float
+
+    def message(self) -> str:
+        """The warning a report and stderr give."""
+        axes = ", ".join(
+            f"{name} {low}" if low == high else f"{name} {low}..{high}"
+            for name, (low, high) in zip("mkn", self.ranges, strict=True)
+        )
+        moved = [
+            f"{count} {verb} to the table's value at its nearest edge"
+            for count, verb in ((self.raised, "raised"), (self.lowered, "lowered"))
+            if count
+        ]
+        how = f", {' and '.join(moved)}" if moved else ""
+        return (
+            f"{self.terms} of {self.priced} distinct Get_Time terms lie outside the measured"
+            f" range of {self.table} ({axes}) and were priced by the {self.fallback}{how};"
+            f" they are {self.share:.1%} of the critical path's time"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +121,25 @@ class Analysis:
     gpus: tuple[GpuFigures, ...]
     cost_notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    by_kind: tuple[Share, ...] = ()
+    by_block: tuple[Share, ...] = ()
+    table_reach: TableReach | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the run processes: batch x seq (every micro-batch together)."""
+        workload = self.graph.program.workload
+        return workload.batch * workload.seq
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Throughput: the run's tokens over the critical path's time (0 when it takes none)."""
+        return self.tokens / self.total_s if self.total_s else 0.0
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        """Throughput per GPU of the configuration."""
+        return self.tokens_per_s / len(self.gpus) if self.gpus else 0.0
 
     @property
     def matmul_flops(self) -> int:
@@ -104,6 +175,9 @@ def analyze(
     compute = sum(n.time_s for n in nodes) - communication
     gpus = _gpu_figures(graph, term_costs, path.time, peak_flops)
     warnings = _memory_warnings(gpus, memory_limit)
+    reach = _table_reach(graph, path, costs, model.extrapolated())
+    if reach is not None:
+        warnings += (reach.message(),)
     return Analysis(
         graph=graph,
         cost_model=model.name,
@@ -116,6 +190,61 @@ def analyze(
         gpus=gpus,
         cost_notes=tuple(model.notes()),
         warnings=warnings,
+        by_kind=_split(graph, path, costs, lambda op: op_kind(graph.term_of(op)), KINDS),
+        by_block=_split(graph, path, costs, _block_name(graph), ()),
+        table_reach=reach,
+    )
+
+
+def _block_name(graph: DeviceGraph) -> Callable[[int], str]:
+    def name(op: int) -> str:
+        block = graph.block_of(op)
+        return BLOCK_NAMES.get(block, block)
+
+    return name
+
+
+def _split(
+    graph: DeviceGraph,
+    path: CriticalPath,
+    costs: npt.NDArray[np.float64],
+    key: Callable[[int], str],
+    always: tuple[str, ...],
+) -> tuple[Share, ...]:
+    """The path's time per key of its operations, largest first (ties in report order).
+
+    Keys in `always` are listed even when no operation of the path has them.
+    """
+    seconds: dict[str, float] = dict.fromkeys(always, 0.0)
+    for op in path.ops:
+        name = key(int(op))
+        seconds[name] = seconds.get(name, 0.0) + float(costs[op])
+    order = {name: i for i, name in enumerate((*KINDS, *BLOCK_ORDER))}
+    names = sorted(seconds, key=lambda n: (-seconds[n], order.get(n, len(order)), n))
+    total = path.time
+    return tuple(Share(n, seconds[n], seconds[n] / total if total else 0.0) for n in names)
+
+
+def _table_reach(
+    graph: DeviceGraph,
+    path: CriticalPath,
+    costs: npt.NDArray[np.float64],
+    outside: Extrapolated | None,
+) -> TableReach | None:
+    """How much of the critical path rests on products priced outside a cost table."""
+    if outside is None:
+        return None
+    path_s = sum(float(costs[op]) for op in path.ops if graph.term_of(int(op)) in outside.terms)
+    return TableReach(
+        table=outside.table,
+        ranges=outside.ranges,
+        fallback=outside.fallback,
+        terms=len(outside.terms),
+        raised=len(outside.raised),
+        lowered=len(outside.lowered),
+        priced=outside.priced,
+        path_s=path_s,
+        share=path_s / path.time if path.time else 0.0,
     )
 
 

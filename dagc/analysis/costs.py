@@ -43,10 +43,33 @@ PLUGIN_NAMES: dict[TermKind, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Extrapolated:
+    """Matrix products a measured table did not cover, and how they were priced instead.
+
+    `ranges` holds the table's (smallest, largest) m, k and n; `terms` the distinct
+    Get_Time terms outside them, which `fallback` priced; `raised` and `lowered` those of
+    them moved to the table's value at its nearest edge (so that Get_Time stays monotone);
+    `priced` counts every distinct Get_Time term the table model was asked for.
+    """
+
+    table: str
+    ranges: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    fallback: str
+    terms: frozenset[CostTerm]
+    raised: frozenset[CostTerm]
+    lowered: frozenset[CostTerm]
+    priced: int
+
+
 class CostModel:
     """Base class: subclasses implement `term_seconds`; `namespace` follows from it."""
 
     name = "cost model"
+
+    def extrapolated(self) -> Extrapolated | None:
+        """Products priced outside a measured table so far (None: there were none)."""
+        return None
 
     def term_seconds(self, term: CostTerm) -> float:
         raise NotImplementedError
@@ -177,6 +200,9 @@ class MatmulOnly(CostModel):
     def notes(self) -> list[str]:
         return [*self.base.notes(), "matmul only: every other operation costs 0"]
 
+    def extrapolated(self) -> Extrapolated | None:
+        return self.base.extrapolated()
+
 
 class PluginModel(CostModel):
     """A user's functions (by PLUGIN_NAMES) override the base model's terms."""
@@ -207,6 +233,10 @@ class PluginModel(CostModel):
 
     def notes(self) -> list[str]:
         return self.base.notes()
+
+    def extrapolated(self) -> Extrapolated | None:
+        # A plugin's get_time leaves the table unasked, and then nothing is outside it.
+        return self.base.extrapolated()
 
 
 def _takes_nodes(function: CostFunction) -> bool:

@@ -20,7 +20,7 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from dagc.analysis.costs import CostModel
+from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.diagnostics import DiagnosticBag, DiagnosticError, Note
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.source import SourceFile, Span, undecodable
@@ -138,7 +138,8 @@ class TableModel(CostModel):
         self.name = f"table {table.path}"
         self._inside: set[CostTerm] = set()
         self._outside: set[CostTerm] = set()
-        self._bounded: set[CostTerm] = set()
+        self._raised: set[CostTerm] = set()
+        self._lowered: set[CostTerm] = set()
 
     def term_seconds(self, term: CostTerm) -> float:
         if term.kind is not TermKind.MATMUL:
@@ -157,12 +158,27 @@ class TableModel(CostModel):
         # A point above the table's smallest corner costs at least the edge point below it;
         # a point below its largest corner costs at most the edge point above it.
         if self.table.at_least_lowest(m, k, n) and seconds < edge:
-            self._bounded.add(term)
+            self._raised.add(term)
             return edge
         if self.table.at_most_highest(m, k, n) and seconds > edge:
-            self._bounded.add(term)
+            self._lowered.add(term)
             return edge
         return seconds
+
+    def extrapolated(self) -> Extrapolated | None:
+        """The products priced outside the table so far, or None when every one was inside."""
+        if not self._outside:
+            return None
+        t = self.table
+        return Extrapolated(
+            table=t.path,
+            ranges=((t.ms[0], t.ms[-1]), (t.ks[0], t.ks[-1]), (t.ns[0], t.ns[-1])),
+            fallback=self.fallback.name,
+            terms=frozenset(self._outside),
+            raised=frozenset(self._raised),
+            lowered=frozenset(self._lowered),
+            priced=len(self._inside | self._outside),
+        )
 
     def notes(self) -> list[str]:
         """Points outside the table, values bounded by its edge, and entries the repair raised."""
@@ -176,10 +192,11 @@ class TableModel(CostModel):
                 f"{outside} of {total} Get_Time terms {verb} outside the measured table and"
                 f" {use} the {self.fallback.name}"
             )
-        if self._bounded:
-            were = "was" if len(self._bounded) == 1 else "were"
+        bounded = len(self._raised) + len(self._lowered)
+        if bounded:
+            were = "was" if bounded == 1 else "were"
             notes.append(
-                f"{len(self._bounded)} of these {were} moved to the value at the table's edge so"
+                f"{bounded} of these {were} moved to the value at the table's edge so"
                 " that Get_Time stays monotone"
             )
         if self.table.raised:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dagc.analysis.analyze import Analysis, GpuFigures
+from dagc.analysis.analyze import Analysis, GpuFigures, Share
 from dagc.ir.logical import Program, format_gpus
 
 JSON_VERSION = 1
@@ -105,6 +105,9 @@ def write_text(
     )
     family, share = analysis.bottleneck()
     out.append(f"bottleneck     {family} ({share:.1%} of the critical path)")
+    out.append(f"by kind        {_shares(analysis.by_kind)}")
+    out.append(f"by block       {_shares(analysis.by_block)}")
+    out.append(f"throughput     {_throughput(analysis)}")
     out.append(f"matmul FLOPs   {analysis.matmul_flops:.4e}   MFU {analysis.mfu:.1%}")
     out.append("")
     out.append(f"  {'#':>4}  {'node':<34} {'kind':<11} {'time':>12} {'share':>6}")
@@ -139,12 +142,31 @@ def write_text(
     stream.write("\n".join(lines) + "\n")
 
 
+def _shares(parts: Sequence[Share]) -> str:
+    """`matmul 33.5%, collective 31.5%`: the parts that take time, largest first."""
+    shown = [f"{p.name} {p.share:.1%}" for p in parts if p.time_s > 0]
+    return ", ".join(shown) or "-"
+
+
+def _rate(value: float) -> str:
+    """Tokens per second as a whole number with thousands separators (`987,417`)."""
+    return f"{value:,.0f}"
+
+
+def _throughput(analysis: Analysis) -> str:
+    return (
+        f"{_rate(analysis.tokens_per_s)} tokens/s,"
+        f" {_rate(analysis.tokens_per_s_per_gpu)} per GPU ({analysis.tokens:,} tokens)"
+    )
+
+
 def _wrap(line: str, width: int = 80) -> list[str]:
     """A line cut at spaces to `width` columns, continuations indented under its value
-    (`model     ...`, `warning: ...`); a word longer than a line (a long path) is cut."""
+    (`model     ...`, `by block       ...`, `warning: ...`); a word longer than a line (a long
+    path) is cut."""
     if len(line) <= width:
         return [line]
-    label = re.match(r"\s*(?:dagc analyze:|\S+)\s+", line)
+    label = re.match(r"\s*(?:dagc analyze:|by \S+|\S+)\s+", line)
     indent = " " * min(len(label.group()) if label else 0, width // 2)
     return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
@@ -183,7 +205,12 @@ def write_markdown(
     out += [
         "",
         f"**Critical path: {_seconds(total)}** (compute {1 - comm:.1%}, communication"
-        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%}.",
+        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%};"
+        f" throughput {_throughput(analysis)}.",
+        "",
+        *_markdown_split("kind", analysis.by_kind),
+        "",
+        *_markdown_split("block", analysis.by_block),
         "",
         "| # | node | kind | term | time | share |",
         "|---:|---|---|---|---:|---:|",
@@ -214,6 +241,34 @@ def write_markdown(
     stream.write("\n".join(out) + "\n")
 
 
+def _markdown_split(what: str, parts: Sequence[Share]) -> list[str]:
+    """The critical path's time per kind or block as a markdown table, largest first."""
+    rows = [f"| {p.name} | {_seconds(p.time_s)} | {p.share:.1%} |" for p in parts]
+    return [f"| {what} | time | share |", "|---|---:|---:|", *rows]
+
+
+def _json_split(parts: Sequence[Share]) -> dict[str, dict[str, float]]:
+    return {p.name: {"time_s": p.time_s, "share": p.share} for p in parts}
+
+
+def _json_reach(analysis: Analysis) -> dict[str, Any] | None:
+    """Products priced outside a cost table (None without a table, or all inside it)."""
+    reach = analysis.table_reach
+    if reach is None:
+        return None
+    return {
+        "table": reach.table,
+        "range": {axis: list(bounds) for axis, bounds in zip("mkn", reach.ranges, strict=True)},
+        "fallback": reach.fallback,
+        "terms": reach.terms,
+        "priced_terms": reach.priced,
+        "raised_to_edge": reach.raised,
+        "lowered_to_edge": reach.lowered,
+        "path_time_s": reach.path_s,
+        "path_share": reach.share,
+    }
+
+
 def analysis_json(analysis: Analysis) -> dict[str, Any]:
     """The report as a JSON-ready dict (schema in docs/analyze.md)."""
     graph = analysis.graph
@@ -226,11 +281,14 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
         "model": program.model.name,
         "cost_model": analysis.cost_model,
         "cost_notes": list(analysis.cost_notes),
+        "cost_extrapolation": _json_reach(analysis),
         "critical_path": {
             "time_s": analysis.total_s,
             "compute_s": analysis.compute_s,
             "communication_s": analysis.communication_s,
             "bottleneck": {"family": family, "share": share},
+            "by_kind": _json_split(analysis.by_kind),
+            "by_block": _json_split(analysis.by_block),
             "nodes": [node.name for node in analysis.path],
             "steps": [
                 {
@@ -251,6 +309,9 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "matmul_flops": analysis.matmul_flops,
             "mfu": analysis.mfu,
             "gpus": len(analysis.gpus),
+            "tokens": analysis.tokens,
+            "tokens_per_s": analysis.tokens_per_s,
+            "tokens_per_s_per_gpu": analysis.tokens_per_s_per_gpu,
         },
         "gpus": [
             {
@@ -288,36 +349,130 @@ def write_json(
     stream.write("\n")
 
 
-def write_comparison(
-    analyses: Sequence[Analysis], stream: TextIO, *, markdown: bool = False
-) -> None:
-    """Configurations side by side; speedup is relative to the first."""
-    base = analyses[0].total_s
-    header = ["config", "time", "speedup", "bottleneck", "MFU", "max memory"]
-    rows = []
-    for a in analyses:
-        family, share = a.bottleneck()
-        peak_memory = max((g.memory_bytes for g in a.gpus), default=0)
-        rows.append(
-            [
-                a.graph.program.source_path,
-                _seconds(a.total_s),
-                f"{base / a.total_s:.2f}x" if a.total_s else "-",
-                f"{family} {share:.0%}",
-                f"{a.mfu:.1%}",
-                _bytes(peak_memory),
-            ]
+def comparison_notes(analyses: Sequence[Analysis]) -> list[str]:
+    """What a reader of a comparison must know: workloads or models that differ."""
+    notes = []
+    if not same_workload(analyses):
+        sizes = ", ".join(
+            f"{w.batch} x {w.seq} in {a.graph.program.source_path}"
+            for a in analyses
+            for w in [a.graph.program.workload]
         )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---:|---:|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        notes.append(
+            f"workloads differ (batch x seq: {sizes}): the times are for different numbers of"
+            " tokens, so there is no speedup column; compare tokens/s"
+        )
+    models = sorted({a.graph.program.model.name for a in analyses})
+    if len(models) > 1:
+        notes.append(f"models differ ({', '.join(models)}): a token costs different work in each")
+    return notes
+
+
+def same_workload(analyses: Sequence[Analysis]) -> bool:
+    """Whether every configuration processes the same tokens (batch and seq)."""
+    return (
+        len({(a.graph.program.workload.batch, a.graph.program.workload.seq) for a in analyses}) == 1
+    )
+
+
+def _speedups(analyses: Sequence[Analysis]) -> list[float | None] | None:
+    """Each time ratio over the first file, or None when the workloads differ (the ratio of
+    times for different numbers of tokens is no speedup) or there is only one file."""
+    if len(analyses) < 2 or not same_workload(analyses):
+        return None
+    base = analyses[0].total_s
+    return [base / a.total_s if a.total_s else None for a in analyses]
+
+
+def _comparison_rows(analyses: Sequence[Analysis]) -> tuple[list[str], list[list[str]]]:
+    """The header and one row of cells per configuration."""
+    speedups = _speedups(analyses)
+    header = ["config", "time", "tokens/s", "tokens/s/GPU", "GPUs"]
+    header += ["speedup"] if speedups is not None else []
+    header += ["bottleneck", "MFU", "max memory"]
+    rows = []
+    for index, a in enumerate(analyses):
+        family, share = a.bottleneck()
+        row = [
+            a.graph.program.source_path,
+            _seconds(a.total_s),
+            _rate(a.tokens_per_s),
+            _rate(a.tokens_per_s_per_gpu),
+            str(len(a.gpus)),
+        ]
+        if speedups is not None:
+            ratio = speedups[index]
+            row.append("-" if ratio is None else f"{ratio:.2f}x")
+        row += [f"{family} {share:.0%}", f"{a.mfu:.1%}", _bytes(_peak_memory(a))]
+        rows.append(row)
+    return header, rows
+
+
+def _peak_memory(analysis: Analysis) -> int:
+    return max((g.memory_bytes for g in analysis.gpus), default=0)
+
+
+def write_comparison(analyses: Sequence[Analysis], stream: TextIO, *, fmt: str = "text") -> None:
+    """Configurations side by side (`fmt`: text, markdown or json); notes under the table."""
+    if fmt == "json":
+        json.dump(comparison_json(analyses), stream, indent=2, sort_keys=True)
+        stream.write("\n")
+        return
+    header, rows = _comparison_rows(analyses)
+    left = {0, header.index("bottleneck")}
+    notes = comparison_notes(analyses)
+    if fmt == "markdown":
+        rule = "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|"
+        lines = ["| " + " | ".join(row) + " |" for row in [header, *rows]]
+        lines.insert(1, rule)
+        if notes:
+            lines += ["", *(f"> note: {note}" for note in notes)]
     else:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = [
             "  ".join(
-                cell.ljust(w) if i in (0, 3) else cell.rjust(w)
+                cell.ljust(w) if i in left else cell.rjust(w)
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
+            ).rstrip()
             for row in [header, *rows]
         ]
+        lines += [line for note in notes for line in _wrap(f"note: {note}")]
     stream.write("\n".join(lines) + "\n")
+
+
+def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
+    """The comparison as a JSON-ready dict (schema in docs/analyze.md)."""
+    speedups = _speedups(analyses)
+    configs = []
+    for index, a in enumerate(analyses):
+        family, share = a.bottleneck()
+        workload = a.graph.program.workload
+        configs.append(
+            {
+                "source": a.graph.program.source_path,
+                "model": a.graph.program.model.name,
+                "cost_model": a.cost_model,
+                "batch": workload.batch,
+                "seq": workload.seq,
+                "tokens": a.tokens,
+                "gpus": len(a.gpus),
+                "time_s": a.total_s,
+                "tokens_per_s": a.tokens_per_s,
+                "tokens_per_s_per_gpu": a.tokens_per_s_per_gpu,
+                "speedup": None if speedups is None else speedups[index],
+                "bottleneck": {"family": family, "share": share},
+                "by_kind": _json_split(a.by_kind),
+                "by_block": _json_split(a.by_block),
+                "mfu": a.mfu,
+                "max_memory_bytes": _peak_memory(a),
+                "cost_extrapolation": _json_reach(a),
+                "warnings": list(a.warnings),
+            }
+        )
+    return {
+        "format": "dagc-comparison",
+        "version": JSON_VERSION,
+        "same_workload": same_workload(analyses),
+        "configs": configs,
+        "notes": comparison_notes(analyses),
+    }

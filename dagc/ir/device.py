@@ -56,9 +56,13 @@ class DeviceGraph:
         dst: IntArray,
         edge_kind: npt.NDArray[np.uint8],
         symmetry: Symmetry | None = None,
+        step_blocks: tuple[str, ...] = (),
     ) -> None:
         self.program = program
         self.steps = steps
+        # The kind of block each step came from (attention, moe, transfer, ...): step names
+        # alone cannot tell, since `ln2` and `res2` belong to mlp and moe blocks alike.
+        self.step_blocks = step_blocks or tuple("" for _ in steps)
         self.symmetry = symmetry
         self.microbatches = microbatches
         self.src = src
@@ -127,6 +131,10 @@ class DeviceGraph:
         microbatch, t = self.split_id(op)
         step = self.steps[int(self.template_step[t])]
         return step.node_name(int(self.template_rank[t]), self._mb_suffix(microbatch))
+
+    def block_of(self, op: int) -> str:
+        """The kind of block operation `op` belongs to (`attention`, `transfer`, ...)."""
+        return self.step_blocks[int(self.template_step[op % self.template_size])]
 
     def gpus_of(self, op: int) -> tuple[int, ...]:
         """The GPU of a per-GPU operation, or every participant of a joint one."""
