@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from dagc.diagnostics import Diagnostic, DiagnosticBag, DiagnosticError, Severity
+from dagc.diagnostics import Diagnostic, DiagnosticBag, Severity
 from dagc.frontend import ast
 from dagc.frontend.parser import parse
 from dagc.frontend.sema import lower_to_logical
+from dagc.inputs import DAG_FILE, read_input
 from dagc.ir.logical import Program
-from dagc.source import SourceFile, Span, undecodable
+from dagc.source import SourceFile, Span
 
 
 @dataclass(frozen=True)
@@ -31,35 +31,8 @@ class CompileResult:
 
 
 def read_source(path: str | os.PathLike[str]) -> SourceFile:
-    """Read a .dag file as UTF-8; unreadable input raises DiagnosticError."""
-    name = os.fspath(path)
-    file = Path(name)
-
-    def fail(message: str, help: str, span: Span | None = None, text: str = "") -> DiagnosticError:
-        source = SourceFile(name, text)
-        bag = DiagnosticBag(source)
-        bag.error(span, message, help=help)
-        return DiagnosticError(bag.diagnostics)
-
-    if file.is_dir():
-        raise fail("is a directory, not a .dag file", "name a file, e.g. `model.dag`")
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise fail("no such file", "check the path") from None
-    except OSError as error:
-        raise fail(f"cannot read the file: {error.strerror}", "check its permissions") from None
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not text
-    except UnicodeDecodeError as error:
-        span, good = undecodable(data, error)
-        raise fail(
-            f"the file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
-            "save it as UTF-8",
-            span,
-            good,
-        ) from None
-    source = SourceFile(name, text)
+    """Read a .dag file as UTF-8; unreadable input raises DiagnosticError (see dagc.inputs)."""
+    source = read_input(path, DAG_FILE)
     _raise_if_empty(source)
     return source
 

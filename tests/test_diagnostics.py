@@ -1200,10 +1200,10 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "locked.dag"
     path.write_text(config())
 
-    def refuse(self: Path) -> bytes:
+    def refuse(*args: object) -> int:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr("dagc.inputs.os.open", refuse)  # root may read a chmod-000 file
     found = _read_error(path)
     assert found.message == "cannot read the file: Permission denied"
     assert found.help == "check its permissions"

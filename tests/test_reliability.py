@@ -287,3 +287,49 @@ def test_cycle_search_on_a_large_graph_returns_a_real_cycle() -> None:
     edges = set(zip(src.tolist(), dst.tolist(), strict=True))
     assert all((a, b) in edges for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True))
     assert find_cycle(3, np.array([0, 1]), np.array([1, 2])) == []
+
+
+# -- input files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_devices_are_not_read(device: str) -> None:
+    result = runner.invoke(app, ["check", device])
+    assert result.exit_code == 2
+    assert f"{device}: error: is not a regular file" in result.stderr
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.dag"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagc", "check", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "is not a regular file" in done.stderr
+
+
+def test_cost_table_that_is_a_device_is_refused() -> None:
+    result = runner.invoke(app, ["analyze", str(BASELINE), "--cost-table", "/dev/zero"])
+    assert result.exit_code == 2
+    assert "/dev/zero: error: is not a regular file (a device, a pipe or a socket)" in (
+        result.stderr
+    )
+
+
+def test_input_larger_than_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.dag"
+    path.write_text(BASELINE.read_text() + "#" * 2000 + "\n")
+    monkeypatch.setenv("DAGC_MAX_INPUT_BYTES", "1000")
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2
+    assert "the file is larger than 1,000 bytes" in result.stderr
+    assert "DAGC_MAX_INPUT_BYTES" in result.stderr
+    monkeypatch.setenv("DAGC_MAX_INPUT_BYTES", str(10**6))
+    assert runner.invoke(app, ["check", str(path)]).exit_code == 0

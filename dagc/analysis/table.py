@@ -14,7 +14,6 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -22,8 +21,9 @@ import numpy.typing as npt
 
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.diagnostics import DiagnosticBag, DiagnosticError, Note
+from dagc.inputs import COST_TABLE, read_input
 from dagc.ir.terms import CostTerm, TermKind
-from dagc.source import SourceFile, Span, undecodable
+from dagc.source import SourceFile, Span
 
 COLUMNS = ("m", "k", "n", "seconds")
 _HEADER_HELP = "a cost table starts with the line `m,k,n,seconds` (other columns are ignored)"
@@ -255,36 +255,7 @@ def load_cost_table(path: str | os.PathLike[str]) -> MeasuredTable:
 
 def _read(path: str | os.PathLike[str]) -> SourceFile:
     """The file's text; a missing, unreadable or non-UTF-8 file raises DiagnosticError."""
-    name = os.fspath(path)
-
-    def fail(message: str, help: str, span: Span | None = None, text: str = "") -> DiagnosticError:
-        bag = DiagnosticBag(SourceFile(name, text))
-        bag.error(span, message, help=help)
-        return DiagnosticError(bag.diagnostics)
-
-    file = Path(name)
-    if file.is_dir():
-        raise fail("is a directory, not a cost table", "name a CSV file, e.g. `table.csv`")
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise fail(
-            "no such cost table", "check the path, or write one with `dagc profile`"
-        ) from None
-    except OSError as error:
-        raise fail(
-            f"cannot read the cost table: {error.strerror}", "check its permissions"
-        ) from None
-    try:
-        return SourceFile(name, data.decode("utf-8-sig"))
-    except UnicodeDecodeError as error:
-        span, good = undecodable(data, error)
-        raise fail(
-            f"the table is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
-            "save it as UTF-8",
-            span,
-            good,
-        ) from None
+    return read_input(path, COST_TABLE)
 
 
 def _data_lines(source: SourceFile) -> list[tuple[int, str]]:
