@@ -93,6 +93,78 @@ def test_unexpected_end_of_file_in_a_statement() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("lines", "line", "column", "written"),
+    [
+        ({15: "layers 0-1 on g0 {"}, 15, 9, "0-1"),
+        ({12: "  group g0 = gpu[0 - 3]"}, 12, 20, "0-3"),
+    ],
+)
+def test_range_written_with_a_dash(
+    lines: dict[int, str], line: int, column: int, written: str
+) -> None:
+    found = only_diagnostic(config(lines))
+    first, last = written.split("-")
+    check(
+        found,
+        line,
+        column,
+        f"ranges are written `{first}..{last}`, not `{written}`",
+        help="replace `-` with `..`",
+        width=1,
+    )
+
+
+def test_dash_without_numbers_where_a_range_is_expected() -> None:
+    found = only_diagnostic(config({12: "  group g0 = gpu[0-]"}))
+    check(
+        found,
+        12,
+        19,
+        "ranges are written with `..`, e.g. `0..3`, not with `-`",
+        help="replace `-` with `..`",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "brace", "what", "next_line", "keyword"),
+    [
+        # `workload { batch = 8; seq = 128` and no `}` before `devices {`
+        (
+            {7: "workload { batch = 8; seq = 128", 8: "", 9: "", 10: ""},
+            (7, 10),
+            "the `workload` section",
+            11,
+            "devices",
+        ),
+        ({6: ""}, (1, 9), "the `model` section", 7, "workload"),
+        ({14: ""}, (11, 9), "the `devices` section", 15, "layers"),
+        ({18: ""}, (15, 19), "the `layers` statement", 19, "layers"),
+        (
+            {7: "workload", 8: "{ batch = 8", 10: ""},
+            (8, 1),
+            "the `workload` section",
+            11,
+            "devices",
+        ),
+    ],
+)
+def test_body_not_closed_before_the_next_statement(
+    lines: dict[int, str], brace: tuple[int, int], what: str, next_line: int, keyword: str
+) -> None:
+    found = only_diagnostic(config(lines))
+    check(
+        found,
+        *brace,
+        f"{what} is not closed",
+        help=f"add `}}` at the end of {what}, before line {next_line}",
+        width=1,
+    )
+    assert [(n.message, n.span.line, n.span.column) for n in found.notes if n.span] == [
+        (f"`{keyword}` starts a new statement here", next_line, 1)
+    ]
+
+
 def test_several_syntax_errors_are_reported_in_one_run() -> None:
     found = diagnostics_of(config({4: "  heads = 16 16", 9: "  seq 128", 17: "  mlp tp=4 @"}))
     assert [(d.span.line, d.span.column, d.message) for d in found if d.span] == [
