@@ -47,6 +47,12 @@ def test_unexpected_character() -> None:
     ("line", "column", "message", "help"),
     [
         ("  seq 128", 7, "unexpected `128`; expected `=`", "settings are written `key = value`"),
+        (  # `layers` as a key without its `=`, not a statement: the body is not unclosed
+            "  layers 4",
+            10,
+            "unexpected `4`; expected `=`",
+            "settings are written `key = value`",
+        ),
         (
             "  seq =",
             8,

@@ -149,6 +149,8 @@ def _report_unclosed_body(source: SourceFile, bag: DiagnosticBag, line: int) -> 
     """
     code = source.line_text(line).split("#", 1)[0]
     start = re.match(r"\s*(model|workload|devices|layers)\b(?!\s*=)", code)
+    if start and start.group(1) == "layers" and not re.search(r"\{|\.\.|\bon\b", code):
+        start = None  # `layers 4` in a model: a setting without its `=`, not a statement
     open_braces = _open_braces(source, before_line=line)
     if start is None or not open_braces:
         return False
