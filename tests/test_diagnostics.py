@@ -1221,6 +1221,28 @@ def test_on_missing_before_the_group(written: str, fixed: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("lines", "fixed"),
+    [
+        ({16: "  attention g0 tp=4"}, "attention on g0 tp=4"),
+        (  # the statement has no group either: still one error, not "placed on no group"
+            {15: "layers 0..1 {", 16: "  attention g0 tp=4", 17: "  mlp on g0 tp=4"},
+            "attention on g0 tp=4",
+        ),
+    ],
+)
+def test_on_missing_before_a_block_group(lines: dict[int, str], fixed: str) -> None:
+    found = only_diagnostic(config(lines))
+    check(
+        found,
+        16,
+        13,
+        "`on` is missing before the group name `g0`",
+        help=f"write `{fixed}`",
+        width=2,
+    )
+
+
 def test_on_missing_before_an_unknown_group() -> None:
     # Two mistakes, two errors: the missing `on`, and the group name's typo.
     found = diagnostics_of(config({15: "layers 0..1 gg0 {"}))

@@ -644,12 +644,30 @@ class _Lowering:
 
         The parser takes `g` for an option written as a flag; checking it as one would give
         an unknown option and a block "placed on no group" per block, all for one word.
+        Blocks get the same treatment (`attention g tp=4`), for a declared group's name.
         """
+        decl = dataclasses.replace(decl, blocks=tuple(map(self._block_missing_on, decl.blocks)))
         if decl.groups or not decl.options:
             return decl
         name, value = decl.options[0].key, decl.options[0].value
         if value is not None or name.text in LAYERS_OPTIONS or name.text in BLOCK_KINDS:
             return decl
+        self._report_missing_on(name)
+        return dataclasses.replace(decl, groups=(name,), options=decl.options[1:])
+
+    def _block_missing_on(self, block: ast.BlockDecl) -> ast.BlockDecl:
+        """`attention g tp=4`, `g` a declared group: the block's missing `on` (one error)."""
+        if block.group is not None or not block.options:
+            return block
+        name, value = block.options[0].key, block.options[0].value
+        if value is not None or name.text not in getattr(self, "group_decls", {}):
+            return block  # an unknown flag may be a misspelt option: checked as one
+        if any(name.text in options for options in BLOCK_OPTIONS.values()):
+            return block  # a group named like an option (`fused_qkv`): the option wins
+        self._report_missing_on(name)
+        return dataclasses.replace(block, group=name, options=block.options[1:])
+
+    def _report_missing_on(self, name: ast.Ident) -> None:
         line = self.source.line_text(name.span.line).split("#", 1)[0]
         column = name.span.column - 1
         fixed = (line[:column] + "on " + line[column:]).strip()
@@ -658,7 +676,6 @@ class _Lowering:
             f"`on` is missing before the group name `{name.text}`",
             help=f"write `{fixed}`",
         )
-        return dataclasses.replace(decl, groups=(name,), options=decl.options[1:])
 
     def _check_range(
         self, decl: ast.LayersDecl, num_layers: int | None, placed_by: dict[int, ast.LayersDecl]
