@@ -37,14 +37,25 @@ def _option_error(message: str, help: str | None) -> DiagnosticError:
     return DiagnosticError(bag.diagnostics)
 
 
+def _unknown_gpu_help(gpu: str) -> str:
+    """How to fix --gpu: another case of a preset's name, or how to describe another GPU.
+
+    No did-you-mean beyond case: GPU names a letter apart are other chips (b100, h100).
+    """
+    if gpu.lower() in PRESETS:
+        return f"did you mean `{gpu.lower()}`?"
+    return (
+        f"presets: {', '.join(sorted(PRESETS))}; for another GPU, start from one and give its"
+        " figures, e.g. --set peak_flops=... --set hbm_bandwidth=... --set memory_bytes=..."
+        " (docs/cost-models.md lists them)"
+    )
+
+
 def roofline_params(program: Program, options: CostOptions) -> RooflineParams:
     """The roofline parameters: the preset (file or --gpu) with overrides applied."""
     gpu = options.gpu or program.hardware.gpu
     if gpu not in PRESETS:
-        raise _option_error(
-            f"unknown GPU preset `{gpu}`",
-            did_you_mean(gpu, PRESETS) or f"presets: {', '.join(sorted(PRESETS))}",
-        )
+        raise _option_error(f"unknown GPU preset `{gpu}`", _unknown_gpu_help(gpu))
     params = RooflineParams.for_gpu(PRESETS[gpu], program.workload.dtype)
     overrides = {**program.hardware.overrides, **options.overrides}
     try:

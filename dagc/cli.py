@@ -19,10 +19,12 @@ from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 import typer
 
 import dagc
+from dagc.cli_errors import DagcGroup
 from dagc.diagnostics import Diagnostic, DiagnosticError, Severity
 
 app = typer.Typer(
     name="dagc",
+    cls=DagcGroup,  # usage errors in dagc's plain style, not typer's boxes
     help="Compile and analyse plans of how a large language model runs on many GPUs.\n\n"
     + "\n\n".join(dagc.SCOPE),
     no_args_is_help=True,
@@ -421,6 +423,10 @@ def analyze(
         _emit(output, lambda out: write_text(analysis, out, path_limit=path_limit, formula=section))
     if render is not None:
         _draw(compiled, options, render, view="block", max_ops=max_ops, warn=False)
+
+
+# British spelling, as in dagc's own help text; hidden so `dagc -h` lists each command once.
+app.command("analyse", hidden=True, help="Another name for `analyze`.")(analyze)
 
 
 class FormulaFormat(enum.StrEnum):

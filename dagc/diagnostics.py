@@ -171,9 +171,38 @@ _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice a misspelt word most likely means, or None if nothing is close."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
+    """The choice a misspelt word most likely means, or None if nothing is close.
+
+    Close means a slip of the fingers: at most one edit per four letters of the word
+    (`hiden` is `hidden`, `mpl` is `mlp`). A longer word that merely contains a choice
+    (`shared_experts`, `experts`) names something else, and suggesting it would mislead.
+    """
+    allowed = max(1, len(word) // 4)
+    for choice in difflib.get_close_matches(word, sorted(choices), n=3, cutoff=0.6):
+        if edit_distance(word, choice) <= allowed:
+            return choice
+    return None
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b`.
+
+    (The optimal string alignment distance: a swap, the commonest typo, counts as one.)
+    """
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            current[j] = min(
+                previous[j] + 1,
+                current[j - 1] + 1,
+                previous[j - 1] + (ca != cb),
+            )
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

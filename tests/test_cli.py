@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -168,13 +169,87 @@ def test_help_of_every_command() -> None:
 def test_no_arguments_prints_help() -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 2  # no command given is a usage error
-    assert "Usage:" in result.output
+    assert "Usage:" in result.stdout
+    assert result.stderr == ""
 
 
-def test_bad_option_exits_2() -> None:
-    result = runner.invoke(app, ["lower", str(BASELINE), "--emit", "dot"])
-    assert result.exit_code == 2
+# -- usage errors: plain `dagc: error:` text and a help line, exit 2 -------------------
+
+
+def _usage_error(args: list[str]) -> str:
+    """The stderr of a usage error, after checking its exit status and empty stdout."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
     assert result.stdout == ""
+    assert "╭" not in result.stderr and "Traceback" not in result.stderr  # no rich box
+    return result.stderr
+
+
+def test_unknown_command() -> None:
+    # Once "did you mean", not twice, and no box around it.
+    assert _usage_error(["anlyze", str(BASELINE)]) == (
+        "dagc: error: unknown command `anlyze`\n     = help: did you mean `analyze`?\n"
+    )
+
+
+def test_unknown_command_far_from_every_command() -> None:
+    assert _usage_error(["frob"]) == (
+        "dagc: error: unknown command `frob`\n"
+        "     = help: the commands are `analyze`, `check`, `compare`, `formula`, `lower`,"
+        " `profile`, `render` or `timeline`; `dagc -h` describes them\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "help"),
+    [
+        ("--werorr", "did you mean `--werror`?"),
+        ("--bogus", "`dagc check -h` describes its options"),
+    ],
+)
+def test_unknown_option(option: str, help: str) -> None:
+    assert _usage_error(["check", option, str(BASELINE)]) == (
+        f"dagc: error: unknown option `{option}` for `dagc check`\n     = help: {help}\n"
+    )
+
+
+def test_missing_argument() -> None:
+    assert _usage_error(["check"]) == (
+        "dagc: error: `dagc check` needs the argument `FILES...`\n"
+        "     = help: usage: dagc check [OPTIONS] FILES... (`dagc check -h` for more)\n"
+    )
+
+
+def test_missing_option_value() -> None:
+    assert _usage_error(["lower", str(BASELINE), "--emit"]) == (
+        "dagc: error: option `--emit` requires an argument\n"
+        "     = help: write its value after it: `--emit VALUE`\n"
+    )
+
+
+def test_bad_option_value() -> None:
+    assert _usage_error(["lower", str(BASELINE), "--emit", "dot"]) == (
+        "dagc: error: invalid value for `--emit`: `dot` is not one of `ast`, `ir`, `steps`,"
+        " `device`, `json`\n     = help: `dagc lower -h` describes its options\n"
+    )
+
+
+def test_extra_argument() -> None:
+    assert _usage_error(["lower", str(BASELINE), "b", "c"]) == (
+        "dagc: error: unexpected extra arguments `b`, `c`\n"
+        "     = help: usage: dagc lower [OPTIONS] FILE (`dagc lower -h` for more)\n"
+    )
+
+
+def test_analyse_is_an_alias_of_analyze() -> None:
+    british = runner.invoke(app, ["analyse", str(BASELINE), "--format", "json"])
+    american = runner.invoke(app, ["analyze", str(BASELINE), "--format", "json"])
+    assert british.exit_code == 0, british.stderr
+    assert british.stdout == american.stdout
+    assert british.stdout.startswith("{")
+    listed = runner.invoke(app, ["--help"]).stdout
+    # One entry per command: `analyse` is not listed beside `analyze`.
+    assert re.findall(r"^│ (analy[sz]e) ", listed, re.MULTILINE) == ["analyze"]
 
 
 def _explode(*args: object, **kwargs: object) -> object:
@@ -228,6 +303,16 @@ def test_python_m_dagc() -> None:
     lowered = _dagc("lower", "examples/seed/baseline_tp8_pp2.dag", "--emit", "ir")
     assert lowered.returncode == 0
     assert lowered.stdout.startswith("program @dense_4l {\n")
+
+
+def test_python_m_dagc_usage_error() -> None:
+    # The installed entry point takes the same path as the tests' runner: plain text, exit 2.
+    bad = _dagc("anlyze", "examples/seed/baseline_tp8_pp2.dag")
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr == (
+        "dagc: error: unknown command `anlyze`\n     = help: did you mean `analyze`?\n"
+    )
 
 
 def test_python_m_dagc_bad_input(tmp_path: Path) -> None:

@@ -362,7 +362,16 @@ def test_cost_model_from_the_library() -> None:
         (["--set", "matmul_efficiency=fast"], ["--set expects KEY=NUMBER"]),
         (["--set", "matmul_efficiency=1.5"], ["matmul_efficiency must be between 0.001 and 1"]),
         (["--set", "hbm_bandwidth=0"], ["hbm_bandwidth must be between 1e8 and 1e16 bytes/s"]),
-        (["--gpu", "b100"], ["dagc: error: unknown GPU preset `b100`", "did you mean `h100`?"]),
+        (  # b100 is another chip, not a typo of h100: no did-you-mean
+            ["--gpu", "b100"],
+            [
+                "dagc: error: unknown GPU preset `b100`\n     = help: presets: a100, h100, h200;"
+                " for another GPU, start from one and give its figures, e.g. --set"
+                " peak_flops=... --set hbm_bandwidth=... --set memory_bytes=..."
+                " (docs/cost-models.md lists them)\n"
+            ],
+        ),
+        (["--gpu", "H100"], ["dagc: error: unknown GPU preset `H100`", "did you mean `h100`?"]),
         (["--gpu", "tpu"], ["dagc: error: unknown GPU preset `tpu`", "a100, h100, h200"]),
     ],
 )

@@ -12,7 +12,7 @@ import pytest
 
 import dagc
 from dagc.compiler import parse_source
-from dagc.diagnostics import Severity
+from dagc.diagnostics import Severity, closest
 from dagc.frontend.parser import MAX_SYNTAX_ERRORS
 from dagc.source import SourceFile
 from helpers import check, config, diagnostics_of, only_diagnostic
@@ -47,6 +47,12 @@ def test_unexpected_character() -> None:
     ("line", "column", "message", "help"),
     [
         ("  seq 128", 7, "unexpected `128`; expected `=`", "settings are written `key = value`"),
+        (  # `layers` as a key without its `=`, not a statement: the body is not unclosed
+            "  layers 4",
+            10,
+            "unexpected `4`; expected `=`",
+            "settings are written `key = value`",
+        ),
         (
             "  seq =",
             8,
@@ -91,6 +97,78 @@ def test_unexpected_end_of_file_in_a_statement() -> None:
         "unexpected end of file; expected `,`, `{`, a name or a new line",
         help="finish the statement or remove it",
     )
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "column", "written"),
+    [
+        ({15: "layers 0-1 on g0 {"}, 15, 9, "0-1"),
+        ({12: "  group g0 = gpu[0 - 3]"}, 12, 20, "0-3"),
+    ],
+)
+def test_range_written_with_a_dash(
+    lines: dict[int, str], line: int, column: int, written: str
+) -> None:
+    found = only_diagnostic(config(lines))
+    first, last = written.split("-")
+    check(
+        found,
+        line,
+        column,
+        f"ranges are written `{first}..{last}`, not `{written}`",
+        help="replace `-` with `..`",
+        width=1,
+    )
+
+
+def test_dash_without_numbers_where_a_range_is_expected() -> None:
+    found = only_diagnostic(config({12: "  group g0 = gpu[0-]"}))
+    check(
+        found,
+        12,
+        19,
+        "ranges are written with `..`, e.g. `0..3`, not with `-`",
+        help="replace `-` with `..`",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "brace", "what", "next_line", "keyword"),
+    [
+        # `workload { batch = 8; seq = 128` and no `}` before `devices {`
+        (
+            {7: "workload { batch = 8; seq = 128", 8: "", 9: "", 10: ""},
+            (7, 10),
+            "the `workload` section",
+            11,
+            "devices",
+        ),
+        ({6: ""}, (1, 9), "the `model` section", 7, "workload"),
+        ({14: ""}, (11, 9), "the `devices` section", 15, "layers"),
+        ({18: ""}, (15, 19), "the `layers` statement", 19, "layers"),
+        (
+            {7: "workload", 8: "{ batch = 8", 10: ""},
+            (8, 1),
+            "the `workload` section",
+            11,
+            "devices",
+        ),
+    ],
+)
+def test_body_not_closed_before_the_next_statement(
+    lines: dict[int, str], brace: tuple[int, int], what: str, next_line: int, keyword: str
+) -> None:
+    found = only_diagnostic(config(lines))
+    check(
+        found,
+        *brace,
+        f"{what} is not closed",
+        help=f"add `}}` at the end of {what}, before line {next_line}",
+        width=1,
+    )
+    assert [(n.message, n.span.line, n.span.column) for n in found.notes if n.span] == [
+        (f"`{keyword}` starts a new statement here", next_line, 1)
+    ]
 
 
 def test_several_syntax_errors_are_reported_in_one_run() -> None:
@@ -285,6 +363,92 @@ def test_unknown_key(
     check(only_diagnostic(config(lines)), line, column, message, help=help)
 
 
+@pytest.mark.parametrize(
+    ("lines", "line", "column", "where", "key", "help"),
+    [
+        (
+            {5: "  ffn = 4096; shared_experts = 1"},
+            5,
+            15,
+            "model",
+            "shared_experts",
+            "MoE layers have routed experts only (`experts`, `top_k`, `expert_ffn`); remove"
+            " the key (the shared experts' work is then not counted)",
+        ),
+        (
+            {5: "  ffn = 4096; kv_lora_rank = 512"},
+            5,
+            15,
+            "model",
+            "kv_lora_rank",
+            "latent attention (MLA) is not modelled: attention has `heads`, `kv_heads` and"
+            " `head_dim`; remove the key",
+        ),
+        (
+            {5: "  ffn = 4096; sliding_window = 4096"},
+            5,
+            15,
+            "model",
+            "sliding_window",
+            "attention spans the whole sequence (`seq`); remove the key",
+        ),
+        (
+            {15: "layers 0..1 on g0 dp=2 {"},
+            15,
+            19,
+            "`layers` statement",
+            "dp",
+            "data-parallel replicas are not modelled: each group runs one copy of its layers",
+        ),
+        (
+            {16: "  attention tp=4 sp"},
+            16,
+            18,
+            "`attention` block",
+            "sp",
+            "sequence parallelism is not modelled: `tp` splits the block's weights and heads",
+        ),
+    ],
+)
+def test_key_not_supported_yet(
+    lines: dict[int, str], line: int, column: int, where: str, key: str, help: str
+) -> None:
+    # Not "did you mean `experts`?": a known key spelt alike that means something else.
+    found = only_diagnostic(config(lines))
+    check(found, line, column, f"{where} key `{key}` is not supported yet", help=help)
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "expected"),
+    [
+        ("hiden", ["hidden", "heads"], "hidden"),  # a letter left out
+        ("mpl", ["mlp", "moe"], "mlp"),  # two letters swapped count as one edit
+        ("microbatch", ["microbatches"], "microbatches"),  # two edits in ten letters
+        ("sq", ["seq"], "seq"),
+        ("shared_experts", ["experts", "top_k"], None),  # contains a key, means another
+        ("tp", ["ep"], None),  # one edit, but half the word
+        ("expert", ["expert_ffn"], None),
+    ],
+)
+def test_closest_only_suggests_small_edits(
+    word: str, choices: list[str], expected: str | None
+) -> None:
+    assert closest(word, choices) == expected
+
+
+def test_unknown_key_far_from_every_key_lists_the_keys() -> None:
+    # `dense_ffn` contains `ffn` but is four edits or more from every key: no guess.
+    found = only_diagnostic(config({5: "  ffn = 4096; dense_ffn = 1"}))
+    check(
+        found,
+        5,
+        15,
+        "unknown model key `dense_ffn`",
+        help="model accepts `activation`, `capacity_factor`, `expert_ffn`, `experts`, `ffn`,"
+        " `head_dim`, `heads`, `hidden`, `kv_heads`, `layers`, `top_k` or `vocab`",
+    )
+
+
 def test_flag_with_a_value() -> None:
     found = only_diagnostic(config({16: "  attention tp=4 fused_qkv=yes"}))
     check(
@@ -312,23 +476,80 @@ def test_option_needs_a_value() -> None:
             "did you mean `bf16`?",
         ),
         (
+            {9: "  seq = 128; dtype = BF16"},
+            9,
+            22,
+            f"`dtype` must be {DTYPES}, not `BF16`",
+            "did you mean `bf16`?",
+        ),
+        (  # relu is another function, not a typo of gelu: say what stands in for it
             {5: "  ffn = 4096; activation = relu"},
             5,
             28,
             "`activation` must be `gelu` or `swiglu`, not `relu`",
-            "did you mean `gelu`?",
+            "`relu` is not supported yet, but `gelu` costs the same: write `activation = gelu`",
+        ),
+        (  # HuggingFace's `hidden_act = silu` is the gated MLP
+            {5: "  ffn = 4096; activation = silu"},
+            5,
+            28,
+            "`activation` must be `gelu` or `swiglu`, not `silu`",
+            "did you mean `swiglu`?",
         ),
         (
-            {13: "  group g1 = gpu[4..7]; gpu = tpu"},
+            {9: "  seq = 128; dtype = bf61"},
+            9,
+            22,
+            f"`dtype` must be {DTYPES}, not `bf61`",
+            "did you mean `bf16`?",
+        ),
+        (
+            {5: "  ffn = 4096; activation = tanh"},
+            5,
+            28,
+            "`activation` must be `gelu` or `swiglu`, not `tanh`",
+            "write `activation = gelu`",
+        ),
+        (
+            {13: "  group g1 = gpu[4..7]; gpu = H100"},
             13,
             31,
-            "`gpu` must be `a100`, `h100` or `h200`, not `tpu`",
-            "write `gpu = a100`",
+            "`gpu` must be `a100`, `h100` or `h200`, not `H100`",
+            "did you mean `h100`?",
         ),
     ],
 )
 def test_bad_choice(lines: dict[int, str], line: int, column: int, message: str, help: str) -> None:
     check(only_diagnostic(config(lines)), line, column, message, help=help)
+
+
+GPU_HELP = (
+    "for another GPU, start from a preset and give its figures in `devices`, e.g."
+    " `gpu = h200; peak_flops = ...; hbm_bandwidth = ...; memory_bytes = ...`"
+    " (docs/cost-models.md lists them)"
+)
+
+
+@pytest.mark.parametrize("gpu", ["b200", "tpu", "h20"])
+def test_gpu_without_a_preset(gpu: str) -> None:
+    # b200 and h20 are one letter from h200 but are other chips: no did-you-mean.
+    found = only_diagnostic(config({13: f"  group g1 = gpu[4..7]; gpu = {gpu}"}))
+    check(
+        found,
+        13,
+        31,
+        f"`gpu` must be `a100`, `h100` or `h200`, not `{gpu}`",
+        help=GPU_HELP,
+        width=len(gpu),
+    )
+
+
+def test_gpu_help_example_is_valid() -> None:
+    # The help's example, with numbers for the dots, is a devices section that compiles.
+    example = GPU_HELP.split("e.g. `", 1)[1].split("`", 1)[0].replace("...", "1e12")
+    program = dagc.compile_text(config({13: f"  group g1 = gpu[4..7]; {example}"})).program
+    assert program.hardware.gpu == "h200"
+    assert set(program.hardware.overrides) == {"peak_flops", "hbm_bandwidth", "memory_bytes"}
 
 
 @pytest.mark.parametrize(("written", "shown"), [("0", "0"), ("1e999", "inf"), ("fast", "fast")])
@@ -390,6 +611,18 @@ def test_missing_required_key(line: int, key: str, message: str) -> None:
     [
         (3, "  hiden = 1024", "unknown model key `hiden`", "did you mean `hidden`?"),
         (9, "  sq = 128", "unknown workload key `sq`", "did you mean `seq`?"),
+        (  # another tool's name for the key: far in spelling, the same setting
+            3,
+            "  hidden_size = 1024",
+            "unknown model key `hidden_size`",
+            "did you mean `hidden`? (dagc's key for the hidden size)",
+        ),
+        (
+            9,
+            "  seq_len = 128",
+            "unknown workload key `seq_len`",
+            "did you mean `seq`? (dagc's key for the tokens per sequence)",
+        ),
     ],
 )
 def test_misspelt_required_key_is_not_also_missing(
@@ -966,6 +1199,57 @@ def test_block_group_in_a_pipelined_statement() -> None:
         help="remove `on g0`, or place these layers with their own `layers` statement",
         width=2,
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "fixed"),
+    [
+        ("layers 0..1 g0 {", "layers 0..1 on g0 {"),
+        ("layers 0..1 g0 { # stage 0", "layers 0..1 on g0 {"),
+    ],
+)
+def test_on_missing_before_the_group(written: str, fixed: str) -> None:
+    # One error: the group is then read as the statement's, so the blocks have a group.
+    found = only_diagnostic(config({15: written}))
+    check(
+        found,
+        15,
+        13,
+        "`on` is missing before the group name `g0`",
+        help=f"write `{fixed}`",
+        width=2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "fixed"),
+    [
+        ({16: "  attention g0 tp=4"}, "attention on g0 tp=4"),
+        (  # the statement has no group either: still one error, not "placed on no group"
+            {15: "layers 0..1 {", 16: "  attention g0 tp=4", 17: "  mlp on g0 tp=4"},
+            "attention on g0 tp=4",
+        ),
+    ],
+)
+def test_on_missing_before_a_block_group(lines: dict[int, str], fixed: str) -> None:
+    found = only_diagnostic(config(lines))
+    check(
+        found,
+        16,
+        13,
+        "`on` is missing before the group name `g0`",
+        help=f"write `{fixed}`",
+        width=2,
+    )
+
+
+def test_on_missing_before_an_unknown_group() -> None:
+    # Two mistakes, two errors: the missing `on`, and the group name's typo.
+    found = diagnostics_of(config({15: "layers 0..1 gg0 {"}))
+    assert [(d.span.line, d.span.column, d.message, d.help) for d in found if d.span] == [
+        (15, 13, "`on` is missing before the group name `gg0`", "write `layers 0..1 on gg0 {`"),
+        (15, 13, "unknown group `gg0`", "did you mean `g0`?"),
+    ]
 
 
 def test_block_on_no_group() -> None:

@@ -112,6 +112,12 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
     token = error.token
     accepted = _accepted_terminals(error)
     expected = sorted(_describe_terminal(name) for name in accepted)
+    if token.type != "$END" and token.line is not None:
+        line: int = token.line
+        if _report_unclosed_body(source, bag, line):
+            return line
+        if token.type == "MINUS" and "`..`" in expected:
+            return _report_dash_range(source, bag, token)
     if token.type == "$END":
         span = source.end_span()
         notes = _unclosed_brace_notes(source)
@@ -131,6 +137,68 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
         help=_token_help(accepted),
     )
     return span.line
+
+
+# Words that start a statement at the top level of a file.
+_STATEMENT_KEYWORDS = ("model", "workload", "devices", "layers")
+
+
+def _report_unclosed_body(source: SourceFile, bag: DiagnosticBag, line: int) -> bool:
+    """Report a body left open before a new statement on `line`; False if that is not it.
+
+    Without its `}`, the next statement is read as part of the body, and lark's error
+    (`unexpected devices`, or `expected =` for `layers 0..3`) blames the wrong line.
+    """
+    code = source.line_text(line).split("#", 1)[0]
+    start = re.match(r"\s*(model|workload|devices|layers)\b(?!\s*=)", code)
+    if start and start.group(1) == "layers" and not re.search(r"\{|\.\.|\bon\b", code):
+        start = None  # `layers 4` in a model: a setting without its `=`, not a statement
+    open_braces = _open_braces(source, before_line=line)
+    if start is None or not open_braces:
+        return False
+    brace = open_braces[-1]
+    what = _body_owner(source, brace)
+    bag.error(
+        brace,
+        f"{what} is not closed",
+        help=f"add `}}` at the end of {what}, before line {line}",
+        notes=[Note(f"`{start.group(1)}` starts a new statement here", _word_span(line, start))],
+    )
+    return True
+
+
+def _word_span(line: int, match: re.Match[str]) -> Span:
+    return Span.point(line, match.start(1) + 1, len(match.group(1)))
+
+
+def _body_owner(source: SourceFile, brace: Span) -> str:
+    """`the `workload` section`: what the body opened by `brace` belongs to."""
+    header = source.line_text(brace.line)[: brace.column - 1].split("#", 1)[0]
+    line = brace.line
+    while not header.strip() and line > 1:  # `{` on a line of its own: the header is above
+        line -= 1
+        header = source.line_text(line).split("#", 1)[0]
+    word = header.split()[0] if header.split() else ""
+    if word == "layers":
+        return "the `layers` statement"
+    if word in _STATEMENT_KEYWORDS:
+        return f"the `{word}` section"
+    return "the body opened here"
+
+
+def _report_dash_range(source: SourceFile, bag: DiagnosticBag, token: Token) -> int:
+    """`0-3` where a range is expected: say that ranges are written `0..3`."""
+    assert token.line is not None and token.column is not None
+    text = source.line_text(token.line)
+    before = re.search(r"([0-9][0-9_]*)[ \t]*$", text[: token.column - 1])
+    after = re.match(r"[ \t]*([0-9][0-9_]*)", text[token.column :])
+    if before and after:
+        first, last = before.group(1), after.group(1)
+        message = f"ranges are written `{first}..{last}`, not `{first}-{last}`"
+    else:
+        message = "ranges are written with `..`, e.g. `0..3`, not with `-`"
+    bag.error(Span.point(token.line, token.column), message, help="replace `-` with `..`")
+    return token.line
 
 
 def _accepted_terminals(error: UnexpectedToken) -> set[str]:
@@ -187,15 +255,22 @@ def _alternatives(names: list[str]) -> str:
 
 def _unclosed_brace_notes(source: SourceFile) -> list[Note]:
     """Notes pointing at every `{` that is never closed."""
+    return [Note("this `{` is never closed", span) for span in _open_braces(source)]
+
+
+def _open_braces(source: SourceFile, before_line: int | None = None) -> list[Span]:
+    """The `{` still open at the start of `before_line` (default: at the end of the file)."""
     open_braces: list[Span] = []
     for number, line in enumerate(source.lines(), start=1):
+        if before_line is not None and number >= before_line:
+            break
         code = line.split("#", 1)[0]
         for match in re.finditer(r"[{}]", code):
             if match.group() == "{":
                 open_braces.append(Span.point(number, match.start() + 1))
             elif open_braces:
                 open_braces.pop()
-    return [Note("this `{` is never closed", span) for span in open_braces]
+    return open_braces
 
 
 def _span(meta: Any) -> Span:

@@ -7,6 +7,7 @@ explicit LayerRange per stage (`embed` in the first stage only, `lm_head` in the
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -119,6 +120,86 @@ BLOCK_NEEDS: dict[BlockKind, tuple[str, ...]] = {
     BlockKind.LM_HEAD: ("vocab",),
 }
 BLOCK_KINDS = {kind.value: kind for kind in BlockKind}
+
+# Other tools' names for dagc's keys (HuggingFace's config.json, Megatron's arguments): the
+# same setting, so the help names dagc's key even though the spelling is far from it.
+KEY_ALIASES: dict[str, str] = {
+    "num_hidden_layers": "layers",
+    "num_layers": "layers",
+    "n_layers": "layers",
+    "hidden_size": "hidden",
+    "d_model": "hidden",
+    "num_attention_heads": "heads",
+    "n_heads": "heads",
+    "num_key_value_heads": "kv_heads",
+    "n_kv_heads": "kv_heads",
+    "intermediate_size": "ffn",
+    "ffn_hidden_size": "ffn",
+    "vocab_size": "vocab",
+    "num_experts": "experts",
+    "n_routed_experts": "experts",
+    "num_local_experts": "experts",
+    "num_experts_per_tok": "top_k",
+    "moe_intermediate_size": "expert_ffn",
+    "hidden_act": "activation",
+    "batch_size": "batch",
+    "global_batch_size": "batch",
+    "seq_len": "seq",
+    "seq_length": "seq",
+    "sequence_length": "seq",
+    "micro_batches": "microbatches",
+    "num_microbatches": "microbatches",
+}
+_SHARED_EXPERTS = (
+    "MoE layers have routed experts only (`experts`, `top_k`, `expert_ffn`); remove the key"
+    " (the shared experts' work is then not counted)"
+)
+_LATENT_ATTENTION = (
+    "latent attention (MLA) is not modelled: attention has `heads`, `kv_heads` and"
+    " `head_dim`; remove the key"
+)
+_NOT_COSTED = "dagc does not model it, as it barely changes time or memory; remove the key"
+# Keys people write for features dagc does not model yet. Saying so beats suggesting a key
+# that is spelt alike but means something else (`shared_experts` is not `experts`).
+UNSUPPORTED_KEYS: dict[str, str] = {
+    "shared_experts": _SHARED_EXPERTS,
+    "n_shared_experts": _SHARED_EXPERTS,
+    "num_shared_experts": _SHARED_EXPERTS,
+    "shared_expert_ffn": _SHARED_EXPERTS,
+    "q_lora_rank": _LATENT_ATTENTION,
+    "kv_lora_rank": _LATENT_ATTENTION,
+    "qk_rope_head_dim": _LATENT_ATTENTION,
+    "qk_nope_head_dim": _LATENT_ATTENTION,
+    "v_head_dim": _LATENT_ATTENTION,
+    "sliding_window": "attention spans the whole sequence (`seq`); remove the key",
+    "rope_theta": _NOT_COSTED,
+    "rope_scaling": _NOT_COSTED,
+    "max_position_embeddings": _NOT_COSTED,
+    "rms_norm_eps": _NOT_COSTED,
+    "norm_eps": _NOT_COSTED,
+    "dropout": _NOT_COSTED,
+    "tie_word_embeddings": "`embed` and `lm_head` hold separate weights; remove the key",
+    "dp": "data-parallel replicas are not modelled: each group runs one copy of its layers",
+    "sp": "sequence parallelism is not modelled: `tp` splits the block's weights and heads",
+    "cp": "context parallelism is not modelled: each GPU of a block sees the whole sequence",
+    "etp": "tensor parallelism inside an expert is not modelled: `ep` places whole experts",
+}
+# Choice values that other tools spell differently but that mean the same.
+VALUE_ALIASES: dict[str, dict[str, str]] = {
+    "dtype": {
+        "bfloat16": "bf16",
+        "float16": "fp16",
+        "half": "fp16",
+        "float32": "fp32",
+        "float": "fp32",
+        "float8": "fp8",
+    },
+    "activation": {"silu": "swiglu", "swish": "swiglu"},  # HF's `silu` is the gated MLP
+}
+# Choice values dagc does not have, and the value that costs the same.
+VALUE_STAND_INS: dict[str, dict[str, str]] = {
+    "activation": {"relu": "gelu", "geglu": "swiglu", "reglu": "swiglu"},
+}
 
 
 @dataclass
@@ -251,7 +332,17 @@ class _Lowering:
         block: BlockKind | None = None,
     ) -> None:
         key = setting.key
-        hint = did_you_mean(key.text, schema)
+        if key.text in UNSUPPORTED_KEYS and key.text not in schema:
+            self.bag.error(
+                key.span,
+                f"{where} key `{key.text}` is not supported yet",
+                help=UNSUPPORTED_KEYS[key.text],
+            )
+            return
+        meant = _meant_key(key.text, schema)
+        hint = f"did you mean `{meant}`?" if meant else None
+        if meant and key.text in KEY_ALIASES and schema[meant].meaning:
+            hint = f"did you mean `{meant}`? (dagc's key for the {schema[meant].meaning})"
         if block is not None and key.text in BLOCK_KINDS and setting.value is None:
             # `attention mlp` is the block `attention` with a flag called `mlp`
             hint = (
@@ -285,11 +376,10 @@ class _Lowering:
         if spec.kind == "choice":
             if isinstance(value.value, str) and value.value in spec.choices:
                 return value.value
-            hint = did_you_mean(str(value.value), spec.choices)
             self.bag.error(
                 value.span,
                 f"`{key}` must be {one_of(spec.choices)}, not `{value.value}`",
-                help=hint or f"write `{key} = {spec.choices[0]}`",
+                help=_choice_help(key, str(value.value), spec.choices),
             )
             return None
         if spec.kind == "number":
@@ -336,7 +426,7 @@ class _Lowering:
         """
         written = {setting.key.text for setting in section.settings}
         misspelt = {
-            closest(setting.key.text, schema)
+            _meant_key(setting.key.text, schema)
             for setting in section.settings
             if setting.key.text not in schema
         }
@@ -421,7 +511,7 @@ class _Lowering:
         """Warn about `keys` that mean nothing without the model key `needed`."""
         for setting in section.settings:
             key = setting.key.text
-            if key == needed or (key not in MODEL_KEYS and closest(key, MODEL_KEYS) == needed):
+            if key == needed or (key not in MODEL_KEYS and _meant_key(key, MODEL_KEYS) == needed):
                 return  # set, or written with a bad value or misspelt (an error already)
         for key in keys:
             if key in s:
@@ -562,7 +652,7 @@ class _Lowering:
         placed_by: dict[int, ast.LayersDecl] = {}
         written: set[int] = set()  # layers named by any statement, even a rejected one
         ranges: list[LayerRange] = []
-        for decl in decls:
+        for decl in map(self._missing_on, decls):
             if num_layers is not None:  # a reversed range names its layers too: no cascade
                 low, high = sorted((decl.first, decl.last))
                 written.update(range(low, min(high, num_layers - 1) + 1))
@@ -572,6 +662,44 @@ class _Lowering:
         if num_layers is not None and model_settings is not None and decls:
             self._check_unplaced(num_layers, written, model_settings)
         return sorted(ranges, key=lambda r: r.first)
+
+    def _missing_on(self, decl: ast.LayersDecl) -> ast.LayersDecl:
+        """`layers 0..3 g { ... }`: report the missing `on`, then read `g` as the group.
+
+        The parser takes `g` for an option written as a flag; checking it as one would give
+        an unknown option and a block "placed on no group" per block, all for one word.
+        Blocks get the same treatment (`attention g tp=4`), for a declared group's name.
+        """
+        decl = dataclasses.replace(decl, blocks=tuple(map(self._block_missing_on, decl.blocks)))
+        if decl.groups or not decl.options:
+            return decl
+        name, value = decl.options[0].key, decl.options[0].value
+        if value is not None or name.text in LAYERS_OPTIONS or name.text in BLOCK_KINDS:
+            return decl
+        self._report_missing_on(name)
+        return dataclasses.replace(decl, groups=(name,), options=decl.options[1:])
+
+    def _block_missing_on(self, block: ast.BlockDecl) -> ast.BlockDecl:
+        """`attention g tp=4`, `g` a declared group: the block's missing `on` (one error)."""
+        if block.group is not None or not block.options:
+            return block
+        name, value = block.options[0].key, block.options[0].value
+        if value is not None or name.text not in getattr(self, "group_decls", {}):
+            return block  # an unknown flag may be a misspelt option: checked as one
+        if any(name.text in options for options in BLOCK_OPTIONS.values()):
+            return block  # a group named like an option (`fused_qkv`): the option wins
+        self._report_missing_on(name)
+        return dataclasses.replace(block, group=name, options=block.options[1:])
+
+    def _report_missing_on(self, name: ast.Ident) -> None:
+        line = self.source.line_text(name.span.line).split("#", 1)[0]
+        column = name.span.column - 1
+        fixed = (line[:column] + "on " + line[column:]).strip()
+        self.bag.error(
+            name.span,
+            f"`on` is missing before the group name `{name.text}`",
+            help=f"write `{fixed}`",
+        )
 
     def _check_range(
         self, decl: ast.LayersDecl, num_layers: int | None, placed_by: dict[int, ast.LayersDecl]
@@ -1004,6 +1132,37 @@ def _shown(number: float) -> str:
     if isinstance(number, int) and len(text) > 24:
         return f"a {len(text)}-digit number"
     return text
+
+
+def _meant_key(key: str, schema: dict[str, KeySpec]) -> str | None:
+    """The key of `schema` that an unknown `key` stands for: another tool's name, or a typo."""
+    if key in UNSUPPORTED_KEYS:
+        return None
+    alias = KEY_ALIASES.get(key)
+    if alias in schema:
+        return alias
+    return closest(key, schema)
+
+
+def _choice_help(key: str, value: str, choices: tuple[str, ...]) -> str:
+    """The help for a value that is not one of a choice key's values."""
+    alias = VALUE_ALIASES.get(key, {}).get(value.lower())
+    if alias in choices or value.lower() in choices:
+        return f"did you mean `{alias or value.lower()}`?"
+    stand_in = VALUE_STAND_INS.get(key, {}).get(value.lower())
+    if stand_in in choices:
+        return (
+            f"`{value}` is not supported yet, but `{stand_in}` costs the same:"
+            f" write `{key} = {stand_in}`"
+        )
+    if key == "gpu":
+        # GPU names one letter apart are different chips (b200, h200): no did-you-mean.
+        return (
+            "for another GPU, start from a preset and give its figures in `devices`, e.g."
+            " `gpu = h200; peak_flops = ...; hbm_bandwidth = ...; memory_bytes = ...`"
+            " (docs/cost-models.md lists them)"
+        )
+    return did_you_mean(value, choices) or f"write `{key} = {choices[0]}`"
 
 
 def _getter(settings: Settings) -> Callable[[str], Any]:
