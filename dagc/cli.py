@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 a problem with the input or the options, 1 an internal 
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import sys
 import threading
@@ -78,8 +79,8 @@ def _run(action: Callable[[], T]) -> T:
         return action()
     except DiagnosticError as error:
         _fail_input(error)
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
-        raise
+    except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
+        raise  # a closed pipe is the reader's choice, not a bug (see `run`)
     except Exception as error:  # a bug in dagc, not in the user's input
         if os.environ.get("DAGC_DEBUG") == "1":
             traceback.print_exc()
@@ -797,10 +798,37 @@ def timeline_command(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Output failures end as a Unix tool's would: a reader that stops early (`| head`) ends
+    dagc quietly with status 0; a failed write (a full disk) is one line and status 2.
+    """
+    code: Any = 0
     try:
         app()
-    except BrokenPipeError:
-        # The reader stopped early (`dagc lower ... | head`): not an error of dagc's.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    except SystemExit as done:
+        code = done.code
+    except OSError as error:
+        code = _output_failure(error)
+    try:
+        sys.stdout.flush()  # buffered output fails here, not at interpreter shutdown
+    except OSError as error:
+        code = _output_failure(error)
+    sys.exit(code)
+
+
+# A write to stdout can fail with these; any other OSError is a bug and is raised.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _output_failure(error: OSError) -> int:
+    """The exit status for a failed write to stdout, after saying what happened."""
+    if not isinstance(error, BrokenPipeError) and error.errno not in _OUTPUT_ERRNOS:
+        raise error
+    # Nothing more can reach the reader: send the rest of stdout nowhere, so that Python's
+    # own flush at exit does not fail a second time.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if isinstance(error, BrokenPipeError):
+        return 0
+    typer.echo(f"dagc: error: cannot write the output: {error.strerror}", err=True)
+    return 2

@@ -8,6 +8,7 @@ click's exceptions before typer draws them and prints them in that one style, ex
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,10 @@ class UsageProblem(click.UsageError):
     def __init__(self, message: str, help: str, ctx: click.Context | None = None) -> None:
         super().__init__(message, ctx)
         self.help = help
+
+
+class ReaderGone(Exception):
+    """stdout's reader closed the pipe; not an OSError, so that click does not catch it."""
 
 
 class DagcGroup(TyperGroup):
@@ -61,9 +66,22 @@ class DagcGroup(TyperGroup):
         except click.Abort:
             click.echo("dagc: aborted", err=True)
             return _exit(1, standalone_mode)
+        except ReaderGone:
+            # The reader stopped early (`dagc lower ... | head`): not dagc's failure. The rest
+            # of stdout goes nowhere, so Python's flush at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return _exit(0, standalone_mode)
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a closed stdout becomes ReaderGone, which click leaves alone
+        (click itself would turn it into exit 1)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as error:
+            raise ReaderGone from error
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

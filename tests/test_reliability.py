@@ -333,3 +333,42 @@ def test_input_larger_than_the_limit_is_refused(
     assert "DAGC_MAX_INPUT_BYTES" in result.stderr
     monkeypatch.setenv("DAGC_MAX_INPUT_BYTES", str(10**6))
     assert runner.invoke(app, ["check", str(path)]).exit_code == 0
+
+
+# -- output failures ----------------------------------------------------------------------------
+
+MA = REPO / "examples" / "seed" / "ma_separation.dag"
+
+
+@pytest.mark.parametrize(
+    "command", [["lower", "--emit", "device"], ["lower", "--emit", "json"], ["analyze"]]
+)
+def test_a_reader_that_stops_early_ends_dagc_quietly(command: list[str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagc", *command, str(MA)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(10)
+    process.stdout.close()  # like `| head -c 10`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0
+    assert "Traceback" not in stderr and "error" not in stderr.replace("warning", "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_device_on_stdout_is_one_line_and_exit_2() -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "dagc", "analyze", str(BASELINE)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "dagc: error: cannot write the output: No space left on device"
+    )
+    assert "Traceback" not in done.stderr
