@@ -610,8 +610,8 @@ def profile(
         return list(default[index]) if text is None else prof.parse_sizes(text, f"--{name}")
 
     grid = _run(lambda: (axis(m, "m", 0), axis(k, "k", 1), axis(n, "n", 2)))
-    if output.is_dir() or not output.parent.is_dir():  # say so before minutes of measuring
-        problem = "it is a folder" if output.is_dir() else "its folder does not exist"
+    problem = _unwritable(output)  # say so before minutes of measuring
+    if problem:
         typer.echo(f"dagc: error: cannot write {output}: {problem}", err=True)
         raise typer.Exit(2)
     count = len(grid[0]) * len(grid[1]) * len(grid[2])
@@ -795,6 +795,22 @@ def timeline_command(
     for note in notes:
         typer.echo(f"dagc: note: {note}", err=True)
     typer.echo(f"dagc: wrote {output}", err=True)
+
+
+def _unwritable(output: Path) -> str | None:
+    """Why `output` cannot be written, found by trying (permissions alone mislead root)."""
+    import tempfile
+
+    if output.is_dir():
+        return "it is a folder"
+    if not output.parent.is_dir():
+        return "its folder does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as error:
+        return f"its folder cannot be written ({error.strerror})"
+    return None
 
 
 def run() -> None:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from dagc.source import SourceFile, Span
 
+# Longest source excerpt shown; a longer line is cut around the caret with `…`.
+EXCERPT_WIDTH = 120
+
 
 class Severity(enum.Enum):
     ERROR = "error"
@@ -76,8 +79,17 @@ class Diagnostic:
         number = str(span.line)
         pad = " " * len(number)
         end = span.end_column if span.end_line == span.line else len(text) + 1
+        start = span.column - 1  # 0-based offset of the first caret
         width = max(1, end - span.column)
-        caret = " " * (span.column - 1) + "^" * width
+        if len(text) > EXCERPT_WIDTH:  # show a window around the caret, not a megabyte
+            first = max(0, start - EXCERPT_WIDTH // 3)
+            shown = text[first : first + EXCERPT_WIDTH]
+            lead = "…" if first > 0 else ""
+            trail = "…" if first + EXCERPT_WIDTH < len(text) else ""
+            text = lead + shown + trail
+            start = start - first + len(lead)
+            width = min(width, len(shown) + len(lead) - start)
+        caret = " " * start + "^" * max(1, width)
         return [f"    {number} | {text}", f"    {pad} | {caret}"]
 
 

@@ -251,6 +251,16 @@ CSV_ERRORS = [
     (HEADER + "256,64,64,-1e-3\n", "2:11: error: `seconds` must be positive, got `-1e-3`"),
     (HEADER + "256,64,64,nan\n", "2:11: error: `seconds` must be finite, got `nan`"),
     (HEADER + "256,64,64,inf\n", "2:11: error: `seconds` must be finite, got `inf`"),
+    (HEADER + "256,64,64,1e308\n", "2:11: error: `seconds` must be at most 1e+09, got `1e308`"),
+    (HEADER + "256,64,64,1e400\n", "2:11: error: `seconds` must be at most 1e+09, got `1e400`"),
+    (HEADER + "256,64,64,١٫٥\n", "2:11: error: `seconds` must be a number, got `١٫٥`"),
+    (HEADER + "256,64,64,1_000\n", "2:11: error: `seconds` must be a number, got `1_000`"),
+    (HEADER + "1" * 5001 + ",64,64,1\n", "2:1: error: `m` is too large: 5,001 digits"),
+    (
+        HEADER + "256,64,64,1" + "0" * 5000 + "\n",
+        "2:11: error: `seconds` must be at most 1e+09,"
+        " got `1000000000000000000000000000000000000...`",
+    ),
     (HEADER + "256,64,64\n", "2:10: error: this row has 3 fields but the header has 4"),
     (HEADER + "256,64,64,1e-3,x\n", "2:16: error: this row has 5 fields but the header has 4"),
     (

@@ -12,7 +12,7 @@ import pytest
 
 import dagc
 from dagc.compiler import parse_source
-from dagc.diagnostics import Severity, closest
+from dagc.diagnostics import EXCERPT_WIDTH, Severity, closest
 from dagc.frontend.parser import MAX_SYNTAX_ERRORS
 from dagc.source import SourceFile
 from helpers import check, config, diagnostics_of, only_diagnostic
@@ -196,7 +196,9 @@ def test_syntax_errors_are_capped() -> None:
 def test_integer_too_long_to_read() -> None:
     digits = "1" * 5000  # Python refuses to convert more than 4300 digits
     found = only_diagnostic(config({9: f"  seq = {digits}"}))
-    check(found, 9, 9, "this integer has 5000 digits, too many to read", width=5000)
+    # The 5008-character line is shown as its first EXCERPT_WIDTH characters and `…`, the
+    # carets from column 9 to the window's end.
+    check(found, 9, 9, "this integer has 5000 digits, too many to read", width=EXCERPT_WIDTH - 8)
 
 
 def test_form_feed_and_crlf_do_not_shift_lines() -> None:

@@ -372,3 +372,42 @@ def test_a_full_device_on_stdout_is_one_line_and_exit_2() -> None:
         "dagc: error: cannot write the output: No space left on device"
     )
     assert "Traceback" not in done.stderr
+
+
+# -- smaller ones -------------------------------------------------------------------------------
+
+
+def test_a_million_character_name_is_an_error_with_a_short_excerpt(tmp_path: Path) -> None:
+    name = "m" + "x" * 1_000_000
+    path = tmp_path / "long.dag"
+    path.write_text(BASELINE.read_text().replace("model dense_4l", f"model {name}"))
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2
+    first, excerpt, caret, *_ = result.stderr.splitlines()
+    assert first == (
+        f"{path}:2:7: error: this name is 1,000,001 characters long; names are at most 128"
+    )
+    assert len(excerpt) < 140 and excerpt.endswith("…")
+    assert caret.index("^") == excerpt.index("mxx")
+
+
+def test_excerpt_of_a_long_line_is_a_window_around_the_caret() -> None:
+    from dagc.diagnostics import EXCERPT_WIDTH, DiagnosticBag
+    from dagc.source import SourceFile, Span
+
+    line = "a" * 500 + "BAD" + "b" * 500
+    bag = DiagnosticBag(SourceFile("t.dag", line + "\n"))
+    bag.error(Span(1, 501, 1, 504), "bad")
+    _, excerpt, caret = bag.diagnostics[0].render().splitlines()
+    text = excerpt.split(" | ", 1)[1]
+    carets = caret.split(" | ", 1)[1]
+    assert text.startswith("…") and text.endswith("…")
+    assert len(text) == EXCERPT_WIDTH + 2
+    assert text[carets.index("^") :].startswith("BAD") and carets.count("^") == 3
+
+
+def test_profile_checks_its_folder_before_measuring() -> None:
+    result = runner.invoke(app, ["profile", "-o", "/proc/table.csv", "--m", "64"])
+    assert result.exit_code == 2
+    assert "cannot write /proc/table.csv: its folder cannot be written" in result.stderr
+    assert "profiling" not in result.stderr  # nothing was measured

@@ -19,7 +19,7 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from dagc.analysis.costs import CostModel, Extrapolated
+from dagc.analysis.costs import MAX_TERM_SECONDS, CostModel, Extrapolated
 from dagc.diagnostics import DiagnosticBag, DiagnosticError, Note
 from dagc.inputs import COST_TABLE, read_input
 from dagc.ir.terms import CostTerm, TermKind
@@ -28,6 +28,10 @@ from dagc.source import SourceFile, Span
 COLUMNS = ("m", "k", "n", "seconds")
 _HEADER_HELP = "a cost table starts with the line `m,k,n,seconds` (other columns are ignored)"
 _INTEGER = re.compile(r"[0-9]+")
+# A decimal number in ASCII digits (float() would also take `١٫٥`, `1_000`, `inf`, `nan`).
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Matrix sizes beyond 10^15 elements are typos, and int() refuses more than 4,300 digits.
+_MAX_SIZE_DIGITS = 15
 
 Point = tuple[int, int, int]
 
@@ -379,6 +383,13 @@ def _size(name: str, field: _Field, bag: DiagnosticBag) -> int | None:
             help="m, k and n are matrix sizes in elements, e.g. `4096`",
         )
         return None
+    if len(field.text.lstrip("0")) > _MAX_SIZE_DIGITS:
+        bag.error(
+            field.span(),
+            f"`{name}` is too large: {len(field.text):,} digits",
+            help=f"m, k and n are matrix sizes in elements, at most {_MAX_SIZE_DIGITS} digits",
+        )
+        return None
     value = int(field.text)
     if value == 0:
         bag.error(field.span(), f"`{name}` must be positive, got `0`", help="a matrix size is > 0")
@@ -389,19 +400,24 @@ def _size(name: str, field: _Field, bag: DiagnosticBag) -> int | None:
 def _seconds(field: _Field, bag: DiagnosticBag) -> float | None:
     """A positive, finite time, or None after reporting the field."""
     help = "seconds is the time of one [m,k] x [k,n] product, e.g. `0.00125` or `1.25e-3`"
-    try:
-        if "_" in field.text:  # float() accepts `1_000`, which no CSV writer produces
-            raise ValueError(field.text)
-        value = float(field.text)
-    except ValueError:
-        got = f"got `{field.text}`" if field.text else "the field is empty"
+    shown = field.text if len(field.text) <= 40 else f"{field.text[:37]}..."
+    if field.text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        bag.error(field.span(), f"`seconds` must be finite, got `{shown}`", help=help)
+        return None
+    if not _DECIMAL.fullmatch(field.text):
+        got = f"got `{shown}`" if field.text else "the field is empty"
         bag.error(field.span(), f"`seconds` must be a number, {got}", help=help)
         return None
-    if not math.isfinite(value):
-        bag.error(field.span(), f"`seconds` must be finite, got `{field.text}`", help=help)
+    value = float(field.text)
+    if not math.isfinite(value) or value > MAX_TERM_SECONDS:
+        bag.error(
+            field.span(),
+            f"`seconds` must be at most {MAX_TERM_SECONDS:.0e}, got `{shown}`",
+            help="one product taking more than about 30 years is a unit mistake: " + help,
+        )
         return None
     if value <= 0:
-        bag.error(field.span(), f"`seconds` must be positive, got `{field.text}`", help=help)
+        bag.error(field.span(), f"`seconds` must be positive, got `{shown}`", help=help)
         return None
     return value
 

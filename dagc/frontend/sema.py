@@ -62,6 +62,7 @@ MAX_WIDTH = 1_048_576  # hidden size, heads, head_dim
 MAX_INNER = 16_777_216  # ffn, expert_ffn, vocab
 MAX_TOKENS = 16_777_216  # batch, seq
 MAX_CAPACITY_FACTOR = 1_000.0
+MAX_NAME_LENGTH = 128  # model and group names, printed in reports and drawn by graphviz
 
 MODEL_KEYS: dict[str, KeySpec] = {
     "layers": KeySpec("int", True, meaning="number of transformer layers", maximum=MAX_LAYERS),
@@ -233,6 +234,7 @@ class _Lowering:
     # -- the file ---------------------------------------------------------------------
 
     def run(self, tree: ast.File) -> Program | None:
+        self._check_name_lengths(tree)
         model = self._single(tree.models, "model", "model NAME { layers = 4; hidden = 4096 }")
         workload = self._single(tree.workloads, "workload", "workload { batch = 8; seq = 2048 }")
         devices = self._single(tree.devices, "devices", "devices { group all = gpu[0..7] }")
@@ -551,6 +553,19 @@ class _Lowering:
                 del overrides[key]
         gpu, node_size = get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE
         return Hardware(gpu, node_size, overrides)
+
+    def _check_name_lengths(self, tree: ast.File) -> None:
+        """Model and group names end up in reports and pictures: keep them printable."""
+        names = [m.name for m in tree.models if m.name is not None]
+        names += [decl.name for devices in tree.devices for decl in devices.groups]
+        for name in names:
+            if len(name.text) > MAX_NAME_LENGTH:
+                self.bag.error(
+                    Span.point(name.span.line, name.span.column, 1),
+                    f"this name is {len(name.text):,} characters long; names are at most"
+                    f" {MAX_NAME_LENGTH}",
+                    help="use a short name; describe the model in a `#` comment",
+                )
 
     # -- device groups ------------------------------------------------------------------
 
