@@ -199,3 +199,37 @@ def test_split_evenly(items: int, parts: int) -> None:
     assert all(a >= b for a, b in itertools.pairwise(sizes))
     # rank i gets floor(n/p) + (1 if i < n mod p else 0)
     assert sizes == [items // parts + (1 if i < items % parts else 0) for i in range(parts)]
+
+
+# -- the whole pipeline -------------------------------------------------------------------
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(mutated_examples())
+def test_mutated_examples_end_to_end(text: str) -> None:
+    """Whatever compiles also expands, analyses and reports without a crash: DiagnosticError
+    is the only exception, and every number in the JSON report is finite."""
+    import io
+    import json
+    import math
+
+    from dagc.api import analyze_compiled
+    from dagc.backends.report import write_json
+
+    try:
+        compiled = dagc.compile_text(text, path="t.dag")
+        result = analyze_compiled(compiled, max_ops=20_000)
+    except dagc.DiagnosticError:
+        return
+    out = io.StringIO()
+    write_json(result.analysis, out)
+
+    def finite(value: float) -> float:
+        assert math.isfinite(value), value
+        return value
+
+    json.loads(out.getvalue(), parse_constant=lambda name: finite(float(name)))
