@@ -236,7 +236,9 @@ def _lower_device(
     if werror and expansion.warnings:
         raise typer.Exit(2)
     if emit is Emit.device:
-        _emit(output, lambda out: out.write(str(expansion.graph) + "\n"))
+        from dagc.ir.device import write_device
+
+        _emit(output, lambda out: write_device(expansion.graph, out))
     elif emit is Emit.json:
         from dagc.backends.device_json import write_device_json
 

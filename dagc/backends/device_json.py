@@ -57,7 +57,6 @@ def write_device_json(graph: DeviceGraph, stream: TextIO) -> None:
     stream.write('{"directed": true, "multigraph": false,\n "graph": ')
     stream.write(json.dumps(graph_attributes(graph), sort_keys=True))
     stream.write(',\n "nodes": [')
-    names = [graph.name(op) for op in range(graph.num_ops)]
     for op in range(graph.num_ops):
         stream.write(",\n  " if op else "\n  ")
         stream.write(json.dumps(node_record(graph, op), sort_keys=True))
@@ -67,7 +66,9 @@ def write_device_json(graph: DeviceGraph, stream: TextIO) -> None:
     ):
         stream.write(",\n  " if i else "\n  ")
         kind = "data" if k == DATA_EDGE else "order"
-        stream.write(json.dumps({"source": names[s], "target": names[d], "kind": kind}))
+        # Names are made on demand: a list of them all would cost ~100 B per operation.
+        record = {"source": graph.name(s), "target": graph.name(d), "kind": kind}
+        stream.write(json.dumps(record))
     stream.write("\n ]\n}\n")
 
 

@@ -10,9 +10,11 @@ byte saying whether an edge carries data or program order.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -237,29 +239,42 @@ class DeviceGraph:
 
 
 def print_device(graph: DeviceGraph) -> str:
-    """The device IR as text: one line per operation with its predecessors.
+    """The device IR as text (see write_device)."""
+    out = io.StringIO()
+    write_device(graph, out)
+    return out.getvalue().removesuffix("\n")
+
+
+def write_device(graph: DeviceGraph, stream: TextIO) -> None:
+    """Write the device IR to `stream`: one line per operation with its predecessors.
 
     `<-` lists data predecessors; `after` lists program-order predecessors that are not
-    also data predecessors.
+    also data predecessors. Lines are written as they are made, so memory stays that of the
+    graph's arrays whatever the number of operations.
     """
     program = graph.program
-    lines = [
+    stream.write(
         f"device @{program.model.name} gpus={len(graph.gpus())}"
-        f" microbatches={graph.microbatches} ops={graph.num_ops} edges={graph.num_edges} {{"
-    ]
-    preds = graph.predecessors()
+        f" microbatches={graph.microbatches} ops={graph.num_ops} edges={graph.num_edges} {{\n"
+    )
+    by_target = np.lexsort((graph.src, graph.dst))  # predecessors of each op, ascending
+    offsets = np.zeros(graph.num_ops + 1, dtype=np.int64)
+    np.cumsum(np.bincount(graph.dst, minlength=graph.num_ops), out=offsets[1:])
+    sources, kinds = graph.src[by_target], graph.edge_kind[by_target]
     for op in range(graph.num_ops):
         operation = graph.operation(op)
         where = (
             format_gpus(operation.gpus) if len(operation.gpus) > 1 else f"gpu{operation.gpus[0]}"
         )
         line = f"  {operation.name} = {operation.kind} {operation.term} on {where}"
-        data = [graph.name(p) for p, kind in preds[op] if kind == DATA_EDGE]
-        order = [graph.name(p) for p, kind in preds[op] if kind == ORDER_EDGE]
+        first, last = int(offsets[op]), int(offsets[op + 1])
+        preds = sources[first:last].tolist()
+        edge_kinds = kinds[first:last].tolist()
+        data = [graph.name(p) for p, k in zip(preds, edge_kinds, strict=True) if k == DATA_EDGE]
+        order = [graph.name(p) for p, k in zip(preds, edge_kinds, strict=True) if k == ORDER_EDGE]
         if data:
             line += " <- " + ", ".join(data)
         if order:
             line += " after " + ", ".join(order)
-        lines.append(line)
-    lines.append("}")
-    return "\n".join(lines)
+        stream.write(line + "\n")
+    stream.write("}\n")
