@@ -103,10 +103,12 @@ class View:
 @dataclass(frozen=True)
 class Grouping:
     """The picture node of every template operation; micro-batch j's copy of template
-    node k is node j·size + k."""
+    node k is node j·size + k. `names[k]` is the (DOT id stem, label lines) of template
+    node k when the grouping names its nodes itself (the block view's runs)."""
 
     key: IntArray
     size: int
+    names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def nodes_of(self, ops: IntArray) -> IntArray:
         micro, template = np.divmod(ops, len(self.key))
@@ -126,16 +128,87 @@ def device_grouping(schedule: Schedule) -> Grouping:
 
 
 def block_grouping(schedule: Schedule) -> Grouping:
-    """One node per (block, GPU); every collective or transfer is a node of its own."""
+    """One node per run of a GPU's operations between two of its collectives or transfers
+    (per micro-batch); every collective or transfer is a node of its own.
+
+    Cutting at the GPU's collectives, not at block boundaries, keeps every drawn edge a
+    path of the device DAG: an MoE block's router, experts and residual add, which its
+    dispatch and combine separate, become three nodes, and the residual add after an
+    all-reduce joins the next block's node instead of pretending to precede the
+    all-reduce. The template is in execution order on every GPU (edges inside a
+    micro-batch go from lower to higher template index), so counting a GPU's joint
+    operations while sweeping the template numbers its runs."""
     graph = schedule.graph
+    seen: dict[int, int] = defaultdict(int)  # GPU -> joint operations met so far
     keys: list[object] = []
     for t in range(graph.template_size):
-        step = int(graph.template_step[t])
-        if graph.steps[step].joint:
+        gpus = graph.gpus_of(t)
+        if graph.steps[int(graph.template_step[t])].joint:
             keys.append(("joint", t))
+            for gpu in gpus:
+                seen[gpu] += 1
         else:
-            keys.append((int(schedule.step_block[step]), graph.gpus_of(t)[0]))
-    return _intern(keys)
+            keys.append((gpus[0], seen[gpus[0]]))
+    grouping = _intern(keys)
+    return replace(grouping, names=_run_names(schedule, grouping))
+
+
+def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(DOT id stem, label lines) of every template node of the block grouping: a run is
+    named after the block that takes most of its time (`moe l23 gpu0`), numbered when
+    that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts), and says
+    which other blocks' operations it holds (`+ part of attention l0`)."""
+    graph = schedule.graph
+    members: dict[int, list[int]] = defaultdict(list)
+    for t in range(graph.template_size):
+        members[int(grouping.key[t])].append(t)
+    main: dict[int, int] = {}
+    for node, ts in members.items():
+        seconds: dict[int, float] = defaultdict(float)
+        for t in ts:
+            seconds[schedule.block_of(t)] += float(schedule.costs[t])
+        main[node] = min(seconds, key=lambda b: (-seconds[b], b))
+    parts: dict[tuple[int, int], list[int]] = defaultdict(list)  # (block, gpu) -> its runs
+    for node, ts in sorted(members.items()):
+        if not graph.step_of(ts[0]).joint:
+            parts[(main[node], graph.gpus_of(ts[0])[0])].append(node)
+    names: list[tuple[str, tuple[str, ...]]] = []
+    for node in range(grouping.size):
+        ts = members[node]
+        if graph.step_of(ts[0]).joint:
+            names.append((graph.node_name(ts[0]), ()))
+            continue
+        names.append(_run_name(schedule, node, ts, main[node], parts))
+    return tuple(names)
+
+
+def _run_name(
+    schedule: Schedule,
+    node: int,
+    ts: list[int],
+    main: int,
+    parts: dict[tuple[int, int], list[int]],
+) -> tuple[str, tuple[str, ...]]:
+    gpu = schedule.graph.gpus_of(ts[0])[0]
+    block = schedule.blocks[main]
+    ident = f"b{main}_{block.kind}_l{block.layer}_gpu{gpu}"
+    name = f"{block.kind} l{block.layer} gpu{gpu}"
+    runs = parts[(main, gpu)]
+    if len(runs) > 1:
+        ident += f"_p{runs.index(node) + 1}"
+        name += f" ({runs.index(node) + 1}/{len(runs)})"
+    extra = [_part_of(schedule, [t for t in ts if schedule.block_of(t) == b], b)
+             for b in sorted({schedule.block_of(t) for t in ts} - {main})]  # fmt: skip
+    return ident, (name, *extra)
+
+
+def _part_of(schedule: Schedule, ts: list[int], index: int) -> str:
+    """`+ res1 of attention l0`: another block's operations in a run (named when few)."""
+    block = schedule.blocks[index]
+    graph = schedule.graph
+    stems = list(dict.fromkeys(graph.node_name(t).split(f"_l{block.layer}")[0] for t in ts))
+    what = " ".join(stems) if len(stems) <= 2 else "part"
+    return f"+ {what} of {block.kind} l{block.layer}"
 
 
 def grouping_for(schedule: Schedule, view: str) -> Grouping:
@@ -170,7 +243,7 @@ def _terms_text(schedule: Schedule, members: IntArray) -> list[str]:
     return [term.pretty() for term in terms]
 
 
-def _device_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
+def _device_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> tuple[str, ...]:
     graph = schedule.graph
     name = graph.node_name(int(members[0]))
     terms = _terms_text(schedule, members)
@@ -179,29 +252,25 @@ def _device_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
     return (name, *terms, duration(float(schedule.costs[members].sum())))
 
 
-def _block_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
+def _block_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> tuple[str, ...]:
     graph = schedule.graph
     op = int(members[0])
     step = graph.step_of(op)
     time = duration(float(schedule.costs[members].sum()))
     if step.joint:
         return (graph.node_name(op), _terms_text(schedule, members)[0], time)
-    block = schedule.blocks[schedule.block_of(op)]
-    name = f"{block.kind} l{block.layer} gpu{graph.gpus_of(op)[0]}"
+    name, *extra = grouping.names[int(grouping.key[op % graph.template_size])][1]
     if graph.microbatches > 1:
         name += f" mb{graph.split_id(op)[0]}"
-    return (name, time)
+    return (name, *extra, time)
 
 
-def _node_id(schedule: Schedule, view: str, members: IntArray) -> str:
+def _node_id(schedule: Schedule, grouping: Grouping, members: IntArray) -> str:
     graph = schedule.graph
     op = int(members[0])
-    step = graph.step_of(op)
-    if view == "device" or step.joint:
+    if not grouping.names or graph.step_of(op).joint:
         return graph.node_name(op)
-    index = schedule.block_of(op)
-    block = schedule.blocks[index]
-    ident = f"b{index}_{block.kind}_l{block.layer}_gpu{graph.gpus_of(op)[0]}"
+    ident = grouping.names[int(grouping.key[op % graph.template_size])][0]
     return ident + (f"_mb{graph.split_id(op)[0]}" if graph.microbatches > 1 else "")
 
 
@@ -229,31 +298,43 @@ def _cluster(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
 # -- device and block views -------------------------------------------------------------------
 
 
+def _groups(grouping: Grouping, ops: IntArray) -> tuple[list[int], list[IntArray]]:
+    """The picture nodes the operations `ops` make, ascending, and each one's operations."""
+    nodes = grouping.nodes_of(ops)
+    order = np.argsort(nodes, kind="stable")
+    ids, starts = np.unique(nodes[order], return_index=True)
+    return ids.tolist(), np.split(ops[order], starts[1:])
+
+
+def node_members(schedule: Schedule, view: str, ops: IntArray) -> dict[str, IntArray]:
+    """The operations behind every node the device or block view draws, by DOT id (for
+    tests that check each drawn edge against the device DAG)."""
+    grouping = grouping_for(schedule, view)
+    _, groups = _groups(grouping, ops)
+    return {_node_id(schedule, grouping, members): members for members in groups}
+
+
 def operation_view(schedule: Schedule, view: str, ops: IntArray) -> View:
     """The device or block view of the operations `ops`."""
     grouping = grouping_for(schedule, view)
     node_of = np.full(schedule.graph.num_ops, -1, dtype=np.int64)
     node_of[ops] = grouping.nodes_of(ops)
-    order = np.argsort(node_of[ops], kind="stable")
-    ids, starts = np.unique(node_of[ops][order], return_index=True)
-    groups = np.split(ops[order], starts[1:])
+    ids, groups = _groups(grouping, ops)
     label = _device_label if view == "device" else _block_label
     nodes = {
         int(node): Node(
-            id=_node_id(schedule, view, members),
-            lines=label(schedule, members),
+            id=_node_id(schedule, grouping, members),
+            lines=label(schedule, grouping, members),
             kind=_dominant_kind(schedule, members),
             cluster=_cluster(schedule, members),
             critical=bool(schedule.critical[members].any()),
             order=(float(schedule.path.start[members].min()), int(members[0])),
         )
-        for node, members in zip(ids.tolist(), groups, strict=True)
+        for node, members in zip(ids, groups, strict=True)
     }
     edges = _contracted_edges(schedule, node_of)
     if view == "block":
-        joint = {n for n, members in zip(ids.tolist(), groups, strict=True)
-                 if schedule.graph.step_of(int(members[0])).joint}  # fmt: skip
-        edges = _simplify(edges, nodes, joint)
+        edges = _reduce(edges)
     critical = _critical_pairs(schedule, node_of)
     return View(
         name=view,
@@ -277,34 +358,15 @@ def _contracted_edges(schedule: Schedule, node_of: IntArray) -> dict[tuple[int, 
     return pairs
 
 
-def _simplify(
-    edges: dict[tuple[int, int], bool], nodes: dict[int, Node], joint: set[int]
-) -> dict[tuple[int, int], bool]:
-    """Block view: the collectives inside a block (block -> all-reduce -> same block) are
-    chained after it and lead on to its successors; edges implied by longer paths go."""
+def _reduce(edges: dict[tuple[int, int], bool]) -> dict[tuple[int, int], bool]:
+    """Block view: edges implied by longer paths go (each stays a path of the picture)."""
     import networkx as nx
 
-    succ: dict[int, set[int]] = defaultdict(set)
-    for s, d in edges:
-        succ[s].add(d)
-    out = dict(edges)
-    for block in sorted(set(succ) - joint):
-        inner = sorted(
-            (j for j in succ[block] if j in joint and block in succ[j]),
-            key=lambda j: nodes[j].order,
-        )
-        if not inner:
-            continue
-        data = any([out.pop((j, block)) for j in inner])  # pop every one: no short cut
-        for a, b in itertools.pairwise(inner):
-            out[(a, b)] = True
-        for after in succ[block] - set(inner):
-            out[(inner[-1], after)] = out.get((inner[-1], after), False) or data
-    digraph = nx.DiGraph(list(out))
+    digraph = nx.DiGraph(list(edges))
     if not nx.is_directed_acyclic_graph(digraph):
-        return out
+        return edges
     reduced = nx.transitive_reduction(digraph)
-    return {pair: out[pair] for pair in out if reduced.has_edge(*pair)}
+    return {pair: data for pair, data in edges.items() if reduced.has_edge(*pair)}
 
 
 def _critical_pairs(schedule: Schedule, node_of: IntArray) -> list[tuple[int, int]]:
