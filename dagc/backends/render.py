@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from dagc.backends.schedule import (
     Filters,
     IntArray,
     Schedule,
+    format_set,
     format_span,
     input_error,
     write_error,
@@ -40,6 +41,8 @@ from dagc.ir.logical import Program, format_gpus
 VIEWS = ("device", "block", "logical")
 FORMATS = ("svg", "png", "pdf", "dot")
 DEFAULT_MAX_NODES = 2000
+MAX_PX = 4000  # the long side of a picture drawn without --all, in pixels at PNG_DPI
+ESTIMATE_PX = 3600  # what estimate_px may give: it is off by up to a tenth
 DOT_TIMEOUT_S = 600
 PNG_DPI = 96
 
@@ -103,12 +106,12 @@ class View:
 @dataclass(frozen=True)
 class Grouping:
     """The picture node of every template operation; micro-batch j's copy of template
-    node k is node j·size + k. `names[k]` is the (DOT id stem, label lines) of template
-    node k when the grouping names its nodes itself (the block view's runs)."""
+    node k is node j·size + k. `names[k]` is the (DOT id stem, name, main block) of
+    template node k when the grouping names its nodes itself (the block view's runs)."""
 
     key: IntArray
     size: int
-    names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    names: tuple[tuple[str, str, int], ...] = ()
 
     def nodes_of(self, ops: IntArray) -> IntArray:
         micro, template = np.divmod(ops, len(self.key))
@@ -153,11 +156,10 @@ def block_grouping(schedule: Schedule) -> Grouping:
     return replace(grouping, names=_run_names(schedule, grouping))
 
 
-def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(DOT id stem, label lines) of every template node of the block grouping: a run is
-    named after the block that takes most of its time (`moe l23 gpu0`), numbered when
-    that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts), and says
-    which other blocks' operations it holds (`+ part of attention l0`)."""
+def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, str, int], ...]:
+    """(DOT id stem, name, main block) of every template node of the block grouping: a
+    run is named after the block that takes most of its time (`moe l23 gpu0`), numbered
+    when that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts)."""
     graph = schedule.graph
     members: dict[int, list[int]] = defaultdict(list)
     for t in range(graph.template_size):
@@ -172,11 +174,11 @@ def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, tuple
     for node, ts in sorted(members.items()):
         if not graph.step_of(ts[0]).joint:
             parts[(main[node], graph.gpus_of(ts[0])[0])].append(node)
-    names: list[tuple[str, tuple[str, ...]]] = []
+    names: list[tuple[str, str, int]] = []
     for node in range(grouping.size):
         ts = members[node]
         if graph.step_of(ts[0]).joint:
-            names.append((graph.node_name(ts[0]), ()))
+            names.append((graph.node_name(ts[0]), graph.node_name(ts[0]), -1))
             continue
         names.append(_run_name(schedule, node, ts, main[node], parts))
     return tuple(names)
@@ -188,7 +190,7 @@ def _run_name(
     ts: list[int],
     main: int,
     parts: dict[tuple[int, int], list[int]],
-) -> tuple[str, tuple[str, ...]]:
+) -> tuple[str, str, int]:
     gpu = schedule.graph.gpus_of(ts[0])[0]
     block = schedule.blocks[main]
     ident = f"b{main}_{block.kind}_l{block.layer}_gpu{gpu}"
@@ -197,22 +199,26 @@ def _run_name(
     if len(runs) > 1:
         ident += f"_p{runs.index(node) + 1}"
         name += f" ({runs.index(node) + 1}/{len(runs)})"
-    extra = [_part_of(schedule, [t for t in ts if schedule.block_of(t) == b], b)
-             for b in sorted({schedule.block_of(t) for t in ts} - {main})]  # fmt: skip
-    return ident, (name, *extra)
+    return ident, name, main
 
 
-def _part_of(schedule: Schedule, ts: list[int], index: int) -> str:
-    """`+ res1 of attention l0`: another block's operations in a run (named when few)."""
+def _block_ops(schedule: Schedule, members: IntArray, index: int) -> str:
+    """`res1 of attention l0`: a block's operations in a run (named when they are few)."""
     block = schedule.blocks[index]
     graph = schedule.graph
-    stems = list(dict.fromkeys(graph.node_name(t).split(f"_l{block.layer}")[0] for t in ts))
-    what = " ".join(stems) if len(stems) <= 2 else "part"
-    return f"+ {what} of {block.kind} l{block.layer}"
+    stems = [graph.node_name(int(op)).split(f"_l{block.layer}")[0] for op in members]
+    unique = list(dict.fromkeys(stems))
+    what = " ".join(unique) if len(unique) <= 2 else "part"
+    return f"{what} of {block.kind} l{block.layer}"
 
 
 def grouping_for(schedule: Schedule, view: str) -> Grouping:
-    return device_grouping(schedule) if view == "device" else block_grouping(schedule)
+    """The device or block grouping, computed once per schedule."""
+    found = schedule.memo.get(f"grouping {view}")
+    if not isinstance(found, Grouping):
+        found = device_grouping(schedule) if view == "device" else block_grouping(schedule)
+        schedule.memo[f"grouping {view}"] = found
+    return found
 
 
 def count_nodes(grouping: Grouping, ops: IntArray) -> int:
@@ -259,9 +265,16 @@ def _block_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> t
     time = duration(float(schedule.costs[members].sum()))
     if step.joint:
         return (graph.node_name(op), _terms_text(schedule, members)[0], time)
-    name, *extra = grouping.names[int(grouping.key[op % graph.template_size])][1]
+    _, name, main = grouping.names[int(grouping.key[op % graph.template_size])]
+    owner = np.asarray([schedule.block_of(int(m)) for m in members])
+    seconds = {int(b): float(schedule.costs[members[owner == b]].sum()) for b in np.unique(owner)}
+    drawn = min(seconds, key=lambda b: (-seconds[b], b))
+    if drawn != main:  # the filters keep only part of the run: name what is drawn
+        name = f"{_block_ops(schedule, members[owner == drawn], drawn)} gpu{graph.gpus_of(op)[0]}"
     if graph.microbatches > 1:
         name += f" mb{graph.split_id(op)[0]}"
+    extra = [f"+ {_block_ops(schedule, members[owner == b], b)}" for b in sorted(seconds)
+             if b != drawn]  # fmt: skip
     return (name, *extra, time)
 
 
@@ -314,8 +327,9 @@ def node_members(schedule: Schedule, view: str, ops: IntArray) -> dict[str, IntA
     return {_node_id(schedule, grouping, members): members for members in groups}
 
 
-def operation_view(schedule: Schedule, view: str, ops: IntArray) -> View:
-    """The device or block view of the operations `ops`."""
+def operation_view(schedule: Schedule, view: str, ops: IntArray, *, reduce: bool = True) -> View:
+    """The device or block view of the operations `ops`; `reduce`: leave out the block
+    view's edges that longer paths imply (estimate_px needs no such care)."""
     grouping = grouping_for(schedule, view)
     node_of = np.full(schedule.graph.num_ops, -1, dtype=np.int64)
     node_of[ops] = grouping.nodes_of(ops)
@@ -333,7 +347,7 @@ def operation_view(schedule: Schedule, view: str, ops: IntArray) -> View:
         for node, members in zip(ids, groups, strict=True)
     }
     edges = _contracted_edges(schedule, node_of)
-    if view == "block":
+    if view == "block" and reduce:
         edges = _reduce(edges)
     critical = _critical_pairs(schedule, node_of)
     return View(
@@ -500,69 +514,198 @@ def _runs(sequence: list[int]) -> list[int]:
 
 
 def plan(
-    schedule: Schedule, view: str, filters: Filters, max_nodes: int
+    schedule: Schedule,
+    view: str,
+    filters: Filters,
+    max_nodes: int,
+    *,
+    whole: bool = False,
 ) -> tuple[str, Filters, IntArray, str | None]:
-    """The view, filters and operations to draw, collapsed when there would be more than
-    `max_nodes` nodes: the block view, then fewer layers, then micro-batch 0, then fewer
-    GPUs. The last item says what was collapsed (None when nothing was)."""
+    """The view, filters and operations to draw, and a note saying what was left out
+    (None when nothing was).
+
+    Unless `whole`, a picture of more than `max_nodes` nodes, or one that would be more
+    than MAX_PX pixels on its long side, becomes a representative slice (see _slice)."""
     if view == "logical" and filters.describe():
         raise input_error(
             "the logical view draws the whole file: it takes no --layers, --gpus or --microbatch",
             "filter the device or block view instead, e.g. --view block --layers 0..1",
         )
     ops = schedule.select(filters)
-    if view == "logical":
+    if view == "logical" or whole:
         return view, filters, ops, None
     count = count_nodes(grouping_for(schedule, view), ops)
-    if count <= max_nodes:
+    if count <= max_nodes and max(estimate_px(schedule, view, ops)) <= ESTIMATE_PX:
         return view, filters, ops, None
-    chosen, narrowed = _collapse(schedule, view, filters, max_nodes)
-    ops = schedule.select(narrowed)
-    drawn = count_nodes(grouping_for(schedule, chosen), ops)
+    chosen, narrowed = _slice(schedule, view, filters, max_nodes)
+    kept = schedule.select(narrowed)
+    drawn = count_nodes(grouping_for(schedule, chosen), kept)
+    return chosen, narrowed, kept, _note(schedule, view, count, chosen, narrowed, drawn)
+
+
+def _note(
+    schedule: Schedule, view: str, count: int, chosen: str, narrowed: Filters, drawn: int
+) -> str:
+    """What the automatic slice drew, what it left out, and how to draw more."""
     what = narrowed.describe()
-    note = (
-        f"the {view} view would have {count:,} nodes, more than --max-nodes {max_nodes:,};"
-        f" drawing the {chosen} view{' of ' + what if what else ''} ({drawn:,} nodes) instead"
-        " (raise --max-nodes or choose with --view, --layers, --gpus, --microbatch)"
+    left = _left_out(schedule, narrowed)
+    return (
+        f"the {view} view has {count:,} nodes, too many for one legible picture; drawing the"
+        f" {chosen} view{' of ' + what if what else ''} ({drawn:,} nodes) instead"
+        + (f", leaving out {left}" if left else "")
+        + " (choose with --view, --layers, --gpus, --microbatch, raise --max-nodes,"
+        " or draw everything with --all)"
     )
-    return chosen, narrowed, ops, note
 
 
-def _collapse(
-    schedule: Schedule, view: str, filters: Filters, max_nodes: int
-) -> tuple[str, Filters]:
+def _left_out(schedule: Schedule, filters: Filters) -> str:
+    """`layers 1..18, 21..38; micro-batches 1..7`: what the filters do not draw."""
     graph = schedule.graph
-    grouping = block_grouping(schedule)
+    parts = []
+    for many, every, span, chosen in (
+        ("layers", range(graph.program.model.layers), filters.layers, filters.layer_set),
+        ("gpus", graph.gpus(), filters.gpus, filters.gpu_set),
+        ("micro-batches", range(graph.microbatches), filters.microbatches, None),
+    ):
+        kept = set(every)
+        if span is not None:
+            kept &= set(range(span[0], span[1] + 1))
+        if chosen is not None:
+            kept &= set(chosen)
+        missing = tuple(sorted(set(every) - kept))
+        if missing:
+            parts.append(f"{many} {format_set(missing)}")
+    return "; ".join(parts)
 
-    def fits(candidate: Filters) -> bool:
-        return count_nodes(grouping, schedule.select(candidate)) <= max_nodes
 
-    if fits(filters):
-        return "block", filters
-    layers = filters.layers or (0, graph.program.model.layers - 1)
-    gpus = filters.gpus or (graph.gpus()[0], graph.gpus()[-1])
-    first_mb = (filters.microbatches or (0, 0))[0]
-    for candidate in (filters, replace(filters, microbatches=(first_mb, first_mb))):
-        found = _widest(candidate, "layers", layers, fits)
-        if found is not None:
-            return "block", found
-    one = replace(filters, microbatches=(first_mb, first_mb), layers=(layers[0], layers[0]))
-    return "block", _widest(one, "gpus", gpus, fits) or replace(one, gpus=(gpus[0], gpus[0]))
+def _slice(schedule: Schedule, view: str, filters: Filters, max_nodes: int) -> tuple[str, Filters]:
+    """The block view of the first slice that fits (at most `max_nodes` nodes and, by
+    estimate_px, about ESTIMATE_PX pixels), trying fewer layers, then fewer GPUs for each:
+
+    - layers: those asked for; the first and last layer of every stage (device group);
+      the first layer, the first stage boundary (its last layer, the next stage's first)
+      and the last layer; the first and the last layer; the first layer;
+    - GPUs: those asked for; the GPUs the critical path runs on in the slice and the
+      first and last GPU of every group; the critical ones and the first of every group;
+    - the first micro-batch asked for (unless everything asked for fits).
+
+    The critical path's operations within the slice's layers and micro-batch are always
+    drawn: the GPUs they run on are kept."""
+    grouping = grouping_for(schedule, "block")
+    microbatch = (filters.microbatches or (0, 0))[0]
+    first = replace(filters, microbatches=(microbatch, microbatch))
+    candidates = [filters] + [
+        replace(first, layer_set=layers) for layers in _layer_choices(schedule, filters)
+    ]
+    tried: list[Filters] = []
+    for layers in candidates:
+        tried += [
+            layers,
+            replace(layers, gpu_set=_gpus_to_keep(schedule, layers, both=True)),
+            replace(layers, gpu_set=_gpus_to_keep(schedule, layers, both=False)),
+        ]
+    for candidate in tried:
+        ops = schedule.select(candidate)
+        fits = count_nodes(grouping, ops) <= max_nodes
+        if fits and max(estimate_px(schedule, "block", ops)) <= ESTIMATE_PX:
+            return "block", candidate
+    return "block", tried[-1]
 
 
-def _widest(
-    filters: Filters, name: str, span: tuple[int, int], fits: Callable[[Filters], bool]
-) -> Filters | None:
-    """The filters with `name` narrowed to the longest prefix of `span` that fits."""
-    low, high, best = span[0], span[1], None
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = replace(filters, **{name: (span[0], middle)})
-        if fits(candidate):
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    return best
+def _layer_choices(schedule: Schedule, filters: Filters) -> list[tuple[int, ...]]:
+    """Ever fewer layers (within the filters) for a slice, each one sorted."""
+    span = filters.layers or (0, schedule.graph.program.model.layers - 1)
+    wanted = set(range(span[0], span[1] + 1)) & set(filters.layer_set or range(span[1] + 1))
+    stages: dict[str, list[int]] = defaultdict(list)
+    for block in schedule.blocks:
+        if block.layer in wanted and block.block_kind is not None:
+            stages[block.group].append(block.layer)
+    spans = sorted((min(layers), max(layers)) for layers in stages.values())
+    if not spans:
+        return []
+    low, high = spans[0][0], max(end for _, end in spans)
+    boundary = {low, high, spans[0][1]} | ({spans[1][0]} if len(spans) > 1 else set())
+    choices = [{x for pair in spans for x in pair}, boundary, {low, high}, {low}]
+    return list(dict.fromkeys(tuple(sorted(choice)) for choice in choices))
+
+
+def _gpus_to_keep(schedule: Schedule, filters: Filters, *, both: bool) -> tuple[int, ...]:
+    """The GPUs of the critical path's operations that `filters` keep, and the first (and,
+    with `both`, the last) kept GPU of every device group."""
+    graph = schedule.graph
+    ops = schedule.select(filters)
+    kept = np.zeros(graph.num_ops, dtype=np.bool_)
+    kept[ops] = True
+    gpus: set[int] = set()
+    for op in schedule.path.ops:
+        if kept[op] and not graph.step_of(op).joint:
+            gpus.add(graph.gpus_of(op)[0])
+    allowed = set(filters.gpu_set or graph.gpus())
+    if filters.gpus is not None:
+        allowed &= set(range(filters.gpus[0], filters.gpus[1] + 1))
+    for group in graph.program.groups:
+        members = [g for g in group.gpus if g in allowed and g in schedule.group_of_gpu]
+        if members:
+            gpus |= {members[0], members[-1]} if both else {members[0]}
+    return tuple(sorted(gpus))
+
+
+# -- the size of a picture ------------------------------------------------------------------
+
+RANK_PX = 115  # a rank of nodes and the gap below it, at PNG_DPI
+CHAR_PX = 7.0  # one character of a node label (Helvetica 11 pt at 96 dpi)
+COLUMN_PX = 130  # a GPU cluster's margins and the gap to the next column
+WIDE = {"collective": 1.8, "transfer": 1.4}  # hexagons and arrows are wider than their text
+LEGEND_PX = 200
+TITLE_PX = 150
+
+
+def estimate_px(schedule: Schedule, view: str, ops: IntArray) -> tuple[int, int]:
+    """The (width, height) in pixels dot will give the device or block view of `ops`,
+    estimated without running dot (so that the .dot text does not depend on it).
+
+    Height: one rank per node on the longest path, GPU columns included. Width: each GPU
+    cluster is a column as wide as its widest label, each collective or transfer one of
+    its own; the widest rank adds up the columns that span it."""
+    built = operation_view(schedule, view, ops, reduce=False)
+    rank = _ranks(built)
+    if rank is None:
+        return (0, TITLE_PX + RANK_PX * len(built.nodes))
+    columns: dict[object, tuple[int, int, float]] = {}
+    for node in built.nodes:
+        key = node.cluster if len(node.cluster) == 2 else node.id
+        width = max(len(line) for line in node.lines) * CHAR_PX * WIDE.get(node.kind, 1.0)
+        low, high, widest = columns.get(key, (rank[node.id], rank[node.id], 0.0))
+        columns[key] = (min(low, rank[node.id]), max(high, rank[node.id]), max(widest, width))
+    ranks = max(rank.values(), default=0) + 1
+    spans = np.zeros(ranks + 1)
+    for low, high, widest in columns.values():
+        spans[low] += widest + COLUMN_PX
+        spans[high + 1] -= widest + COLUMN_PX
+    width = float(np.cumsum(spans).max()) + LEGEND_PX
+    return int(width), TITLE_PX + RANK_PX * ranks
+
+
+def _ranks(built: View) -> dict[str, int] | None:
+    """Each node's rank: the longest path to it, GPU columns included (None if cyclic)."""
+    import networkx as nx
+
+    digraph = nx.DiGraph()
+    digraph.add_nodes_from(node.id for node in built.nodes)
+    digraph.add_edges_from((edge.src, edge.dst) for edge in built.edges)
+    by_cluster: dict[tuple[str, ...], list[Node]] = defaultdict(list)
+    for node in built.nodes:
+        by_cluster[node.cluster].append(node)
+    for cluster, nodes in by_cluster.items():
+        if len(cluster) == 2:
+            ordered = sorted(nodes, key=lambda n: n.order)
+            digraph.add_edges_from((a.id, b.id) for a, b in itertools.pairwise(ordered))
+    if not nx.is_directed_acyclic_graph(digraph):
+        return None
+    rank: dict[str, int] = {}
+    for name in nx.topological_sort(digraph):
+        rank[name] = max((rank[p] + 1 for p in digraph.predecessors(name)), default=0)
+    return rank
 
 
 # -- DOT text -------------------------------------------------------------------------------
@@ -729,9 +872,11 @@ def render(
     view: str = "device",
     filters: Filters | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
+    whole: bool = False,
 ) -> list[str]:
-    """Draw `schedule` to `output` (.svg, .png, .pdf or .dot); returns notes for stderr."""
-    chosen, narrowed, ops, note = plan(schedule, view, filters or Filters(), max_nodes)
+    """Draw `schedule` to `output` (.svg, .png, .pdf or .dot); returns notes for stderr.
+    `whole`: draw what `view` and `filters` select, however large (`--all`)."""
+    chosen, narrowed, ops, note = plan(schedule, view, filters or Filters(), max_nodes, whole=whole)
     source = dot_source(build_view(schedule, chosen, narrowed, ops))
     write_picture(source, output)
     return [note] if note else []

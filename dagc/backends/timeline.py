@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dagc.backends.atomic import temporary_beside, write_text_atomically
-from dagc.backends.render import CRITICAL, block_grouping
+from dagc.backends.render import CRITICAL, grouping_for
 from dagc.backends.schedule import KINDS, IntArray, Schedule, write_error
 from dagc.ir.logical import format_gpus
 from dagc.ir.terms import CostTerm, TermKind
@@ -181,7 +181,7 @@ def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
     """One bar per block, GPU and micro-batch (and per collective or transfer)."""
     graph = schedule.graph
     ops = np.arange(graph.num_ops, dtype=np.int64)
-    nodes = block_grouping(schedule).nodes_of(ops)
+    nodes = grouping_for(schedule, "block").nodes_of(ops)
     order = np.argsort(nodes, kind="stable")
     _, starts = np.unique(nodes[order], return_index=True)
     bars: dict[int, list[Bar]] = defaultdict(list)
