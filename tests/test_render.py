@@ -24,6 +24,7 @@ import dagc
 from dagc.api import analyze_file
 from dagc.backends.render import FORMATS, operation_view
 from dagc.backends.schedule import Filters, Schedule, build_schedule
+from dagc.backends.timeline import GANTT_MAX_OPS, draw_gantt, gantt_rows, write_timeline
 from dagc.cli import app
 from helpers import REPO, check_golden
 
@@ -338,3 +339,64 @@ def test_gpu_columns_follow_program_order(tmp_path: Path) -> None:
     dagc_ok("render", str(MA_MB4), "--view", "block", "-o", str(out))
     edges = re.findall(r"^\t+(\S+) -> (\S+)", out.read_text(), flags=re.M)
     assert nx.is_directed_acyclic_graph(nx.DiGraph(edges))
+
+
+# -- Gantt rows: only GPUs with identical work share one ---------------------------------
+
+
+def work_partition(trace_path: Path) -> list[tuple[int, ...]]:
+    """GPUs grouped by their trace events (start, duration, cost term), in GPU order: the
+    Gantt chart's rows, derived from the trace alone."""
+    events = json.loads(trace_path.read_text())["traceEvents"]
+    work: dict[int, list[tuple[float, float, str]]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            work.setdefault(e["tid"], []).append((e["ts"], e["dur"], e["args"]["term"]))
+    groups: dict[tuple[tuple[float, float, str], ...], list[int]] = {}
+    for gpu in sorted(work):
+        groups.setdefault(tuple(sorted(work[gpu])), []).append(gpu)
+    return [tuple(g) for g in groups.values()]
+
+
+def test_gantt_rows_merge_only_gpus_with_identical_work(tmp_path: Path) -> None:
+    """32 heads over tp=12: ranks 0-7 hold 3 heads, ranks 8-11 two. Above 20,000
+    operations (32 micro-batches of 736) the chart draws block bars; GPUs 8-11 must still
+    get a row of their own, however alike their bars look."""
+    text = MA_MB4.read_text().replace("microbatches = 4", "microbatches = 32")
+    schedule, _ = build_schedule(dagc.compile_text(text, "ma_mb32.dag"))
+    assert schedule.graph.num_ops == 32 * 736 > GANTT_MAX_OPS
+    trace = tmp_path / "trace.json"
+    write_timeline(schedule, trace)
+    expected = work_partition(trace)
+    assert expected == [tuple(range(8)), tuple(range(8, 12)), tuple(range(12, 16))]
+    rows = gantt_rows(schedule, blocks=True)
+    assert [row.gpus for row in rows] == expected
+    labels = [row.label(schedule.group_of_gpu) for row in rows]
+    assert labels == [
+        "gpu[0..7] ×8 identical (attn)",
+        "gpu[8..11] ×4 identical (attn)",
+        "gpu[12..15] ×4 identical (moe)",
+    ]
+    busy = [sum(b.length for b in row.bars if b.kind != "collective") for row in rows]
+    assert busy[0] > busy[1]  # three heads take longer than two
+    chart = tmp_path / "gantt.png"
+    notes = write_timeline(schedule, chart)
+    assert notes and "more than 20,000" in notes[0]
+    assert chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_gantt_block_regime_threshold_is_a_parameter(tmp_path: Path) -> None:
+    schedule = schedule_of(MA_MB4)
+    chart = tmp_path / "gantt.png"
+    notes = draw_gantt(schedule, chart, max_ops=1000)
+    assert notes == [
+        "2,944 operations are more than 1,000: the Gantt chart draws one bar per block run,"
+        " GPU and micro-batch"
+    ]
+    assert draw_gantt(schedule, chart) == []
+    rows = gantt_rows(schedule, blocks=True)
+    assert [row.gpus for row in rows] == [
+        tuple(range(8)),
+        tuple(range(8, 12)),
+        tuple(range(12, 16)),
+    ]
