@@ -105,3 +105,18 @@ def test_filters_that_fit_are_drawn_as_asked(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "note" not in result.stderr
     assert "block view of layers 23..24, micro-batch 0" in out.read_text()
+
+
+def test_critical_edges_over_left_out_layers_say_so() -> None:
+    """Where the critical path leaves the slice and comes back, one dashed critical edge
+    joins the two drawn nodes and says how many of the path's operations it stands for."""
+    schedule = schedule_of(EXAMPLES / "llama70b_tp8_pp4.dag")
+    view, _, ops, _ = plan(schedule, "device", Filters(), 2000)
+    drawn = operation_view(schedule, view, ops)
+    vias = [edge for edge in drawn.edges if edge.via]
+    assert vias and all(edge.critical for edge in vias)
+    counted = sum(int(edge.via.split()[1].replace(",", "")) for edge in vias)
+    path = np.asarray(schedule.path.ops)
+    inside = np.flatnonzero(np.isin(path, ops))
+    between = path[inside[0] : inside[-1] + 1]
+    assert counted == int((~np.isin(between, ops)).sum()) > 0

@@ -79,13 +79,15 @@ class Node:
 @dataclass(frozen=True)
 class Edge:
     """A picture edge; `data` is False when it only carries program order; `back` labels
-    an edge drawn against the flow (the logical view's "next layer")."""
+    an edge drawn against the flow (the logical view's "next layer"); `via` labels a
+    critical edge that stands for a stretch of the path the picture leaves out."""
 
     src: str
     dst: str
     data: bool = True
     critical: bool = False
     back: str = ""
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -383,28 +385,42 @@ def _reduce(edges: dict[tuple[int, int], bool]) -> dict[tuple[int, int], bool]:
     return {pair: data for pair, data in edges.items() if reduced.has_edge(*pair)}
 
 
-def _critical_pairs(schedule: Schedule, node_of: IntArray) -> list[tuple[int, int]]:
-    """Consecutive drawn nodes along the critical path (a node is entered only once)."""
+def _critical_pairs(schedule: Schedule, node_of: IntArray) -> dict[tuple[int, int], int]:
+    """Consecutive drawn nodes along the critical path (a node is entered only once), each
+    with how many of the path's operations between them are not drawn."""
     sequence: list[int] = []
+    skipped: list[int] = [0]
     seen: set[int] = set()
     for op in schedule.path.ops:
         node = int(node_of[op])
-        if node >= 0 and node not in seen:
+        if node < 0:
+            skipped[-1] += 1
+        elif node not in seen:
             sequence.append(node)
+            skipped.append(0)
             seen.add(node)
-    return list(itertools.pairwise(sequence))
+    return dict(zip(itertools.pairwise(sequence), skipped[1:], strict=False))
 
 
 def _edges(
     nodes: dict[int, Node],
     pairs: dict[tuple[int, int], bool],
-    critical: list[tuple[int, int]],
+    critical: dict[tuple[int, int], int],
 ) -> tuple[Edge, ...]:
-    hot = set(critical)
-    every = {**pairs, **{pair: pairs.get(pair, True) for pair in hot}}
-    edges = [Edge(nodes[s].id, nodes[d].id, data, (s, d) in hot) for (s, d), data in every.items()]
+    every = {**pairs, **{pair: pairs.get(pair, True) for pair in critical}}
+    edges = [
+        Edge(nodes[s].id, nodes[d].id, data, (s, d) in critical, via=_via(critical.get((s, d))))
+        for (s, d), data in every.items()
+    ]
     rank = {node.id: node.order for node in nodes.values()}
     return tuple(sorted(edges, key=lambda e: (rank[e.src], rank[e.dst])))
+
+
+def _via(skipped: int | None) -> str:
+    """`via 57 ops not drawn` for a critical edge over operations the filters leave out."""
+    if not skipped:
+        return ""
+    return f"via {skipped:,} op{'s' if skipped > 1 else ''} not drawn"
 
 
 def _cluster_labels(schedule: Schedule) -> dict[tuple[str, ...], str]:
@@ -831,6 +847,9 @@ def _edge_attributes(edge: Edge) -> dict[str, str]:
                           fontsize="10", tailport="s", headport="s")  # fmt: skip
     if edge.critical:
         attributes.update(color=CRITICAL, penwidth="3.5", arrowsize="0.8")
+    if edge.via:
+        attributes.update(xlabel=edge.via, style="dashed", fontname=FONT, fontsize="10",
+                          fontcolor=CRITICAL)  # fmt: skip
     return attributes
 
 
