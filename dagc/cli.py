@@ -691,8 +691,9 @@ def render_command(
     view: Annotated[
         RenderView,
         typer.Option(
-            help="device: every operation; block: one node per block, GPU, layer and"
-            " micro-batch; logical: the layer ranges and blocks of the file."
+            help="device: every operation; block: one node per block (or part of one,"
+            " between collectives), GPU and micro-batch; logical: the layer ranges and"
+            " blocks of the file."
         ),
     ] = RenderView.device,
     layers: Annotated[str | None, _span_option("layers", "layers")] = None,

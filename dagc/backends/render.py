@@ -2,13 +2,15 @@
 
 - device: every operation, one cluster per GPU inside one cluster per device group; the
   products of one node (`qkv` .q/.k/.v, an expert's up/act/down) are merged into one node;
-- block: one node per block, GPU, layer and micro-batch with its summed time;
+- block: one node per run of a GPU's work between two of its collectives or transfers
+  (a block, or a part of one), per micro-batch, with its summed time;
 - logical: the layer ranges and blocks of the logical IR, before expansion.
 
 Collectives and transfers are drawn once, in the cluster of the group that holds all their
 participants (else outside every group), and joined to each participant by edges. Node shape
 and fill say the kind of work; the critical path has thick vermillion outlines and edges.
 The DOT text is deterministic: nodes, clusters and edges are emitted in sorted order.
+A picture too large to read (plan) becomes a representative slice, with a note.
 """
 
 from __future__ import annotations
