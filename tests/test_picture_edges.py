@@ -153,6 +153,12 @@ CASES = [
     (EXAMPLES / "ma_separation_mb4.dag", "block", ("--microbatch", "1..2")),
     (EXAMPLES / "ma_separation_mb4.dag", "device", ("--layers", "1..2", "--gpus", "12..15")),
     (EXAMPLES / "llama70b_tp8_pp4.dag", "block", ("--layers", "19..20", "--microbatch", "0..1")),
+    # Drawn whole: the default pictures of these are slices of the block view.
+    (EXAMPLES / "seed" / "baseline_tp8_pp2.dag", "device", ("--all",)),
+    (EXAMPLES / "seed" / "ma_separation.dag", "device", ("--all",)),
+    (EXAMPLES / "ma_separation_mb4.dag", "device", ("--all",)),
+    (EXAMPLES / "ma_separation_mb4.dag", "block", ("--all",)),
+    (EXAMPLES / "mixtral_8x7b_ep8.dag", "device", ("--layers", "0..1", "--microbatch", "0..1")),
 ]
 
 
