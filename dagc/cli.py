@@ -670,6 +670,7 @@ def _draw(
     view: str,
     filters: Any = None,
     max_nodes: int | None = None,
+    whole: bool = False,
     max_ops: int = 50_000_000,
     werror: bool = False,
     warn: bool = True,
@@ -693,6 +694,7 @@ def _draw(
                 view=view,
                 filters=filters,
                 max_nodes=max_nodes or pictures.DEFAULT_MAX_NODES,
+                whole=whole,
             )
         )
     for note in notes:
@@ -720,8 +722,9 @@ def render_command(
     view: Annotated[
         RenderView,
         typer.Option(
-            help="device: every operation; block: one node per block, GPU, layer and"
-            " micro-batch; logical: the layer ranges and blocks of the file."
+            help="device: every operation; block: one node per block (or part of one,"
+            " between collectives), GPU and micro-batch; logical: the layer ranges and"
+            " blocks of the file."
         ),
     ] = RenderView.device,
     layers: Annotated[str | None, _span_option("layers", "layers")] = None,
@@ -729,8 +732,16 @@ def render_command(
     microbatch: Annotated[str | None, _span_option("microbatch", "micro-batches")] = None,
     max_nodes: Annotated[
         int,
-        typer.Option(min=1, help="Above this many nodes, draw the block view, then fewer layers."),
+        typer.Option(min=1, help="Above this many nodes, draw the block view of a slice instead."),
     ] = 2000,
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Draw every node the view and filters select: no automatic slice, however"
+            " large the picture.",
+        ),
+    ] = False,
     gpu: GpuOpt = None,
     settings: SetOpt = None,
     cost_table: TableOpt = None,
@@ -758,6 +769,7 @@ def render_command(
         view=view.value,
         filters=filters,
         max_nodes=max_nodes,
+        whole=whole,
         max_ops=max_ops,
         werror=werror,
     )

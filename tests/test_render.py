@@ -24,6 +24,7 @@ import dagc
 from dagc.api import analyze_file
 from dagc.backends.render import FORMATS, operation_view
 from dagc.backends.schedule import Filters, Schedule, build_schedule
+from dagc.backends.timeline import GANTT_MAX_OPS, draw_gantt, gantt_rows, write_timeline
 from dagc.cli import app
 from helpers import REPO, check_golden
 
@@ -163,7 +164,9 @@ def test_block_view_nodes_and_critical_path() -> None:
     schedule = schedule_of(BASELINE)
     view = operation_view(schedule, "block", schedule.select(Filters()))
     names = [node.lines[0] for node in view.nodes]
-    assert len(names) == 16 * 2 * 2 + 10  # (block, gpu, layer) nodes + collectives/transfers
+    # Each GPU's operations are cut at its 5 collectives and transfers (4 all-reduces and
+    # the send or the receive) into 5 runs; plus the 10 collectives and transfers.
+    assert len(names) == 16 * 5 + 10
     assert "attention l0 gpu3" in names
     critical = [node.lines[0] for node in view.nodes if node.critical]
     assert "attention l0 gpu0" in critical and "attention l2 gpu8" in critical
@@ -210,16 +213,26 @@ def test_bad_filters_exit_2_without_a_file_position(
     assert not out.exists()
 
 
-def test_size_cap_collapses_to_the_block_view_then_fewer_layers(tmp_path: Path) -> None:
+def test_size_cap_collapses_to_the_block_view_then_a_slice(tmp_path: Path) -> None:
     out = tmp_path / "capped.dot"
-    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "80", "-o", str(out))
-    assert "the device view would have 394 nodes, more than --max-nodes 80" in stderr
-    assert "drawing the block view (74 nodes) instead" in stderr
-    assert len(node_lines(out.read_text())) == 74
-    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "40", "-o", str(out))
-    assert "drawing the block view of layers 0..1" in stderr
-    assert len(node_lines(out.read_text())) <= 40
-    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "400", "-o", str(out))
+    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "100", "-o", str(out))
+    assert "the device view has 394 nodes, too many for one legible picture" in stderr
+    assert "drawing the block view (90 nodes) instead" in stderr
+    assert len(node_lines(out.read_text())) == 90
+    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "50", "-o", str(out))
+    # Every layer (the ends of both stages are all 4), on fewer GPUs: the critical path's
+    # (gpu0, then gpu8) and the first and last GPU of each stage: 5 runs on each GPU,
+    # and the 10 collectives and transfers.
+    assert "drawing the block view of gpus {0, 7..8, 15} (30 nodes)" in stderr
+    assert "leaving out gpus 1..6, 9..14" in stderr and "--all" in stderr
+    assert len(node_lines(out.read_text())) == 4 * 5 + 10
+    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "25", "-o", str(out))
+    assert "drawing the block view of gpus {0, 8} (20 nodes)" in stderr
+    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "14", "-o", str(out))
+    assert "drawing the block view of layers {0, 3}, gpus {0, 8}, micro-batch 0" in stderr
+    assert "leaving out layers 1..2; gpus 1..7, 9..15" in stderr
+    assert len(node_lines(out.read_text())) <= 14
+    stderr = dagc_ok("render", str(BASELINE), "--max-nodes", "10", "--all", "-o", str(out))
     assert "note" not in stderr and len(node_lines(out.read_text())) == 394
 
 
@@ -328,9 +341,62 @@ def test_gpu_columns_follow_program_order(tmp_path: Path) -> None:
     assert nx.is_directed_acyclic_graph(nx.DiGraph(edges))
 
 
-@NEEDS_DOT
-def test_large_pictures_render_in_seconds(tmp_path: Path) -> None:
-    out = tmp_path / "llama.svg"
-    stderr = dagc_ok("render", str(REPO / "examples" / "llama70b_tp8_pp4.dag"), "-o", str(out))
-    assert "drawing the block view of layers 0..12 (1,936 nodes)" in stderr
-    assert ET.parse(out).getroot().tag.endswith("svg")
+# -- Gantt rows: only GPUs with identical work share one ---------------------------------
+
+
+def work_partition(trace_path: Path) -> list[tuple[int, ...]]:
+    """GPUs grouped by their trace events (start, duration, cost term), in GPU order: the
+    Gantt chart's rows, derived from the trace alone."""
+    events = json.loads(trace_path.read_text())["traceEvents"]
+    work: dict[int, list[tuple[float, float, str]]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            work.setdefault(e["tid"], []).append((e["ts"], e["dur"], e["args"]["term"]))
+    groups: dict[tuple[tuple[float, float, str], ...], list[int]] = {}
+    for gpu in sorted(work):
+        groups.setdefault(tuple(sorted(work[gpu])), []).append(gpu)
+    return [tuple(g) for g in groups.values()]
+
+
+def test_gantt_rows_merge_only_gpus_with_identical_work(tmp_path: Path) -> None:
+    """32 heads over tp=12: ranks 0-7 hold 3 heads, ranks 8-11 two. Above 20,000
+    operations (32 micro-batches of 736) the chart draws block bars; GPUs 8-11 must still
+    get a row of their own, however alike their bars look."""
+    text = MA_MB4.read_text().replace("microbatches = 4", "microbatches = 32")
+    schedule, _ = build_schedule(dagc.compile_text(text, "ma_mb32.dag"))
+    assert schedule.graph.num_ops == 32 * 736 > GANTT_MAX_OPS
+    trace = tmp_path / "trace.json"
+    write_timeline(schedule, trace)
+    expected = work_partition(trace)
+    assert expected == [tuple(range(8)), tuple(range(8, 12)), tuple(range(12, 16))]
+    rows = gantt_rows(schedule, blocks=True)
+    assert [row.gpus for row in rows] == expected
+    labels = [row.label(schedule.group_of_gpu) for row in rows]
+    assert labels == [
+        "gpu[0..7] ×8 identical (attn)",
+        "gpu[8..11] ×4 identical (attn)",
+        "gpu[12..15] ×4 identical (moe)",
+    ]
+    busy = [sum(b.length for b in row.bars if b.kind != "collective") for row in rows]
+    assert busy[0] > busy[1]  # three heads take longer than two
+    chart = tmp_path / "gantt.png"
+    notes = write_timeline(schedule, chart)
+    assert notes and "more than 20,000" in notes[0]
+    assert chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_gantt_block_regime_threshold_is_a_parameter(tmp_path: Path) -> None:
+    schedule = schedule_of(MA_MB4)
+    chart = tmp_path / "gantt.png"
+    notes = draw_gantt(schedule, chart, max_ops=1000)
+    assert notes == [
+        "2,944 operations are more than 1,000: the Gantt chart draws one bar per block run,"
+        " GPU and micro-batch"
+    ]
+    assert draw_gantt(schedule, chart) == []
+    rows = gantt_rows(schedule, blocks=True)
+    assert [row.gpus for row in rows] == [
+        tuple(range(8)),
+        tuple(range(8, 12)),
+        tuple(range(12, 16)),
+    ]

@@ -2,13 +2,15 @@
 
 - device: every operation, one cluster per GPU inside one cluster per device group; the
   products of one node (`qkv` .q/.k/.v, an expert's up/act/down) are merged into one node;
-- block: one node per block, GPU, layer and micro-batch with its summed time;
+- block: one node per run of a GPU's work between two of its collectives or transfers
+  (a block, or a part of one), per micro-batch, with its summed time;
 - logical: the layer ranges and blocks of the logical IR, before expansion.
 
 Collectives and transfers are drawn once, in the cluster of the group that holds all their
 participants (else outside every group), and joined to each participant by edges. Node shape
 and fill say the kind of work; the critical path has thick vermillion outlines and edges.
 The DOT text is deterministic: nodes, clusters and edges are emitted in sorted order.
+A picture too large to read (plan) becomes a representative slice, with a note.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from dagc.backends.schedule import (
     Filters,
     IntArray,
     Schedule,
+    format_set,
     format_span,
     input_error,
     write_error,
@@ -40,6 +43,8 @@ from dagc.ir.logical import Program, format_gpus
 VIEWS = ("device", "block", "logical")
 FORMATS = ("svg", "png", "pdf", "dot")
 DEFAULT_MAX_NODES = 2000
+MAX_PX = 4000  # the long side of a picture drawn without --all, in pixels at PNG_DPI
+ESTIMATE_PX = 3600  # what estimate_px may give: it is off by up to a tenth
 DOT_TIMEOUT_S = 600
 PNG_DPI = 96
 
@@ -76,13 +81,15 @@ class Node:
 @dataclass(frozen=True)
 class Edge:
     """A picture edge; `data` is False when it only carries program order; `back` labels
-    an edge drawn against the flow (the logical view's "next layer")."""
+    an edge drawn against the flow (the logical view's "next layer"); `via` labels a
+    critical edge that stands for a stretch of the path the picture leaves out."""
 
     src: str
     dst: str
     data: bool = True
     critical: bool = False
     back: str = ""
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,12 @@ class View:
 @dataclass(frozen=True)
 class Grouping:
     """The picture node of every template operation; micro-batch j's copy of template
-    node k is node j·size + k."""
+    node k is node j·size + k. `names[k]` is the (DOT id stem, name, main block) of
+    template node k when the grouping names its nodes itself (the block view's runs)."""
 
     key: IntArray
     size: int
+    names: tuple[tuple[str, str, int], ...] = ()
 
     def nodes_of(self, ops: IntArray) -> IntArray:
         micro, template = np.divmod(ops, len(self.key))
@@ -126,20 +135,94 @@ def device_grouping(schedule: Schedule) -> Grouping:
 
 
 def block_grouping(schedule: Schedule) -> Grouping:
-    """One node per (block, GPU); every collective or transfer is a node of its own."""
+    """One node per run of a GPU's operations between two of its collectives or transfers
+    (per micro-batch); every collective or transfer is a node of its own.
+
+    Cutting at the GPU's collectives, not at block boundaries, keeps every drawn edge a
+    path of the device DAG: an MoE block's router, experts and residual add, which its
+    dispatch and combine separate, become three nodes, and the residual add after an
+    all-reduce joins the next block's node instead of pretending to precede the
+    all-reduce. The template is in execution order on every GPU (edges inside a
+    micro-batch go from lower to higher template index), so counting a GPU's joint
+    operations while sweeping the template numbers its runs."""
     graph = schedule.graph
+    seen: dict[int, int] = defaultdict(int)  # GPU -> joint operations met so far
     keys: list[object] = []
     for t in range(graph.template_size):
-        step = int(graph.template_step[t])
-        if graph.steps[step].joint:
+        gpus = graph.gpus_of(t)
+        if graph.steps[int(graph.template_step[t])].joint:
             keys.append(("joint", t))
+            for gpu in gpus:
+                seen[gpu] += 1
         else:
-            keys.append((int(schedule.step_block[step]), graph.gpus_of(t)[0]))
-    return _intern(keys)
+            keys.append((gpus[0], seen[gpus[0]]))
+    grouping = _intern(keys)
+    return replace(grouping, names=_run_names(schedule, grouping))
+
+
+def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, str, int], ...]:
+    """(DOT id stem, name, main block) of every template node of the block grouping: a
+    run is named after the block that takes most of its time (`moe l23 gpu0`), numbered
+    when that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts)."""
+    graph = schedule.graph
+    members: dict[int, list[int]] = defaultdict(list)
+    for t in range(graph.template_size):
+        members[int(grouping.key[t])].append(t)
+    main: dict[int, int] = {}
+    for node, ts in members.items():
+        seconds: dict[int, float] = defaultdict(float)
+        for t in ts:
+            seconds[schedule.block_of(t)] += float(schedule.costs[t])
+        main[node] = min(seconds, key=lambda b: (-seconds[b], b))
+    parts: dict[tuple[int, int], list[int]] = defaultdict(list)  # (block, gpu) -> its runs
+    for node, ts in sorted(members.items()):
+        if not graph.step_of(ts[0]).joint:
+            parts[(main[node], graph.gpus_of(ts[0])[0])].append(node)
+    names: list[tuple[str, str, int]] = []
+    for node in range(grouping.size):
+        ts = members[node]
+        if graph.step_of(ts[0]).joint:
+            names.append((graph.node_name(ts[0]), graph.node_name(ts[0]), -1))
+            continue
+        names.append(_run_name(schedule, node, ts, main[node], parts))
+    return tuple(names)
+
+
+def _run_name(
+    schedule: Schedule,
+    node: int,
+    ts: list[int],
+    main: int,
+    parts: dict[tuple[int, int], list[int]],
+) -> tuple[str, str, int]:
+    gpu = schedule.graph.gpus_of(ts[0])[0]
+    block = schedule.blocks[main]
+    ident = f"b{main}_{block.kind}_l{block.layer}_gpu{gpu}"
+    name = f"{block.kind} l{block.layer} gpu{gpu}"
+    runs = parts[(main, gpu)]
+    if len(runs) > 1:
+        ident += f"_p{runs.index(node) + 1}"
+        name += f" ({runs.index(node) + 1}/{len(runs)})"
+    return ident, name, main
+
+
+def _block_ops(schedule: Schedule, members: IntArray, index: int) -> str:
+    """`res1 of attention l0`: a block's operations in a run (named when they are few)."""
+    block = schedule.blocks[index]
+    graph = schedule.graph
+    stems = [graph.node_name(int(op)).split(f"_l{block.layer}")[0] for op in members]
+    unique = list(dict.fromkeys(stems))
+    what = " ".join(unique) if len(unique) <= 2 else "part"
+    return f"{what} of {block.kind} l{block.layer}"
 
 
 def grouping_for(schedule: Schedule, view: str) -> Grouping:
-    return device_grouping(schedule) if view == "device" else block_grouping(schedule)
+    """The device or block grouping, computed once per schedule."""
+    found = schedule.memo.get(f"grouping {view}")
+    if not isinstance(found, Grouping):
+        found = device_grouping(schedule) if view == "device" else block_grouping(schedule)
+        schedule.memo[f"grouping {view}"] = found
+    return found
 
 
 def count_nodes(grouping: Grouping, ops: IntArray) -> int:
@@ -170,7 +253,7 @@ def _terms_text(schedule: Schedule, members: IntArray) -> list[str]:
     return [term.pretty() for term in terms]
 
 
-def _device_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
+def _device_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> tuple[str, ...]:
     graph = schedule.graph
     name = graph.node_name(int(members[0]))
     terms = _terms_text(schedule, members)
@@ -179,29 +262,32 @@ def _device_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
     return (name, *terms, duration(float(schedule.costs[members].sum())))
 
 
-def _block_label(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
+def _block_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> tuple[str, ...]:
     graph = schedule.graph
     op = int(members[0])
     step = graph.step_of(op)
     time = duration(float(schedule.costs[members].sum()))
     if step.joint:
         return (graph.node_name(op), _terms_text(schedule, members)[0], time)
-    block = schedule.blocks[schedule.block_of(op)]
-    name = f"{block.kind} l{block.layer} gpu{graph.gpus_of(op)[0]}"
+    _, name, main = grouping.names[int(grouping.key[op % graph.template_size])]
+    owner = np.asarray([schedule.block_of(int(m)) for m in members])
+    seconds = {int(b): float(schedule.costs[members[owner == b]].sum()) for b in np.unique(owner)}
+    drawn = min(seconds, key=lambda b: (-seconds[b], b))
+    if drawn != main:  # the filters keep only part of the run: name what is drawn
+        name = f"{_block_ops(schedule, members[owner == drawn], drawn)} gpu{graph.gpus_of(op)[0]}"
     if graph.microbatches > 1:
         name += f" mb{graph.split_id(op)[0]}"
-    return (name, time)
+    extra = [f"+ {_block_ops(schedule, members[owner == b], b)}" for b in sorted(seconds)
+             if b != drawn]  # fmt: skip
+    return (name, *extra, time)
 
 
-def _node_id(schedule: Schedule, view: str, members: IntArray) -> str:
+def _node_id(schedule: Schedule, grouping: Grouping, members: IntArray) -> str:
     graph = schedule.graph
     op = int(members[0])
-    step = graph.step_of(op)
-    if view == "device" or step.joint:
+    if not grouping.names or graph.step_of(op).joint:
         return graph.node_name(op)
-    index = schedule.block_of(op)
-    block = schedule.blocks[index]
-    ident = f"b{index}_{block.kind}_l{block.layer}_gpu{graph.gpus_of(op)[0]}"
+    ident = grouping.names[int(grouping.key[op % graph.template_size])][0]
     return ident + (f"_mb{graph.split_id(op)[0]}" if graph.microbatches > 1 else "")
 
 
@@ -229,31 +315,44 @@ def _cluster(schedule: Schedule, members: IntArray) -> tuple[str, ...]:
 # -- device and block views -------------------------------------------------------------------
 
 
-def operation_view(schedule: Schedule, view: str, ops: IntArray) -> View:
-    """The device or block view of the operations `ops`."""
+def _groups(grouping: Grouping, ops: IntArray) -> tuple[list[int], list[IntArray]]:
+    """The picture nodes the operations `ops` make, ascending, and each one's operations."""
+    nodes = grouping.nodes_of(ops)
+    order = np.argsort(nodes, kind="stable")
+    ids, starts = np.unique(nodes[order], return_index=True)
+    return ids.tolist(), np.split(ops[order], starts[1:])
+
+
+def node_members(schedule: Schedule, view: str, ops: IntArray) -> dict[str, IntArray]:
+    """The operations behind every node the device or block view draws, by DOT id (for
+    tests that check each drawn edge against the device DAG)."""
+    grouping = grouping_for(schedule, view)
+    _, groups = _groups(grouping, ops)
+    return {_node_id(schedule, grouping, members): members for members in groups}
+
+
+def operation_view(schedule: Schedule, view: str, ops: IntArray, *, reduce: bool = True) -> View:
+    """The device or block view of the operations `ops`; `reduce`: leave out the block
+    view's edges that longer paths imply (estimate_px needs no such care)."""
     grouping = grouping_for(schedule, view)
     node_of = np.full(schedule.graph.num_ops, -1, dtype=np.int64)
     node_of[ops] = grouping.nodes_of(ops)
-    order = np.argsort(node_of[ops], kind="stable")
-    ids, starts = np.unique(node_of[ops][order], return_index=True)
-    groups = np.split(ops[order], starts[1:])
+    ids, groups = _groups(grouping, ops)
     label = _device_label if view == "device" else _block_label
     nodes = {
         int(node): Node(
-            id=_node_id(schedule, view, members),
-            lines=label(schedule, members),
+            id=_node_id(schedule, grouping, members),
+            lines=label(schedule, grouping, members),
             kind=_dominant_kind(schedule, members),
             cluster=_cluster(schedule, members),
             critical=bool(schedule.critical[members].any()),
             order=(float(schedule.path.start[members].min()), int(members[0])),
         )
-        for node, members in zip(ids.tolist(), groups, strict=True)
+        for node, members in zip(ids, groups, strict=True)
     }
     edges = _contracted_edges(schedule, node_of)
-    if view == "block":
-        joint = {n for n, members in zip(ids.tolist(), groups, strict=True)
-                 if schedule.graph.step_of(int(members[0])).joint}  # fmt: skip
-        edges = _simplify(edges, nodes, joint)
+    if view == "block" and reduce:
+        edges = _reduce(edges)
     critical = _critical_pairs(schedule, node_of)
     return View(
         name=view,
@@ -277,58 +376,53 @@ def _contracted_edges(schedule: Schedule, node_of: IntArray) -> dict[tuple[int, 
     return pairs
 
 
-def _simplify(
-    edges: dict[tuple[int, int], bool], nodes: dict[int, Node], joint: set[int]
-) -> dict[tuple[int, int], bool]:
-    """Block view: the collectives inside a block (block -> all-reduce -> same block) are
-    chained after it and lead on to its successors; edges implied by longer paths go."""
+def _reduce(edges: dict[tuple[int, int], bool]) -> dict[tuple[int, int], bool]:
+    """Block view: edges implied by longer paths go (each stays a path of the picture)."""
     import networkx as nx
 
-    succ: dict[int, set[int]] = defaultdict(set)
-    for s, d in edges:
-        succ[s].add(d)
-    out = dict(edges)
-    for block in sorted(set(succ) - joint):
-        inner = sorted(
-            (j for j in succ[block] if j in joint and block in succ[j]),
-            key=lambda j: nodes[j].order,
-        )
-        if not inner:
-            continue
-        data = any([out.pop((j, block)) for j in inner])  # pop every one: no short cut
-        for a, b in itertools.pairwise(inner):
-            out[(a, b)] = True
-        for after in succ[block] - set(inner):
-            out[(inner[-1], after)] = out.get((inner[-1], after), False) or data
-    digraph = nx.DiGraph(list(out))
+    digraph = nx.DiGraph(list(edges))
     if not nx.is_directed_acyclic_graph(digraph):
-        return out
+        return edges
     reduced = nx.transitive_reduction(digraph)
-    return {pair: out[pair] for pair in out if reduced.has_edge(*pair)}
+    return {pair: data for pair, data in edges.items() if reduced.has_edge(*pair)}
 
 
-def _critical_pairs(schedule: Schedule, node_of: IntArray) -> list[tuple[int, int]]:
-    """Consecutive drawn nodes along the critical path (a node is entered only once)."""
+def _critical_pairs(schedule: Schedule, node_of: IntArray) -> dict[tuple[int, int], int]:
+    """Consecutive drawn nodes along the critical path (a node is entered only once), each
+    with how many of the path's operations between them are not drawn."""
     sequence: list[int] = []
+    skipped: list[int] = [0]
     seen: set[int] = set()
     for op in schedule.path.ops:
         node = int(node_of[op])
-        if node >= 0 and node not in seen:
+        if node < 0:
+            skipped[-1] += 1
+        elif node not in seen:
             sequence.append(node)
+            skipped.append(0)
             seen.add(node)
-    return list(itertools.pairwise(sequence))
+    return dict(zip(itertools.pairwise(sequence), skipped[1:], strict=False))
 
 
 def _edges(
     nodes: dict[int, Node],
     pairs: dict[tuple[int, int], bool],
-    critical: list[tuple[int, int]],
+    critical: dict[tuple[int, int], int],
 ) -> tuple[Edge, ...]:
-    hot = set(critical)
-    every = {**pairs, **{pair: pairs.get(pair, True) for pair in hot}}
-    edges = [Edge(nodes[s].id, nodes[d].id, data, (s, d) in hot) for (s, d), data in every.items()]
+    every = {**pairs, **{pair: pairs.get(pair, True) for pair in critical}}
+    edges = [
+        Edge(nodes[s].id, nodes[d].id, data, (s, d) in critical, via=_via(critical.get((s, d))))
+        for (s, d), data in every.items()
+    ]
     rank = {node.id: node.order for node in nodes.values()}
     return tuple(sorted(edges, key=lambda e: (rank[e.src], rank[e.dst])))
+
+
+def _via(skipped: int | None) -> str:
+    """`via 57 ops not drawn` for a critical edge over operations the filters leave out."""
+    if not skipped:
+        return ""
+    return f"via {skipped:,} op{'s' if skipped > 1 else ''} not drawn"
 
 
 def _cluster_labels(schedule: Schedule) -> dict[tuple[str, ...], str]:
@@ -438,69 +532,198 @@ def _runs(sequence: list[int]) -> list[int]:
 
 
 def plan(
-    schedule: Schedule, view: str, filters: Filters, max_nodes: int
+    schedule: Schedule,
+    view: str,
+    filters: Filters,
+    max_nodes: int,
+    *,
+    whole: bool = False,
 ) -> tuple[str, Filters, IntArray, str | None]:
-    """The view, filters and operations to draw, collapsed when there would be more than
-    `max_nodes` nodes: the block view, then fewer layers, then micro-batch 0, then fewer
-    GPUs. The last item says what was collapsed (None when nothing was)."""
+    """The view, filters and operations to draw, and a note saying what was left out
+    (None when nothing was).
+
+    Unless `whole`, a picture of more than `max_nodes` nodes, or one that would be more
+    than MAX_PX pixels on its long side, becomes a representative slice (see _slice)."""
     if view == "logical" and filters.describe():
         raise input_error(
             "the logical view draws the whole file: it takes no --layers, --gpus or --microbatch",
             "filter the device or block view instead, e.g. --view block --layers 0..1",
         )
     ops = schedule.select(filters)
-    if view == "logical":
+    if view == "logical" or whole:
         return view, filters, ops, None
     count = count_nodes(grouping_for(schedule, view), ops)
-    if count <= max_nodes:
+    if count <= max_nodes and max(estimate_px(schedule, view, ops)) <= ESTIMATE_PX:
         return view, filters, ops, None
-    chosen, narrowed = _collapse(schedule, view, filters, max_nodes)
-    ops = schedule.select(narrowed)
-    drawn = count_nodes(grouping_for(schedule, chosen), ops)
+    chosen, narrowed = _slice(schedule, view, filters, max_nodes)
+    kept = schedule.select(narrowed)
+    drawn = count_nodes(grouping_for(schedule, chosen), kept)
+    return chosen, narrowed, kept, _note(schedule, view, count, chosen, narrowed, drawn)
+
+
+def _note(
+    schedule: Schedule, view: str, count: int, chosen: str, narrowed: Filters, drawn: int
+) -> str:
+    """What the automatic slice drew, what it left out, and how to draw more."""
     what = narrowed.describe()
-    note = (
-        f"the {view} view would have {count:,} nodes, more than --max-nodes {max_nodes:,};"
-        f" drawing the {chosen} view{' of ' + what if what else ''} ({drawn:,} nodes) instead"
-        " (raise --max-nodes or choose with --view, --layers, --gpus, --microbatch)"
+    left = _left_out(schedule, narrowed)
+    return (
+        f"the {view} view has {count:,} nodes, too many for one legible picture; drawing the"
+        f" {chosen} view{' of ' + what if what else ''} ({drawn:,} nodes) instead"
+        + (f", leaving out {left}" if left else "")
+        + " (choose with --view, --layers, --gpus, --microbatch, raise --max-nodes,"
+        " or draw everything with --all)"
     )
-    return chosen, narrowed, ops, note
 
 
-def _collapse(
-    schedule: Schedule, view: str, filters: Filters, max_nodes: int
-) -> tuple[str, Filters]:
+def _left_out(schedule: Schedule, filters: Filters) -> str:
+    """`layers 1..18, 21..38; micro-batches 1..7`: what the filters do not draw."""
     graph = schedule.graph
-    grouping = block_grouping(schedule)
+    parts = []
+    for many, every, span, chosen in (
+        ("layers", range(graph.program.model.layers), filters.layers, filters.layer_set),
+        ("gpus", graph.gpus(), filters.gpus, filters.gpu_set),
+        ("micro-batches", range(graph.microbatches), filters.microbatches, None),
+    ):
+        kept = set(every)
+        if span is not None:
+            kept &= set(range(span[0], span[1] + 1))
+        if chosen is not None:
+            kept &= set(chosen)
+        missing = tuple(sorted(set(every) - kept))
+        if missing:
+            parts.append(f"{many} {format_set(missing)}")
+    return "; ".join(parts)
 
-    def fits(candidate: Filters) -> bool:
-        return count_nodes(grouping, schedule.select(candidate)) <= max_nodes
 
-    if fits(filters):
-        return "block", filters
-    layers = filters.layers or (0, graph.program.model.layers - 1)
-    gpus = filters.gpus or (graph.gpus()[0], graph.gpus()[-1])
-    first_mb = (filters.microbatches or (0, 0))[0]
-    for candidate in (filters, replace(filters, microbatches=(first_mb, first_mb))):
-        found = _widest(candidate, "layers", layers, fits)
-        if found is not None:
-            return "block", found
-    one = replace(filters, microbatches=(first_mb, first_mb), layers=(layers[0], layers[0]))
-    return "block", _widest(one, "gpus", gpus, fits) or replace(one, gpus=(gpus[0], gpus[0]))
+def _slice(schedule: Schedule, view: str, filters: Filters, max_nodes: int) -> tuple[str, Filters]:
+    """The block view of the first slice that fits (at most `max_nodes` nodes and, by
+    estimate_px, about ESTIMATE_PX pixels), trying fewer layers, then fewer GPUs for each:
+
+    - layers: those asked for; the first and last layer of every stage (device group);
+      the first layer, the first stage boundary (its last layer, the next stage's first)
+      and the last layer; the first and the last layer; the first layer;
+    - GPUs: those asked for; the GPUs the critical path runs on in the slice and the
+      first and last GPU of every group; the critical ones and the first of every group;
+    - the first micro-batch asked for (unless everything asked for fits).
+
+    The critical path's operations within the slice's layers and micro-batch are always
+    drawn: the GPUs they run on are kept."""
+    grouping = grouping_for(schedule, "block")
+    microbatch = (filters.microbatches or (0, 0))[0]
+    first = replace(filters, microbatches=(microbatch, microbatch))
+    candidates = [filters] + [
+        replace(first, layer_set=layers) for layers in _layer_choices(schedule, filters)
+    ]
+    tried: list[Filters] = []
+    for layers in candidates:
+        tried += [
+            layers,
+            replace(layers, gpu_set=_gpus_to_keep(schedule, layers, both=True)),
+            replace(layers, gpu_set=_gpus_to_keep(schedule, layers, both=False)),
+        ]
+    for candidate in tried:
+        ops = schedule.select(candidate)
+        fits = count_nodes(grouping, ops) <= max_nodes
+        if fits and max(estimate_px(schedule, "block", ops)) <= ESTIMATE_PX:
+            return "block", candidate
+    return "block", tried[-1]
 
 
-def _widest(
-    filters: Filters, name: str, span: tuple[int, int], fits: Callable[[Filters], bool]
-) -> Filters | None:
-    """The filters with `name` narrowed to the longest prefix of `span` that fits."""
-    low, high, best = span[0], span[1], None
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = replace(filters, **{name: (span[0], middle)})
-        if fits(candidate):
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    return best
+def _layer_choices(schedule: Schedule, filters: Filters) -> list[tuple[int, ...]]:
+    """Ever fewer layers (within the filters) for a slice, each one sorted."""
+    span = filters.layers or (0, schedule.graph.program.model.layers - 1)
+    wanted = set(range(span[0], span[1] + 1)) & set(filters.layer_set or range(span[1] + 1))
+    stages: dict[str, list[int]] = defaultdict(list)
+    for block in schedule.blocks:
+        if block.layer in wanted and block.block_kind is not None:
+            stages[block.group].append(block.layer)
+    spans = sorted((min(layers), max(layers)) for layers in stages.values())
+    if not spans:
+        return []
+    low, high = spans[0][0], max(end for _, end in spans)
+    boundary = {low, high, spans[0][1]} | ({spans[1][0]} if len(spans) > 1 else set())
+    choices = [{x for pair in spans for x in pair}, boundary, {low, high}, {low}]
+    return list(dict.fromkeys(tuple(sorted(choice)) for choice in choices))
+
+
+def _gpus_to_keep(schedule: Schedule, filters: Filters, *, both: bool) -> tuple[int, ...]:
+    """The GPUs of the critical path's operations that `filters` keep, and the first (and,
+    with `both`, the last) kept GPU of every device group."""
+    graph = schedule.graph
+    ops = schedule.select(filters)
+    kept = np.zeros(graph.num_ops, dtype=np.bool_)
+    kept[ops] = True
+    gpus: set[int] = set()
+    for op in schedule.path.ops:
+        if kept[op] and not graph.step_of(op).joint:
+            gpus.add(graph.gpus_of(op)[0])
+    allowed = set(filters.gpu_set or graph.gpus())
+    if filters.gpus is not None:
+        allowed &= set(range(filters.gpus[0], filters.gpus[1] + 1))
+    for group in graph.program.groups:
+        members = [g for g in group.gpus if g in allowed and g in schedule.group_of_gpu]
+        if members:
+            gpus |= {members[0], members[-1]} if both else {members[0]}
+    return tuple(sorted(gpus))
+
+
+# -- the size of a picture ------------------------------------------------------------------
+
+RANK_PX = 115  # a rank of nodes and the gap below it, at PNG_DPI
+CHAR_PX = 7.0  # one character of a node label (Helvetica 11 pt at 96 dpi)
+COLUMN_PX = 130  # a GPU cluster's margins and the gap to the next column
+WIDE = {"collective": 1.8, "transfer": 1.4}  # hexagons and arrows are wider than their text
+LEGEND_PX = 200
+TITLE_PX = 150
+
+
+def estimate_px(schedule: Schedule, view: str, ops: IntArray) -> tuple[int, int]:
+    """The (width, height) in pixels dot will give the device or block view of `ops`,
+    estimated without running dot (so that the .dot text does not depend on it).
+
+    Height: one rank per node on the longest path, GPU columns included. Width: each GPU
+    cluster is a column as wide as its widest label, each collective or transfer one of
+    its own; the widest rank adds up the columns that span it."""
+    built = operation_view(schedule, view, ops, reduce=False)
+    rank = _ranks(built)
+    if rank is None:
+        return (0, TITLE_PX + RANK_PX * len(built.nodes))
+    columns: dict[object, tuple[int, int, float]] = {}
+    for node in built.nodes:
+        key = node.cluster if len(node.cluster) == 2 else node.id
+        width = max(len(line) for line in node.lines) * CHAR_PX * WIDE.get(node.kind, 1.0)
+        low, high, widest = columns.get(key, (rank[node.id], rank[node.id], 0.0))
+        columns[key] = (min(low, rank[node.id]), max(high, rank[node.id]), max(widest, width))
+    ranks = max(rank.values(), default=0) + 1
+    spans = np.zeros(ranks + 1)
+    for low, high, widest in columns.values():
+        spans[low] += widest + COLUMN_PX
+        spans[high + 1] -= widest + COLUMN_PX
+    width = float(np.cumsum(spans).max()) + LEGEND_PX
+    return int(width), TITLE_PX + RANK_PX * ranks
+
+
+def _ranks(built: View) -> dict[str, int] | None:
+    """Each node's rank: the longest path to it, GPU columns included (None if cyclic)."""
+    import networkx as nx
+
+    digraph = nx.DiGraph()
+    digraph.add_nodes_from(node.id for node in built.nodes)
+    digraph.add_edges_from((edge.src, edge.dst) for edge in built.edges)
+    by_cluster: dict[tuple[str, ...], list[Node]] = defaultdict(list)
+    for node in built.nodes:
+        by_cluster[node.cluster].append(node)
+    for cluster, nodes in by_cluster.items():
+        if len(cluster) == 2:
+            ordered = sorted(nodes, key=lambda n: n.order)
+            digraph.add_edges_from((a.id, b.id) for a, b in itertools.pairwise(ordered))
+    if not nx.is_directed_acyclic_graph(digraph):
+        return None
+    rank: dict[str, int] = {}
+    for name in nx.topological_sort(digraph):
+        rank[name] = max((rank[p] + 1 for p in digraph.predecessors(name)), default=0)
+    return rank
 
 
 # -- DOT text -------------------------------------------------------------------------------
@@ -626,6 +849,9 @@ def _edge_attributes(edge: Edge) -> dict[str, str]:
                           fontsize="10", tailport="s", headport="s")  # fmt: skip
     if edge.critical:
         attributes.update(color=CRITICAL, penwidth="3.5", arrowsize="0.8")
+    if edge.via:
+        attributes.update(xlabel=edge.via, style="dashed", fontname=FONT, fontsize="10",
+                          fontcolor=CRITICAL)  # fmt: skip
     return attributes
 
 
@@ -667,9 +893,11 @@ def render(
     view: str = "device",
     filters: Filters | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
+    whole: bool = False,
 ) -> list[str]:
-    """Draw `schedule` to `output` (.svg, .png, .pdf or .dot); returns notes for stderr."""
-    chosen, narrowed, ops, note = plan(schedule, view, filters or Filters(), max_nodes)
+    """Draw `schedule` to `output` (.svg, .png, .pdf or .dot); returns notes for stderr.
+    `whole`: draw what `view` and `filters` select, however large (`--all`)."""
+    chosen, narrowed, ops, note = plan(schedule, view, filters or Filters(), max_nodes, whole=whole)
     source = dot_source(build_view(schedule, chosen, narrowed, ops))
     write_picture(source, output)
     return [note] if note else []

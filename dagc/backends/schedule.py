@@ -57,26 +57,50 @@ def format_span(span: Span) -> str:
     return str(span[0]) if span[0] == span[1] else f"{span[0]}..{span[1]}"
 
 
+def format_set(values: tuple[int, ...]) -> str:
+    """`0, 19..20, 39`: sorted values with consecutive runs as ranges."""
+    runs: list[list[int]] = []
+    for value in sorted(set(values)):
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return ", ".join(format_span((a, b)) for a, b in runs)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """Which layers, GPUs and micro-batches to keep (inclusive ranges; None keeps all)."""
+    """Which layers, GPUs and micro-batches to keep (inclusive ranges; None keeps all).
+
+    `layer_set` and `gpu_set` narrow further to single layers and GPUs: the automatic
+    slice of a large picture (the ends of every stage, the GPUs of the critical path)."""
 
     layers: Span | None = None
     gpus: Span | None = None
     microbatches: Span | None = None
+    layer_set: tuple[int, ...] | None = None
+    gpu_set: tuple[int, ...] | None = None
 
     def describe(self) -> str:
-        """`layers 0..1, gpu 3`, or "" when nothing is filtered."""
+        """`layers 0..1, gpu 3`, `layers {0, 23..24, 47}, micro-batch 0`, or "" when
+        nothing is filtered."""
         parts = [
-            f"{one if span[0] == span[1] else many} {format_span(span)}"
-            for one, many, span in (
-                ("layer", "layers", self.layers),
-                ("gpu", "gpus", self.gpus),
-                ("micro-batch", "micro-batches", self.microbatches),
+            _describe(one, many, span, chosen)
+            for one, many, span, chosen in (
+                ("layer", "layers", self.layers, self.layer_set),
+                ("gpu", "gpus", self.gpus, self.gpu_set),
+                ("micro-batch", "micro-batches", self.microbatches, None),
             )
-            if span is not None
+            if span is not None or chosen is not None
         ]
         return ", ".join(parts)
+
+
+def _describe(one: str, many: str, span: Span | None, chosen: tuple[int, ...] | None) -> str:
+    if chosen is not None:
+        return f"{one} {chosen[0]}" if len(chosen) == 1 else f"{many} {{{format_set(chosen)}}}"
+    assert span is not None
+    return f"{one if span[0] == span[1] else many} {format_span(span)}"
 
 
 @dataclass(frozen=True)
@@ -141,12 +165,10 @@ class Schedule:
         if filters.layers is not None:
             first, last = filters.layers
             keep &= (self.template_layer >= first) & (self.template_layer <= last)
-        if filters.gpus is not None:
-            first, last = filters.gpus
-            keep &= np.asarray(
-                [any(first <= g <= last for g in graph.gpus_of(t)) for t in range(len(keep))],
-                dtype=np.bool_,
-            )
+        if filters.layer_set is not None:
+            keep &= np.isin(self.template_layer, filters.layer_set)
+        if filters.gpus is not None or filters.gpu_set is not None:
+            keep &= self._on_gpus(filters)
         mbs = np.arange(graph.microbatches)
         if filters.microbatches is not None:
             mbs = mbs[(mbs >= filters.microbatches[0]) & (mbs <= filters.microbatches[1])]
@@ -154,6 +176,41 @@ class Schedule:
         if ops.size == 0:
             raise self._empty_selection(filters)
         return np.sort(ops.astype(np.int64))
+
+    def _on_gpus(self, filters: Filters) -> BoolArray:
+        """For every template operation: does it run on a GPU the filters keep? (A
+        collective does when any participant is kept.)"""
+        graph = self.graph
+        wanted = set(filters.gpu_set if filters.gpu_set is not None else graph.gpus())
+        if filters.gpus is not None:
+            wanted &= set(range(filters.gpus[0], filters.gpus[1] + 1))
+        by_step = np.asarray(
+            [any(g in wanted for g in step.gpus) for step in graph.steps], dtype=np.bool_
+        )
+        mask = np.zeros(max(graph.gpus(), default=0) + 1, dtype=np.bool_)
+        mask[[g for g in wanted if g < len(mask)]] = True
+        per_gpu = mask[self.template_gpu]
+        return np.where(self.template_joint, by_step[graph.template_step], per_gpu)
+
+    @cached_property
+    def template_gpu(self) -> IntArray:
+        """The GPU of every per-GPU template operation (a joint one's first participant)."""
+        graph = self.graph
+        ranks = graph.template_rank.tolist()
+        steps = [graph.steps[int(i)] for i in graph.template_step]
+        first = [s.gpus[0 if s.joint else r] for s, r in zip(steps, ranks, strict=True)]
+        return np.asarray(first, dtype=np.int64)
+
+    @cached_property
+    def template_joint(self) -> BoolArray:
+        """True for the collectives and transfers of the template."""
+        joint = np.asarray([step.joint for step in self.graph.steps], dtype=np.bool_)
+        return joint[self.graph.template_step]
+
+    @cached_property
+    def memo(self) -> dict[str, object]:
+        """Values the picture back ends derive once per schedule (their groupings)."""
+        return {}
 
     def _empty_selection(self, filters: Filters) -> DiagnosticError:
         graph = self.graph

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dagc.backends.atomic import temporary_beside, write_text_atomically
-from dagc.backends.render import CRITICAL, block_grouping
+from dagc.backends.render import CRITICAL, grouping_for
 from dagc.backends.schedule import KINDS, IntArray, Schedule, write_error
 from dagc.ir.logical import format_gpus
 from dagc.ir.terms import CostTerm, TermKind
@@ -137,20 +137,24 @@ class Row:
     bars: tuple[Bar, ...]
 
     def label(self, home: dict[int, str]) -> str:
-        name = f"gpu{self.gpus[0]}" if len(self.gpus) == 1 else format_gpus(self.gpus)
+        """`gpu3 (stage0)`, or `gpu[0..7] ×8 identical (attn)` for a merged row."""
+        if len(self.gpus) == 1:
+            name = f"gpu{self.gpus[0]}"
+        else:
+            name = f"{format_gpus(self.gpus)} ×{len(self.gpus)} identical"
         groups = sorted({home[g] for g in self.gpus if g in home})
         return f"{name} ({', '.join(groups)})" if groups else name
 
 
 def gantt_rows(schedule: Schedule, *, blocks: bool) -> list[Row]:
-    """A row per GPU (merged when identical and there are many); bars per op or block."""
+    """A row per GPU; with many GPUs, GPUs that do identical work share one. Bars per
+    operation, or per block run (`blocks`)."""
     per_gpu = _block_bars(schedule) if blocks else _op_bars(schedule)
     gpus = sorted(per_gpu)
     if len(gpus) <= MERGE_ABOVE:
         return [Row((g,), tuple(per_gpu[g])) for g in gpus]
-    merged: dict[tuple[tuple[float, float, str], ...], list[int]] = {}
-    for gpu in gpus:
-        key = tuple((b.start, b.length, b.kind) for b in per_gpu[gpu])
+    merged: dict[bytes, list[int]] = {}
+    for gpu, key in _work_signatures(schedule).items():
         merged.setdefault(key, []).append(gpu)
     rows = []
     for members in merged.values():
@@ -160,6 +164,36 @@ def gantt_rows(schedule: Schedule, *, blocks: bool) -> list[Row]:
         ]
         rows.append(Row(tuple(members), tuple(bars)))
     return rows
+
+
+def _work_signatures(schedule: Schedule) -> dict[int, bytes]:
+    """For every GPU, its work as bytes: each operation on it (collectives and transfers
+    included) as (start, cost, cost term), in order. Two GPUs share a Gantt row only when
+    these are equal: the same operations at the same times, not merely bars of the same
+    span (a block's bar hides how much work it holds)."""
+    graph = schedule.graph
+    size = graph.template_size
+    ops = np.arange(graph.num_ops, dtype=np.int64)
+    joint = schedule.template_joint[ops % size]
+    gpu = [schedule.template_gpu[ops[~joint] % size]]
+    owner = [ops[~joint]]
+    for op in ops[joint].tolist():
+        participants = graph.gpus_of(op)
+        gpu.append(np.asarray(participants, dtype=np.int64))
+        owner.append(np.full(len(participants), op, dtype=np.int64))
+    gpus, members = np.concatenate(gpu), np.concatenate(owner)
+    start = schedule.path.start[members]
+    term = graph.template_term[members % size].astype(np.int64)
+    order = np.lexsort((term, schedule.costs[members], start, gpus))
+    gpus, members = gpus[order], members[order]
+    bounds = np.flatnonzero(np.diff(gpus)) + 1
+    signatures: dict[int, bytes] = {}
+    for chunk in np.split(np.arange(len(gpus)), bounds):
+        picked = members[chunk]
+        rows = np.stack([schedule.path.start[picked], schedule.costs[picked]])
+        terms = graph.template_term[picked % size].astype(np.int64)
+        signatures[int(gpus[chunk[0]])] = rows.tobytes() + terms.tobytes()
+    return signatures
 
 
 def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
@@ -178,10 +212,11 @@ def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
 
 
 def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
-    """One bar per block, GPU and micro-batch (and per collective or transfer)."""
+    """One bar per block run (as the block view draws it), GPU and micro-batch, and per
+    collective or transfer."""
     graph = schedule.graph
     ops = np.arange(graph.num_ops, dtype=np.int64)
-    nodes = block_grouping(schedule).nodes_of(ops)
+    nodes = grouping_for(schedule, "block").nodes_of(ops)
     order = np.argsort(nodes, kind="stable")
     _, starts = np.unique(nodes[order], return_index=True)
     bars: dict[int, list[Bar]] = defaultdict(list)
@@ -203,9 +238,12 @@ def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
     return Bar(start, finish - start, kind, bool(schedule.critical[members].any()))
 
 
-def draw_gantt(schedule: Schedule, output: str | os.PathLike[str]) -> list[str]:
-    """Draw the Gantt chart to `output` (.png, .svg or .pdf); returns notes for stderr."""
-    blocks = schedule.graph.num_ops > GANTT_MAX_OPS
+def draw_gantt(
+    schedule: Schedule, output: str | os.PathLike[str], *, max_ops: int = GANTT_MAX_OPS
+) -> list[str]:
+    """Draw the Gantt chart to `output` (.png, .svg or .pdf); returns notes for stderr.
+    Above `max_ops` operations it draws one bar per block run, GPU and micro-batch."""
+    blocks = schedule.graph.num_ops > max_ops
     rows = gantt_rows(schedule, blocks=blocks)
     figure = _figure(schedule, rows, blocks)
     fmt = Path(output).suffix.lower().lstrip(".")
@@ -220,8 +258,8 @@ def draw_gantt(schedule: Schedule, output: str | os.PathLike[str]) -> list[str]:
         raise write_error(output, error) from None
     if blocks:
         return [
-            f"{schedule.graph.num_ops:,} operations are more than {GANTT_MAX_OPS:,}: the Gantt"
-            " chart draws one bar per block, GPU and micro-batch"
+            f"{schedule.graph.num_ops:,} operations are more than {max_ops:,}: the Gantt"
+            " chart draws one bar per block run, GPU and micro-batch"
         ]
     return []
 
@@ -285,7 +323,7 @@ def _title(schedule: Schedule, rows: list[Row], blocks: bool) -> list[str]:
     program = schedule.graph.program
     m = program.workload.microbatches
     gpus = len(schedule.graph.gpus())
-    merged = " (identical GPUs share a row)" if len(rows) < gpus else ""
+    merged = " (GPUs with identical work share a row)" if len(rows) < gpus else ""
     what = "blocks" if blocks else "operations"
     return [
         f"{program.model.name}: {gpus} GPUs ({schedule.gpu_preset}),"
