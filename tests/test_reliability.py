@@ -5,6 +5,7 @@ Each test here failed before the behaviour it pins was built.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -411,3 +412,54 @@ def test_profile_checks_its_folder_before_measuring() -> None:
     assert result.exit_code == 2
     assert "cannot write /proc/table.csv: its folder cannot be written" in result.stderr
     assert "profiling" not in result.stderr  # nothing was measured
+
+
+# -- streamed outputs ---------------------------------------------------------------------------
+
+
+class _CountingStream(io.StringIO):
+    """A text stream that counts its writes and the largest one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.largest = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        self.largest = max(self.largest, len(text))
+        return super().write(text)
+
+
+def test_device_ir_and_json_are_written_as_they_are_made() -> None:
+    import dagc
+    from dagc.backends.device_json import write_device_json
+    from dagc.expand import expand
+    from dagc.ir.device import print_device, write_device
+
+    graph = expand(dagc.compile_file(MA)).graph
+    for write in (write_device, write_device_json):
+        stream = _CountingStream()
+        write(graph, stream)
+        # One write per line or record, none holding more than a line's worth: memory
+        # stays that of the graph, whatever the number of operations.
+        assert stream.writes > graph.num_ops
+        assert stream.largest < 2_000
+    text = _CountingStream()
+    write_device(graph, text)
+    assert text.getvalue() == print_device(graph) + "\n"
+
+
+def test_trace_is_written_as_it_is_made(tmp_path: Path) -> None:
+    import dagc
+    from dagc.backends.schedule import build_schedule
+    from dagc.backends.timeline import write_trace
+
+    schedule, _ = build_schedule(dagc.compile_file(MA))
+    stream = _CountingStream()
+    write_trace(schedule, stream)
+    events = json.loads(stream.getvalue())["traceEvents"]
+    assert stream.writes > len(events) and stream.largest < 2_000
+    op_events = [e for e in events if e["ph"] == "X"]
+    keys = [(e["tid"], e["ts"], e["name"]) for e in op_events]
+    assert keys == sorted(keys)  # by GPU, start, then name

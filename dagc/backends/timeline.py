@@ -9,6 +9,7 @@ event per operation on each GPU it runs on. The Gantt chart draws the same with 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import defaultdict
@@ -63,56 +64,90 @@ def _microseconds(seconds: float) -> float:
 
 def trace_events(schedule: Schedule) -> list[dict[str, Any]]:
     """The trace's events: one track (thread) per GPU, then every operation on each GPU."""
+    return [*_track_events(schedule), *_op_events(schedule)]
+
+
+def _track_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
     graph = schedule.graph
     home = schedule.group_of_gpu
-    events: list[dict[str, Any]] = [
-        {"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
-         "args": {"name": f"dagc: {graph.program.model.name}"}},
-    ]  # fmt: skip
+    yield {"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
+           "args": {"name": f"dagc: {graph.program.model.name}"}}  # fmt: skip
     for gpu in graph.gpus():
         label = f"gpu{gpu} ({home[gpu]})" if gpu in home else f"gpu{gpu}"
-        events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": gpu,
-                       "args": {"name": label}})  # fmt: skip
-        events.append({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": gpu,
-                       "args": {"sort_index": gpu}})  # fmt: skip
-    operations = sorted(_op_events(schedule), key=lambda e: (e["tid"], e["ts"], e["name"]))
-    return events + operations
+        yield {"name": "thread_name", "ph": "M", "pid": 0, "tid": gpu,
+               "args": {"name": label}}  # fmt: skip
+        yield {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": gpu,
+               "args": {"sort_index": gpu}}  # fmt: skip
 
 
 def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
+    """Every (operation, GPU) event, by GPU, then start, then name; made one at a time."""
     graph = schedule.graph
     element_bytes = graph.program.workload.dtype.bytes
-    for op in range(graph.num_ops):
+    for op, gpu, ts in _event_order(schedule):
         term = graph.term_of(op)
         gpus = graph.gpus_of(op)
-        args = {
-            "term": term.pretty(),
-            "shape": shape_text(term),
-            "flops": term.flops(),
-            "bytes": term.bytes_moved(element_bytes),
-            "microbatch": graph.split_id(op)[0],
-            "layer": graph.step_of(op).layer,
-            "critical": bool(schedule.critical[op]),
-            "gpus": format_gpus(gpus),
+        yield {
+            "name": graph.name(op),
+            "cat": schedule.template_kind[op % graph.template_size],
+            "ph": "X",
+            "ts": ts,
+            "dur": _microseconds(float(schedule.costs[op])),
+            "pid": 0,
+            "tid": gpu,
+            "args": {
+                "term": term.pretty(),
+                "shape": shape_text(term),
+                "flops": term.flops(),
+                "bytes": term.bytes_moved(element_bytes),
+                "microbatch": graph.split_id(op)[0],
+                "layer": graph.step_of(op).layer,
+                "critical": bool(schedule.critical[op]),
+                "gpus": format_gpus(gpus),
+            },
         }
-        for gpu in gpus:
-            yield {
-                "name": graph.name(op),
-                "cat": schedule.template_kind[op % graph.template_size],
-                "ph": "X",
-                "ts": _microseconds(float(schedule.path.start[op])),
-                "dur": _microseconds(float(schedule.costs[op])),
-                "pid": 0,
-                "tid": gpu,
-                "args": args,
-            }
+
+
+def _event_order(schedule: Schedule) -> Iterator[tuple[int, int, float]]:
+    """(op, GPU, start in µs) of every event in trace order, from arrays of 8 bytes each.
+
+    Sorting event dicts would hold every event in memory at once (~1 kB each); here only
+    the keys are sorted, and names are compared only among events that tie on GPU and
+    start.
+    """
+    graph = schedule.graph
+    counts = np.fromiter(
+        (len(graph.gpus_of(op)) for op in range(graph.num_ops)), np.int64, graph.num_ops
+    )
+    ops = np.repeat(np.arange(graph.num_ops, dtype=np.int64), counts)
+    gpus = np.fromiter(
+        (g for op in range(graph.num_ops) for g in graph.gpus_of(op)), np.int64, len(ops)
+    )
+    starts = schedule.path.start
+    ts = np.fromiter((_microseconds(float(starts[op])) for op in ops), np.float64, len(ops))
+    order = np.lexsort((ops, ts, gpus))
+    position = 0
+    while position < len(order):
+        end = position + 1
+        first = order[position]
+        while end < len(order) and gpus[order[end]] == gpus[first] and ts[order[end]] == ts[first]:
+            end += 1
+        tied = order[position:end].tolist()
+        if len(tied) > 1:
+            tied.sort(key=lambda event: graph.name(int(ops[event])))
+        for event in tied:
+            yield int(ops[event]), int(gpus[event]), float(ts[event])
+        position = end
 
 
 def write_trace(schedule: Schedule, stream: TextIO) -> None:
-    """The trace as JSON, one event per line (stable across runs)."""
-    events = trace_events(schedule)
+    """The trace as JSON, one event per line (stable across runs), written as it is made."""
     stream.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
-    stream.write(",\n".join(json.dumps(e, sort_keys=True, ensure_ascii=False) for e in events))
+    events = itertools.chain(_track_events(schedule), _op_events(schedule))
+    for index, event in enumerate(events):
+        if index:
+            stream.write(",\n")
+        stream.write(json.dumps(event, sort_keys=True, ensure_ascii=False))
     stream.write("\n]}\n")
 
 
