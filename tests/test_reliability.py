@@ -463,3 +463,16 @@ def test_trace_is_written_as_it_is_made(tmp_path: Path) -> None:
     op_events = [e for e in events if e["ph"] == "X"]
     keys = [(e["tid"], e["ts"], e["name"]) for e in op_events]
     assert keys == sorted(keys)  # by GPU, start, then name
+
+
+def test_a_run_that_takes_no_time_reports_no_rate(tmp_path: Path) -> None:
+    names = ["get_time", "elem_time", "all_reduce_time", "all_to_all_time"]
+    names += ["broadcast_time", "p2p_time"]
+    plugin = _plugin(tmp_path, "".join(f"def {n}(*args):\n    return 0\n" for n in names))
+    args = ["analyze", str(BASELINE), "--cost-plugin", str(plugin)]
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "throughput     unbounded: the critical path takes no time" in text.stdout
+    report = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
+    assert report["totals"]["tokens_per_s"] is None
+    assert report["critical_path"]["time_s"] == 0

@@ -132,14 +132,16 @@ class Analysis:
         return workload.batch * workload.seq
 
     @property
-    def tokens_per_s(self) -> float:
-        """Throughput: the run's tokens over the critical path's time (0 when it takes none)."""
-        return self.tokens / self.total_s if self.total_s else 0.0
+    def tokens_per_s(self) -> float | None:
+        """Throughput: the run's tokens over the critical path's time; None when the path
+        takes no time (a cost model that prices everything at 0), where it is unbounded."""
+        return self.tokens / self.total_s if self.total_s > 0 else None
 
     @property
-    def tokens_per_s_per_gpu(self) -> float:
-        """Throughput per GPU of the configuration."""
-        return self.tokens_per_s / len(self.gpus) if self.gpus else 0.0
+    def tokens_per_s_per_gpu(self) -> float | None:
+        """Throughput per GPU of the configuration (None as for tokens_per_s)."""
+        rate = self.tokens_per_s
+        return rate / len(self.gpus) if rate is not None and self.gpus else None
 
     @property
     def matmul_flops(self) -> int:

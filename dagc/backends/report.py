@@ -148,12 +148,15 @@ def _shares(parts: Sequence[Share]) -> str:
     return ", ".join(shown) or "-"
 
 
-def _rate(value: float) -> str:
-    """Tokens per second as a whole number with thousands separators (`987,417`)."""
-    return f"{value:,.0f}"
+def _rate(value: float | None) -> str:
+    """Tokens per second as a whole number with thousands separators (`987,417`); `-` when
+    the run takes no time."""
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _throughput(analysis: Analysis) -> str:
+    if analysis.tokens_per_s is None:
+        return f"unbounded: the critical path takes no time ({analysis.tokens:,} tokens)"
     return (
         f"{_rate(analysis.tokens_per_s)} tokens/s,"
         f" {_rate(analysis.tokens_per_s_per_gpu)} per GPU ({analysis.tokens:,} tokens)"
