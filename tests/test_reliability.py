@@ -476,3 +476,19 @@ def test_a_run_that_takes_no_time_reports_no_rate(tmp_path: Path) -> None:
     report = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
     assert report["totals"]["tokens_per_s"] is None
     assert report["critical_path"]["time_s"] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ("model m { layers = 2; hid\0den = 64 }", 1, 26),
+        ("model m { layers = 2; hidden = 6\0" + "4 }", 1, 33),
+        ("# a comment\nmodel m\0 { layers = 2 }", 2, 8),
+    ],
+)
+def test_a_nul_byte_is_reported_where_it_is(text: str, line: int, column: int) -> None:
+    from helpers import diagnostics_of
+
+    first = diagnostics_of(text)[0]
+    assert first.message == "unexpected character U+0000"
+    assert first.span is not None and (first.span.line, first.span.column) == (line, column)
