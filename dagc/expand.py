@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dagc.blocks import module as block_module
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
-from dagc.ir.logical import BlockKind, Program
+from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.toposort import find_cycle
 from dagc.passes.common import expert_tokens, tokens
@@ -80,29 +81,23 @@ def _full_size(compiled: CompileResult) -> int:
     return sum(step.width for step in steps.steps()) * compiled.program.workload.microbatches
 
 
-# Per-rank operations each block makes at least, per layer and micro-batch (fused qkv;
-# gelu; the moe block's ln2, gate and expert_agg besides 3 per local expert).
-_LEAST_PER_RANK = {BlockKind.ATTENTION: 7, BlockKind.MLP: 5, BlockKind.MOE: 3}
-
-
 def least_operations(program: Program, *, collapsed: bool) -> int:
     """A lower bound on the device operations an expansion builds, from the logical IR alone.
 
-    It counts only the per-rank work of attention, mlp and moe blocks (3 per expert), so it
-    never exceeds the true count; with `collapsed`, one rank per block, as the symmetric
-    collapse keeps at least one. Cheap whatever the size: no loop over GPUs or experts.
+    It counts only the operations each block kind's module says a rank and an expert make at
+    least (dagc/blocks/), so it never exceeds the true count; with `collapsed`, one rank per
+    block, as the symmetric collapse keeps at least one. Cheap whatever the size: no loop
+    over GPUs or experts.
     """
     total = 0
     experts = program.model.experts or 0
     for layer_range in program.ranges:
         layers = layer_range.last - layer_range.first + 1
         for block in layer_range.blocks:
-            per_rank = _LEAST_PER_RANK.get(block.kind, 0)
+            least = block_module(block.kind)
             ranks = 1 if collapsed else program.group(block.group).size
-            total += layers * per_rank * ranks
-            if block.kind is BlockKind.MOE:
-                local = experts // max(block.degree, 1)
-                total += layers * 3 * (local if collapsed else experts)
+            held = experts // max(block.degree, 1) if collapsed else experts
+            total += layers * (least.least_ops_per_rank * ranks + least.least_ops_per_expert * held)
     return total * program.workload.microbatches
 
 

@@ -12,14 +12,15 @@ import numpy.typing as npt
 
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
+from dagc.blocks import MODULES, weight_products
 from dagc.ir.device import DeviceGraph
+from dagc.ir.logical import Model as ModelDims
 from dagc.ir.steps import Step, op_kind
 from dagc.ir.terms import TermKind
 
 # Products whose K x N operand is a weight matrix (the rest multiply two activations).
-WEIGHT_PRODUCTS = frozenset(
-    {"qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "lm_head"}
-)
+# Step bases whose products read a weight, as each block kind's module declares them.
+WEIGHT_PRODUCTS = weight_products()
 COMMUNICATION_KINDS = frozenset({"collective", "transfer"})
 # Every operation kind, in the order reports list ties; the JSON report lists all four.
 KINDS = ("matmul", "elementwise", "collective", "transfer")
@@ -362,13 +363,17 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int]]:
             continue
         for rank, gpu in enumerate(step.gpus):
             term = step.terms[rank]
-            if step.base == "embed" and model.vocab is not None:
-                weights[gpu] += model.vocab * model.hidden * w
+            weights[gpu] += held_weights(model, step.base) * w
             activations[gpu] = max(activations[gpu], _activation_bytes(step, rank, w))
             if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
                 _, k, n = term.args
                 weights[gpu] += k * n * w
     return weights, activations
+
+
+def held_weights(model: ModelDims, step_base: str) -> int:
+    """Weight elements a step holds besides its products (the embedding table)."""
+    return sum(m.held_weights(model, step_base) for m in MODULES.values())
 
 
 def _activation_bytes(step: Step, rank: int, w: int) -> int:

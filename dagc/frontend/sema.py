@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dagc.blocks import MODULES as BLOCK_MODULES
 from dagc.diagnostics import DiagnosticBag, Note, closest, did_you_mean, one_of
 from dagc.frontend import ast
 from dagc.hardware import (
@@ -105,21 +106,16 @@ DEVICES_KEYS: dict[str, KeySpec] = {
     **{key: KeySpec("number", meaning=meaning) for key, meaning in ROOFLINE_KEYS.items()},
 }
 LAYERS_OPTIONS: dict[str, KeySpec] = {"pp": KeySpec("int", meaning="pipeline stages")}
+# What each block kind takes and needs comes from its module (dagc/blocks/).
 BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
-    BlockKind.EMBED: {},
-    BlockKind.ATTENTION: {"tp": KeySpec("int"), "fused_qkv": KeySpec("bool")},
-    BlockKind.MLP: {"tp": KeySpec("int")},
-    BlockKind.MOE: {"ep": KeySpec("int")},
-    BlockKind.LM_HEAD: {"tp": KeySpec("int")},
+    kind: {
+        **({m.degree_key: KeySpec("int")} if m.degree_key else {}),
+        **{name: KeySpec(value_kind) for name, value_kind in m.options.items()},
+    }
+    for kind, m in BLOCK_MODULES.items()
 }
 # Model keys each block kind needs.
-BLOCK_NEEDS: dict[BlockKind, tuple[str, ...]] = {
-    BlockKind.EMBED: (),
-    BlockKind.ATTENTION: ("heads",),
-    BlockKind.MLP: ("ffn",),
-    BlockKind.MOE: ("experts", "top_k", "expert_ffn"),
-    BlockKind.LM_HEAD: ("vocab",),
-}
+BLOCK_NEEDS: dict[BlockKind, tuple[str, ...]] = {kind: m.needs for kind, m in BLOCK_MODULES.items()}
 BLOCK_KINDS = {kind.value: kind for kind in BlockKind}
 
 # Other tools' names for dagc's keys (HuggingFace's config.json, Megatron's arguments): the
@@ -1129,16 +1125,7 @@ class _Lowering:
 
     @staticmethod
     def _split_items(kind: BlockKind, model: Model) -> list[tuple[str, int]]:
-        if kind is BlockKind.ATTENTION:
-            assert model.heads is not None and model.kv_heads is not None
-            return [("heads", model.heads)]
-        if kind is BlockKind.MLP:
-            assert model.ffn is not None
-            return [("ffn columns", model.ffn)]
-        if kind is BlockKind.LM_HEAD:
-            assert model.vocab is not None
-            return [("vocabulary rows", model.vocab)]
-        return []
+        return BLOCK_MODULES[kind].split_items(model)
 
 
 def _shown(number: float) -> str:

@@ -1,0 +1,96 @@
+"""What a block kind is, in one place: the BlockModule every module of dagc/blocks/ defines.
+
+The front end asks a module which options a block takes and which model keys it needs; the
+shard passes ask it for the block's per-rank compute steps; insert-collectives asks it for
+the communication inside the block; the analyses ask which of its products hold weights.
+Adding a block kind is one new module (plus its BlockKind member), its tests and its docs:
+see docs/internals.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from dagc.ir.logical import BlockKind, Model, Program
+from dagc.ir.steps import BlockSteps, Step
+from dagc.ir.terms import CostTerm
+
+# A block's compute or communication: the block (with the steps it has so far) in, its steps
+# out.
+StepsOf = Callable[[Program, BlockSteps], tuple[Step, ...]]
+
+
+def _no_split(model: Model) -> list[tuple[str, int]]:
+    return []
+
+
+def _no_collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
+    return block.steps
+
+
+def _no_held_weights(model: Model, step_base: str) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class BlockModule:
+    """One block kind: its options, needs, split, steps, collectives and weights.
+
+    - `options`: the block's options besides its degree (`fused_qkv`), name -> "bool" or
+      "int"; the degree option is `kind.degree_key` (`tp`, `ep`).
+    - `needs`: model keys the block cannot do without.
+    - `split_items(model)`: what a degree splits, as (what, how many) (`heads`, 32); the
+      front end warns on uneven splits and refuses more ranks than items.
+    - `compute(program, block)`: the per-rank compute steps, in program order.
+    - `collectives(program, block)`: the block's steps with its collectives inserted.
+    - `weight_products`: step bases whose matrix products read a weight (the K x N operand).
+    - `held_weights(model, base)`: weight elements a step holds besides its products (the
+      embedding table of `embed`).
+    - `least_ops_per_rank`, `least_ops_per_expert`: operations each rank (each expert) makes
+      at least, per layer and micro-batch, whatever the options: the size guard's lower
+      bound (dagc.expand.least_operations). 0 for blocks that do not run in every layer.
+    """
+
+    kind: BlockKind
+    summary: str
+    compute: StepsOf
+    needs: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+    split_items: Callable[[Model], list[tuple[str, int]]] = _no_split
+    collectives: StepsOf = _no_collectives
+    weight_products: frozenset[str] = frozenset()
+    held_weights: Callable[[Model, str], int] = _no_held_weights
+    least_ops_per_rank: int = 0
+    least_ops_per_expert: int = 0
+
+    @property
+    def degree_key(self) -> str | None:
+        """The option that sets the block's parallel degree (`tp`, `ep`), if any."""
+        return self.kind.degree_key
+
+
+def per_gpu(base: str, block: BlockSteps, terms: list[CostTerm], part: str = "") -> Step:
+    """A step on every GPU of `block`, rank i costing `terms[i]`."""
+    return Step(base, block.layer, block.gpus, tuple(terms), part=part, span=block.span)
+
+
+def same(base: str, block: BlockSteps, term: CostTerm, part: str = "") -> Step:
+    """A step on every GPU of `block`, each costing `term`."""
+    return per_gpu(base, block, [term] * len(block.gpus), part)
+
+
+def joint(base: str, block: BlockSteps, term: CostTerm) -> Step:
+    """One operation joining every GPU of `block` (a collective)."""
+    return Step(base, block.layer, block.gpus, (term,), joint=True, span=block.span)
+
+
+def insert_after(steps: tuple[Step, ...], anchor: str, new: Step) -> tuple[Step, ...]:
+    """`steps` with `new` after the last step whose base is `anchor`."""
+    index = max(i for i, step in enumerate(steps) if step.base == anchor)
+    return (*steps[: index + 1], new, *steps[index + 1 :])
+
+
+def branches(steps: list[Step], group: str) -> list[Step]:
+    """Independent branches of `group`: each reads the step before and feeds the one after."""
+    return [replace(step, branch=(group, i)) for i, step in enumerate(steps)]
