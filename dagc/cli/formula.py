@@ -16,8 +16,8 @@ from dagc.cli.shared import (
     Symmetry,
     SymmetryOpt,
     WerrorOpt,
+    check_warnings,
     emit,
-    print_warnings,
     progress,
     run_library,
     symmetric,
@@ -73,8 +73,7 @@ def formula(
                 symmetric=symmetric(symmetry) if symmetry is not Symmetry.auto else True,
             )
         )
-    if print_warnings(result.warnings) and werror:
-        raise typer.Exit(2)
+    check_warnings(result.warnings, werror)
     expr = result.expression
     notes = [f"note: {note}" for note in result.notes]
     for note in notes:

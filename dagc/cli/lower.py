@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import io
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -16,7 +17,6 @@ from dagc.cli.shared import (
     WerrorOpt,
     check_warnings,
     emit,
-    print_warnings,
     progress,
     run_library,
     usage_error,
@@ -105,19 +105,25 @@ def _lower_device(
         usage_error(
             f"unknown pass `{unknown[0]}` for --print-after", f"the passes are {_pass_names()}"
         )
-    if emit_ is Emit.ir:
+    # Under --werror nothing may reach stdout before the expansion's warnings are known, so
+    # the printouts wait in memory until then; otherwise they stream as the passes run.
+    printouts: TextIO = io.StringIO() if werror else sys.stdout
+    if emit_ is Emit.ir and not werror:
         emit(output, lambda out: out.write(str(result.program) + "\n"))
-    options = PassOptions(print_after=frozenset(wanted), verify_each=verify, stream=sys.stdout)
+    options = PassOptions(print_after=frozenset(wanted), verify_each=verify, stream=printouts)
     if emit_ is Emit.steps:
         from dagc.passes.manager import lower_to_steps
 
         steps = run_library(lambda: lower_to_steps(result.program, options))
+        _release(printouts)
         emit(output, lambda out: out.write(str(steps) + "\n"))
         return
     with progress(f"expanding {result.source.path}"):
         expansion = run_library(lambda: expand(result, max_ops=max_ops, options=options))
-    if print_warnings(expansion.warnings) and werror:
-        raise typer.Exit(2)
+    check_warnings(expansion.warnings, werror)
+    if emit_ is Emit.ir and werror:
+        emit(output, lambda out: out.write(str(result.program) + "\n"))
+    _release(printouts)
     if emit_ is Emit.device:
         from dagc.ir.device import write_device
 
@@ -126,3 +132,9 @@ def _lower_device(
         from dagc.backends.device_json import write_device_json
 
         emit(output, lambda out: write_device_json(expansion.graph, out))
+
+
+def _release(printouts: TextIO) -> None:
+    """Write the --print-after printouts held back under --werror (streamed ones are out)."""
+    if isinstance(printouts, io.StringIO):
+        sys.stdout.write(printouts.getvalue())
