@@ -405,3 +405,28 @@ def test_werror_printouts_are_the_same_once_no_warning_stops_them(tmp_path: Path
         assert "// ----- IR after place -----" in plain.stdout
         assert strict.stdout == plain.stdout
         assert strict.stderr == plain.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "message", "help"),
+    [
+        (
+            ["--print-after", "place"],
+            "--print-after does nothing with --emit ast",
+            "no pass runs before the syntax tree is printed; use --emit ir, steps, device or json",
+        ),
+        (
+            ["--werror"],
+            "--werror does nothing with --emit ast",
+            "the syntax tree is printed before the checks that warn; `dagc check --werror`"
+            " runs them",
+        ),
+    ],
+    ids=["print-after", "werror"],
+)
+def test_lower_emit_ast_refuses_options_it_would_ignore(
+    option: list[str], message: str, help: str
+) -> None:
+    assert _usage_error(["lower", str(BASELINE), "--emit", "ast", *option]) == (
+        f"dagc: error: {message}\n     = help: {help}\n"
+    )

@@ -62,7 +62,7 @@ def lower(
 ) -> None:
     """Print a .dag file at any level: syntax tree, logical IR, step IR or device DAG."""
     if emit_ is Emit.ast:
-        _lower_ast(file, output)
+        _lower_ast(file, output, print_after or [], werror)
         return
     result = run_library(lambda: dagc.compile_file(file, werror=werror))
     check_warnings(result.warnings, werror)
@@ -72,10 +72,21 @@ def lower(
     _lower_device(result, emit_, print_after or [], verify, output, max_ops, werror)
 
 
-def _lower_ast(file: Path, output: Path | None) -> None:
-    """The syntax tree."""
+def _lower_ast(file: Path, output: Path | None, print_after: list[str], werror: bool) -> None:
+    """The syntax tree; options that need the checks or the passes are refused, not ignored."""
     from dagc.frontend.ast import dump
 
+    if print_after:
+        usage_error(
+            "--print-after does nothing with --emit ast",
+            "no pass runs before the syntax tree is printed; use --emit ir, steps, device or json",
+        )
+    if werror:
+        usage_error(
+            "--werror does nothing with --emit ast",
+            "the syntax tree is printed before the checks that warn; `dagc check --werror`"
+            " runs them",
+        )
     tree = run_library(lambda: dagc.parse_source(dagc.read_source(file)))
     emit(output, lambda out: out.write(dump(tree) + "\n"))
 
