@@ -430,3 +430,26 @@ def test_lower_emit_ast_refuses_options_it_would_ignore(
     assert _usage_error(["lower", str(BASELINE), "--emit", "ast", *option]) == (
         f"dagc: error: {message}\n     = help: {help}\n"
     )
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["render", "-o", "PICTURE"]], ids=lambda c: c[0])
+def test_a_bad_picture_name_fails_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    # analyze --render checked the picture's name after printing the report; both commands
+    # now check it before compiling, so that a broken file is not even read.
+    monkeypatch.setattr(dagc, "compile_file", _explode)
+    report = tmp_path / "report.txt"
+    picture = tmp_path / "picture.txt"
+    args = [command[0], str(BASELINE), *command[1:]]
+    if command[0] == "analyze":
+        args += ["--render", str(picture), "-o", str(report)]
+    else:
+        args[-1] = str(picture)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"dagc: error: cannot tell the output format of `{picture}`: unknown extension `.txt`\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 import dagc
-from dagc.cli.pictures import draw
+from dagc.cli.pictures import draw, picture_format
 from dagc.cli.shared import (
     FileArg,
     FilesArg,
@@ -75,6 +75,8 @@ def analyze(
     from dagc.api import analyze_compiled
 
     options = cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
+    if render is not None:
+        picture_format(render)  # a bad picture name fails before the analysis, not after
     compiled = run_library(lambda: dagc.compile_file(file, werror=werror))
     chosen = symmetric(symmetry)
     with progress(f"analysing {file}"):

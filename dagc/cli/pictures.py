@@ -41,7 +41,9 @@ def _span_option(name: str, what: str) -> Any:
 
 
 def picture_format(output: Path) -> str:
-    """The format of a picture named `output`, and a `dot` to draw it with if it needs one."""
+    """The format of a picture named `output`, and a `dot` to draw it with if it needs one.
+
+    Called before any work, so that a bad name fails at once (exit 2)."""
     from dagc.backends import render as pictures
     from dagc.backends.schedule import check_output
 
@@ -64,13 +66,13 @@ def draw(
     werror: bool = False,
     warn: bool = True,
 ) -> None:
-    """Check the output, time the program, draw it, and say on stderr what was drawn.
+    """Time the program, draw it to `output` (checked by `picture_format`), and say on stderr
+    what was drawn.
 
     `warn`: print the compiler's warnings (analyze --render has printed them already)."""
     from dagc.backends import render as pictures
     from dagc.backends.schedule import build_schedule
 
-    picture_format(output)
     with progress(f"drawing {output}"):
         schedule, warnings = run_library(lambda: build_schedule(compiled, options, max_ops=max_ops))
         check_warnings(warnings if warn else (), werror)
@@ -144,6 +146,7 @@ def render(
             parse_span(microbatch, "--microbatch"),
         )
     )
+    picture_format(output)
     compiled = run_library(lambda: dagc.compile_file(file, werror=werror))
     draw(
         compiled,
