@@ -322,3 +322,134 @@ def test_python_m_dagc_bad_input(tmp_path: Path) -> None:
     assert bad.stdout == ""
     assert bad.stderr.startswith(f"{path}:3:3: error: unknown model key `hiden`\n")
     assert "Traceback" not in bad.stderr
+
+
+# -- warnings and --werror: one rule for every command -----------------------------------
+
+# Each expert gets 16 token slots for 8 tokens: a warning found only while expanding.
+PADDED_MOE = (
+    "model m { layers = 1; hidden = 32; heads = 4; experts = 8; top_k = 2; expert_ffn = 16;"
+    " capacity_factor = 8 }\n"
+    "workload { batch = 2; seq = 4; dtype = fp32 }\n"
+    "devices { group a = gpu[0..3] }\n"
+    "layers 0 on a { attention; moe }\n"
+)
+WERROR_LINE = "dagc: error: warnings are errors (--werror)"
+
+# Every command that expands, with its output going to stdout or to OUT (a file).
+EXPANDING_COMMANDS = [
+    ["lower", "--emit", "device"],
+    ["lower", "--emit", "json", "-o", "OUT.json"],
+    ["lower", "--print-after", "order"],  # printouts stream to stdout while expanding
+    ["lower", "--print-after", "place", "-o", "OUT.ir"],  # the IR is written before expanding
+    ["lower", "--emit", "device", "--print-after", "all"],
+    ["formula"],
+    ["formula", "-o", "OUT.txt"],
+    ["analyze"],
+    ["analyze", "--render", "OUT.dot"],
+    ["compare"],
+    ["render", "-o", "OUT.dot"],
+    ["timeline", "-o", "OUT.json"],
+]
+
+
+def _expanding(tmp_path: Path, command: list[str]) -> tuple[list[str], Path | None, str]:
+    """The arguments for PADDED_MOE, the file OUT stands for, and the warning it prints."""
+    from dagc.expand import expand
+
+    path = tmp_path / "padded.dag"
+    path.write_text(PADDED_MOE)
+    (warning,) = expand(dagc.compile_file(path)).warnings
+    out = next((tmp_path / arg.replace("OUT", "out") for arg in command if "OUT" in arg), None)
+    args = [str(out) if "OUT" in arg else arg for arg in command]
+    return [args[0], str(path), *args[1:]], out, warning.render()
+
+
+@pytest.mark.parametrize("command", EXPANDING_COMMANDS, ids=" ".join)
+def test_werror_stops_on_an_expansion_warning_before_any_output(
+    tmp_path: Path, command: list[str]
+) -> None:
+    args, out, warning = _expanding(tmp_path, command)
+    result = runner.invoke(app, [*args, "--werror"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"{warning}\n{WERROR_LINE}\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "padded.dag"]  # no -o file, no picture
+    assert out is None or not out.exists()
+
+
+@pytest.mark.parametrize("command", EXPANDING_COMMANDS, ids=" ".join)
+def test_an_expansion_warning_is_printed_once_by_every_command(
+    tmp_path: Path, command: list[str]
+) -> None:
+    args, out, warning = _expanding(tmp_path, command)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count(warning) == 1
+    assert WERROR_LINE not in result.stderr
+    if out is None:
+        assert result.stdout != ""
+    else:
+        assert out.exists()  # (--print-after printouts still go to stdout)
+
+
+def test_werror_printouts_are_the_same_once_no_warning_stops_them(tmp_path: Path) -> None:
+    # Under --werror the --print-after printouts wait for the expansion's warnings; with
+    # none, stdout is byte for byte what it is without --werror.
+    for emit in ("ir", "steps", "device"):
+        args = ["lower", str(BASELINE), "--emit", emit, "--print-after", "place"]
+        args += ["--print-after", "order"]
+        plain = runner.invoke(app, args)
+        strict = runner.invoke(app, [*args, "--werror"])
+        assert plain.exit_code == strict.exit_code == 0, strict.stderr
+        assert "// ----- IR after place -----" in plain.stdout
+        assert strict.stdout == plain.stdout
+        assert strict.stderr == plain.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "message", "help"),
+    [
+        (
+            ["--print-after", "place"],
+            "--print-after does nothing with --emit ast",
+            "no pass runs before the syntax tree is printed; use --emit ir, steps, device or json",
+        ),
+        (
+            ["--werror"],
+            "--werror does nothing with --emit ast",
+            "the syntax tree is printed before the checks that warn; `dagc check --werror`"
+            " runs them",
+        ),
+    ],
+    ids=["print-after", "werror"],
+)
+def test_lower_emit_ast_refuses_options_it_would_ignore(
+    option: list[str], message: str, help: str
+) -> None:
+    assert _usage_error(["lower", str(BASELINE), "--emit", "ast", *option]) == (
+        f"dagc: error: {message}\n     = help: {help}\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["render", "-o", "PICTURE"]], ids=lambda c: c[0])
+def test_a_bad_picture_name_fails_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    # analyze --render checked the picture's name after printing the report; both commands
+    # now check it before compiling, so that a broken file is not even read.
+    monkeypatch.setattr(dagc, "compile_file", _explode)
+    report = tmp_path / "report.txt"
+    picture = tmp_path / "picture.txt"
+    args = [command[0], str(BASELINE), *command[1:]]
+    if command[0] == "analyze":
+        args += ["--render", str(picture), "-o", str(report)]
+    else:
+        args[-1] = str(picture)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"dagc: error: cannot tell the output format of `{picture}`: unknown extension `.txt`\n"
+    )
+    assert list(tmp_path.iterdir()) == []
