@@ -183,14 +183,42 @@ def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
 
 
 def _raise_unchained(graph: DeviceGraph, before: int, after: int, gpu: int) -> None:
-    a, b = graph.name(before), graph.name(after)
-    if graph.step_of(after).joint:
-        message = f"joint op {b} has no edge from {a}, the op before it on gpu {gpu}"
-    elif graph.step_of(before).joint:
-        message = f"joint op {a} has no edge to {b}, the op after it on gpu {gpu}"
-    else:
-        message = f"program order on gpu {gpu} is not a chain: no edge from {a} to {b}"
-    raise VerificationError(message)
+    """Say which operation of `gpu` lost its link: only on failure, so plain Python."""
+    ops, local = _gpu_edges(graph, gpu)
+    has_pred = {d for _, d in local}
+    has_succ = {s for s, _ in local}
+    # The GPU's first and last operations are those of the first and last micro-batch's
+    # earliest and latest steps: the smallest and largest ids. Any other op without a
+    # predecessor or successor on the GPU is where the chain breaks.
+    orphans = [(op, "from the op before it") for op in ops[1:] if op not in has_pred]
+    dead_ends = [(op, "to the op after it") for op in ops[:-1] if op not in has_succ]
+    candidates = orphans[:1] + dead_ends[:1]
+    # One lost edge often leaves both ends unlinked; a joint op is the more telling one.
+    joint = [c for c in candidates if graph.step_of(c[0]).joint]
+    for op, side in joint or candidates:
+        raise VerificationError(_unlinked(graph, op, gpu, side))
+    raise VerificationError(
+        f"program order on gpu {gpu} is not a chain: nothing orders {graph.name(before)}"
+        f" and {graph.name(after)}"
+    )
+
+
+def _unlinked(graph: DeviceGraph, op: int, gpu: int, side: str) -> str:
+    what = "joint op" if graph.step_of(op).joint else "op"
+    return f"{what} {graph.name(op)} has no edge {side} on gpu {gpu}"
+
+
+def _gpu_edges(graph: DeviceGraph, gpu: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The operations touching `gpu`, ascending, and the edges between two of them."""
+    template, gpus = _template_occurrences(graph)
+    width = graph.template_size
+    mine = template[gpus == gpu]
+    ops = sorted(int(j * width + t) for j in range(graph.microbatches) for t in mine.tolist())
+    on = np.zeros(graph.num_ops, dtype=bool)
+    on[ops] = True
+    both = on[graph.src] & on[graph.dst]
+    local = list(zip(graph.src[both].tolist(), graph.dst[both].tolist(), strict=True))
+    return ops, local
 
 
 def _check_flops(graph: DeviceGraph) -> None:

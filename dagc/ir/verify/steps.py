@@ -59,9 +59,10 @@ def verify_steps(steps: StepProgram) -> None:
     """Check the step IR's invariants; raise VerificationError naming the culprit."""
     restrict = _Restrict(steps)
     _check_block_sequence(steps)
-    _check_data_placement(steps, restrict)
     for block in steps.blocks:
         _check_block_gpus(steps.program, block, restrict)
+    _check_data_placement(steps, restrict)
+    for block in steps.blocks:
         for step in block.steps:
             _check_step_shape(block, step)
             _check_step_gpus(block, step, restrict)
