@@ -91,12 +91,14 @@ def _check_steps(graph: DeviceGraph) -> None:
 
 def _check_unique_names(graph: DeviceGraph) -> None:
     """Template names are unique; with m > 1 the `_mb{j}` suffix keeps the copies apart."""
+    suffix = 0 if graph.microbatches > 1 else None  # micro-batch 0's names, as printed
     seen: set[str] = set()
-    for t in range(graph.template_size):
-        name = graph.name(t)
-        if name in seen:
-            raise VerificationError(f"two operations are named {name}")
-        seen.add(name)
+    for step in graph.steps:  # names straight from the steps: graph.name() is per-op slow
+        for rank in range(step.width):
+            name = step.op_name(rank, suffix)
+            if name in seen:
+                raise VerificationError(f"two operations are named {name}")
+            seen.add(name)
 
 
 def _check_edges_unique(graph: DeviceGraph) -> None:
