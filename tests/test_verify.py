@@ -218,12 +218,12 @@ def test_logical_layer_placed_twice(program: Program) -> None:
 
 
 def test_logical_block_on_unknown_group(program: Program) -> None:
-    block = program.ranges[0].blocks[1]
-    object.__setattr__(block, "group", "nowhere")  # the constructor would refuse it
-    try:
-        fails(lambda: verify_logical(program), "moe block of layers 0..1 runs on unknown group")
-    finally:
-        object.__setattr__(block, "group", "moe")
+    attention, moe = program.ranges[0].blocks
+    blocks = (attention, replace(moe, group="nowhere"))
+    broken = replace(program)
+    # Program's constructor refuses an unknown group: set the field behind its back.
+    object.__setattr__(broken, "ranges", (replace(program.ranges[0], blocks=blocks),))
+    fails(lambda: verify_logical(broken), "moe block of layers 0..1 runs on unknown group")
 
 
 def test_logical_degree_differs_from_group_size(program: Program) -> None:
@@ -348,6 +348,43 @@ def test_steps_joint_step_that_computes(steps: StepProgram) -> None:
     fails(
         lambda: verify_steps(with_step(steps, 0, index, broken)),
         "step all_reduce_attn of attention l0 on @attn joins GPUs but computes Elem_Time(5)",
+    )
+
+
+def test_steps_per_gpu_step_that_communicates(steps: StepProgram) -> None:
+    index, step = find_step(steps, 0, "res1")
+    p2p = CostTerm(TermKind.P2P, (64,))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, replace(step, terms=(p2p, p2p)))),
+        "step res1 of attention l0 on @attn runs per GPU but communicates",
+    )
+
+
+def test_steps_one_expert_per_gpu(steps: StepProgram) -> None:
+    index, step = find_step(steps, 1, "expert.up")
+    broken = replace(step)
+    object.__setattr__(broken, "experts", step.experts[:1])  # the constructor would refuse it
+    fails(
+        lambda: verify_steps(with_step(steps, 1, index, broken)),
+        "step expert.up of moe l0 on @moe names 1 experts for 2 GPUs",
+    )
+
+
+def test_steps_unknown_joint_step(steps: StepProgram) -> None:
+    index, step = find_step(steps, 0, "all_reduce_attn")
+    broken = replace(step, base="all_gather_attn")
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "step all_gather_attn of attention l0 on @attn is a joint step dagc does not know",
+    )
+
+
+def test_steps_excursion_output_returns_home(steps: StepProgram) -> None:
+    blocks = list(steps.blocks)
+    blocks[1] = replace(blocks[1], output_gpus=(2, 3))
+    fails(
+        lambda: verify_steps(replace(steps, blocks=tuple(blocks))),
+        "moe l0 on @moe leaves its output on [2, 3], expected [0, 1]",
     )
 
 
@@ -548,3 +585,39 @@ def test_device_gpu_listed_twice(graph: DeviceGraph) -> None:
         return replace(step, gpus=(0, 0)) if step.base == "ln1" and step.layer == 0 else step
 
     fails(lambda: verify_device(with_steps(graph, twice)), "step ln1_l0_gpu0 lists a GPU twice")
+
+
+PIPELINE_TEXT = """
+model p { layers = 2; hidden = 32; heads = 4; ffn = 64 }
+workload { batch = 4; seq = 8 }
+devices { group s0 = gpu[0..1]; group s1 = gpu[2..3] }
+layers 0..1 on s0, s1 pp=2 { attention; mlp }
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_steps() -> StepProgram:
+    program = dagc.compile_text(PIPELINE_TEXT, "p.dag").program
+    result = run_passes(program, until="insert-transfers")
+    assert isinstance(result, StepProgram)
+    return result
+
+
+def test_steps_pipeline_send_joins_the_sending_side(pipeline_steps: StepProgram) -> None:
+    transfer = next(i for i, b in enumerate(pipeline_steps.blocks) if b.kind == "transfer")
+    index, send = find_step(pipeline_steps, transfer, "send_stage1")
+    assert send.gpus == (0, 1)
+    broken = with_step(pipeline_steps, transfer, index, replace(send, gpus=(2, 3)))
+    fails(
+        lambda: verify_steps(broken),
+        "step send_stage1 of transfer l1 on @s1 runs on [2, 3], expected [0, 1]",
+    )
+
+
+def test_steps_transfer_leads_to_its_block(pipeline_steps: StepProgram) -> None:
+    transfer = next(b for b in pipeline_steps.blocks if b.kind == "transfer")
+    dangling = replace(transfer, input_gpus=(2, 3))  # after the last block, on its GPUs
+    fails(
+        lambda: verify_steps(replace(pipeline_steps, blocks=(*pipeline_steps.blocks, dangling))),
+        "transfer to l1 leads to no block on its GPUs",
+    )
