@@ -6,8 +6,8 @@
 
 For each configuration, in a fresh process so that its peak memory is its own: device
 operations and edges, then wall time and peak resident memory after each phase (parse,
-expand, cost, critical path, formula, collapsed render), the expansion rate, memory per
-operation, and networkx's `dag_longest_path` on the same graph for comparison. Then the
+expand, cost, critical path, verify, formula, collapsed render), the expansion rate, memory
+per operation, and networkx's `dag_longest_path` on the same graph for comparison. Then the
 end-to-end time of `dagc analyze` on a seed example, process start included. The figures
 are recorded in docs/performance.md.
 """
@@ -84,6 +84,7 @@ def measure(name: str) -> dict[str, Any]:
     from dagc.analysis.critical_path import critical_path, op_costs
     from dagc.api import cost_model, formula_compiled
     from dagc.expand import expand
+    from dagc.ir.verify import verify_device
 
     phases: dict[str, tuple[float, float]] = {}
 
@@ -101,6 +102,9 @@ def measure(name: str) -> dict[str, Any]:
     costs = phase("cost", lambda: op_costs(graph, model.term_costs(graph.terms.terms)))
     path = phase("critical path", lambda: critical_path(graph, costs))
     rss_graph = _rss_mib()
+    # A copy without the cached topological levels: the verifier sorts the graph itself.
+    unsorted = graph.with_edges(graph.src, graph.dst, graph.edge_kind)
+    phase("verify", lambda: verify_device(unsorted))
     formula = phase("formula", lambda: formula_compiled(compiled, max_ops=10**9))
     phase("render", lambda: _render(compiled))
     figures: dict[str, Any] = {

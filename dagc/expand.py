@@ -59,11 +59,15 @@ def expand(
         verify_each=options.verify_each,
         timings=options.timings,
         stream=options.stream,
-        after={last: lambda steps: _check_steps(steps, bag, max_ops)},
+        # A deadlock is checked as soon as program order exists, so that it is reported
+        # as the user's error before --verify would call the cycle a bug.
+        after={
+            last: lambda steps: _check_steps(steps, bag, max_ops),
+            "order": lambda graph: _check_deadlock(graph, bag),
+        },
         enable=frozenset(enable),
     )
     graph = run_pipeline(compiled.program, checked)
-    _check_deadlock(graph, bag)
     bag.raise_if_errors()
     return Expansion(graph, tuple(bag.sorted()))
 
@@ -145,6 +149,7 @@ def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
 
 
 def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
+    """Report a cycle of program order and data edges as an error, and raise it."""
     if graph.levels is not None:
         return
     cycle = _find_cycle(graph)
@@ -173,6 +178,7 @@ def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
         " of layers, or use a single micro-batch",
         notes=notes,
     )
+    bag.raise_if_errors()
 
 
 def _find_cycle(graph: DeviceGraph) -> list[int]:

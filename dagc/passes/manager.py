@@ -85,18 +85,24 @@ def run_passes(
     if unknown:
         raise ValueError(f"unknown pass {sorted(unknown)[0]}")
     ir: Any = program
+    if options.verify_each:
+        verify(program)  # the input level too: a pass's bug must not be blamed on its input
+    ran: set[str] = set()
     for each in PIPELINE:
         if each.optional and each.name not in options.enable:
             continue
         started = time.perf_counter()
         ir = each.run(ir)
         options.timings[each.name] = time.perf_counter() - started
-        if options.verify_each:
-            verify(ir)
+        ran.add(each.name)
+        # The caller's checks come first: they report user errors (a deadlock, a size limit)
+        # as diagnostics, which must win over the verifier's bug report on the same graph.
         if each.name in options.after:
             options.after[each.name](ir)
         if each.name in options.print_after and options.stream is not None:
             options.stream.write(f"// ----- IR after {each.name} -----\n{ir}\n")
+        if options.verify_each:
+            verify(ir, ordered="order" in ran)
         if each.name == until:
             break
     return ir

@@ -1,0 +1,272 @@
+"""Invariants of the device DAG (DeviceGraph).
+
+- Arrays: src, dst and edge_kind have one entry per edge; endpoints are operation ids;
+  edge kinds are DATA or ORDER only; no edge is listed twice or joins an op to itself.
+- Names: the operation names are unique.
+- Data edges stay inside one micro-batch and go forward in template order (every input is
+  produced by an operation that comes earlier in the step program).
+- Acyclic: a topological order exists (dagc.ir.toposort).
+- Program order (once the order pass has run): the operations touching one GPU form a
+  single chain of edges, so the GPU runs them one at a time in one order; in particular a
+  joint operation (collective or transfer) has an edge from each participant's previous
+  operation and to its next one.
+- FLOP conservation: per layer and block, the matmul FLOPs summed over every GPU equal what
+  the program alone says they must be (dagc.ir.verify.flops); the micro-batches repeat one
+  template, so the check runs once per template, not per operation.
+
+Everything per edge or per operation is numpy over the arrays, so graphs of millions of
+operations verify in about the time they take to build.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
+from dagc.ir.toposort import find_cycle
+from dagc.ir.verify.errors import VerificationError
+from dagc.ir.verify.flops import FlopTable, expected_flops_per_block
+
+IntArray = npt.NDArray[np.int64]
+
+
+def verify_device(graph: DeviceGraph, *, ordered: bool = True) -> None:
+    """Check the device DAG's invariants; raise VerificationError naming the culprit.
+
+    `ordered` says whether the order pass has run: before it, the graph has data edges
+    only and a GPU's operations need not form a chain yet.
+    """
+    _check_arrays(graph)
+    _check_steps(graph)
+    _check_unique_names(graph)
+    _check_edges_unique(graph)
+    _check_data_edges(graph)
+    levels = _check_acyclic(graph)
+    if ordered:
+        _check_program_order(graph, levels)
+    _check_flops(graph)
+
+
+def _edge(graph: DeviceGraph, index: int) -> str:
+    """An edge as its endpoints' names."""
+    return f"{graph.name(int(graph.src[index]))} -> {graph.name(int(graph.dst[index]))}"
+
+
+def _check_arrays(graph: DeviceGraph) -> None:
+    n = graph.num_ops
+    if not len(graph.src) == len(graph.dst) == len(graph.edge_kind):
+        raise VerificationError(
+            f"{len(graph.src)} edge sources, {len(graph.dst)} destinations and"
+            f" {len(graph.edge_kind)} edge kinds"
+        )
+    width = sum(step.width for step in graph.steps)
+    if width != graph.template_size:
+        raise VerificationError(f"the template has {graph.template_size} ops, its steps {width}")
+    if len(graph.src) == 0:
+        return
+    outside = (graph.src < 0) | (graph.src >= n) | (graph.dst < 0) | (graph.dst >= n)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise VerificationError(
+            f"edge {index} joins {int(graph.src[index])} and {int(graph.dst[index])},"
+            f" outside the {n} operations"
+        )
+    unknown = (graph.edge_kind != DATA_EDGE) & (graph.edge_kind != ORDER_EDGE)
+    if unknown.any():
+        index = int(np.flatnonzero(unknown)[0])
+        raise VerificationError(
+            f"edge {_edge(graph, index)} has kind {int(graph.edge_kind[index])},"
+            " neither data nor order"
+        )
+
+
+def _check_steps(graph: DeviceGraph) -> None:
+    for step in graph.steps:
+        if len(set(step.gpus)) != len(step.gpus):
+            raise VerificationError(
+                f"step {step.op_name(0, None)} lists a GPU twice: {list(step.gpus)}"
+            )
+
+
+def _check_unique_names(graph: DeviceGraph) -> None:
+    """Template names are unique; with m > 1 the `_mb{j}` suffix keeps the copies apart."""
+    suffix = 0 if graph.microbatches > 1 else None  # micro-batch 0's names, as printed
+    seen: set[str] = set()
+    for step in graph.steps:  # names straight from the steps: graph.name() is per-op slow
+        for rank in range(step.width):
+            name = step.op_name(rank, suffix)
+            if name in seen:
+                raise VerificationError(f"two operations are named {name}")
+            seen.add(name)
+
+
+def _check_edges_unique(graph: DeviceGraph) -> None:
+    """No self-loop, and no (source, destination) pair twice (data and order merge)."""
+    loops = graph.src == graph.dst
+    if loops.any():
+        raise VerificationError(f"edge {_edge(graph, int(np.flatnonzero(loops)[0]))} is a loop")
+    keys = graph.src * np.int64(graph.num_ops) + graph.dst
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if repeated.size:
+        raise VerificationError(f"edge {_edge(graph, int(order[repeated[0] + 1]))} is listed twice")
+
+
+def _check_data_edges(graph: DeviceGraph) -> None:
+    """Data stays in its micro-batch and flows forward in the step program."""
+    data = graph.edge_kind == DATA_EDGE
+    width = np.int64(graph.template_size)
+    crossing = data & (graph.src // width != graph.dst // width)
+    if crossing.any():
+        index = int(np.flatnonzero(crossing)[0])
+        raise VerificationError(f"data edge {_edge(graph, index)} crosses micro-batches")
+    backwards = data & (graph.src % width >= graph.dst % width)
+    if backwards.any():
+        index = int(np.flatnonzero(backwards)[0])
+        raise VerificationError(
+            f"data edge {_edge(graph, index)} goes backwards in the step program: its input"
+            " is produced after it is read"
+        )
+
+
+def _check_acyclic(graph: DeviceGraph) -> list[IntArray]:
+    """The topological levels; a cycle is a bug here, since expansion rejects deadlocks."""
+    levels = graph.levels
+    if levels is None:
+        cycle = find_cycle(graph.num_ops, graph.src, graph.dst)
+        shown = " -> ".join(graph.name(op) for op in cycle[:6])
+        more = f" -> ... ({len(cycle)} ops)" if len(cycle) > 6 else f" -> {graph.name(cycle[0])}"
+        raise VerificationError(f"the graph has a cycle: {shown}{more}")
+    return levels
+
+
+def _template_occurrences(graph: DeviceGraph) -> tuple[IntArray, IntArray]:
+    """(template op, GPU) for every GPU each template operation occupies."""
+    ops: list[IntArray] = []
+    gpus: list[IntArray] = []
+    offset = 0
+    for step in graph.steps:
+        on = np.asarray(step.gpus, dtype=np.int64)
+        ranks = np.zeros(len(on), np.int64) if step.joint else np.arange(len(on), dtype=np.int64)
+        ops.append(offset + ranks)
+        gpus.append(on)
+        offset += step.width
+    if not ops:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(ops), np.concatenate(gpus)
+
+
+def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
+    """Each GPU's operations form one chain of edges.
+
+    In a DAG, a set of nodes lies on one path exactly when sorting them by topological
+    level puts an edge between every two consecutive ones: along a path levels strictly
+    increase, so the sort recovers the path, and two nodes of equal level are unordered.
+    """
+    n, m, width = graph.num_ops, graph.microbatches, graph.template_size
+    level_of = np.empty(n, dtype=np.int64)
+    for index, level in enumerate(levels):
+        level_of[level] = index
+    template, gpu = _template_occurrences(graph)
+    op = (np.arange(m, dtype=np.int64)[:, None] * width + template[None, :]).ravel()
+    gpu = np.tile(gpu, m)
+    sort = np.lexsort((op, level_of[op], gpu))
+    op, gpu = op[sort], gpu[sort]
+    same = gpu[1:] == gpu[:-1]
+    first, second = op[:-1][same], op[1:][same]
+    keys = np.sort(graph.src * np.int64(n) + graph.dst)
+    wanted = first * np.int64(n) + second
+    found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    missing = np.flatnonzero(keys[found] != wanted) if len(keys) else np.arange(len(wanted))
+    if missing.size:
+        index = int(missing[0])
+        _raise_unchained(graph, int(first[index]), int(second[index]), int(gpu[1:][same][index]))
+
+
+def _raise_unchained(graph: DeviceGraph, before: int, after: int, gpu: int) -> None:
+    """Say which operation of `gpu` lost its link: only on failure, so plain Python."""
+    ops, local = _gpu_edges(graph, gpu)
+    has_pred = {d for _, d in local}
+    has_succ = {s for s, _ in local}
+    # The GPU's first and last operations are those of the first and last micro-batch's
+    # earliest and latest steps: the smallest and largest ids. Any other op without a
+    # predecessor or successor on the GPU is where the chain breaks.
+    orphans = [(op, "from the op before it") for op in ops[1:] if op not in has_pred]
+    dead_ends = [(op, "to the op after it") for op in ops[:-1] if op not in has_succ]
+    candidates = orphans[:1] + dead_ends[:1]
+    # One lost edge often leaves both ends unlinked; a joint op is the more telling one.
+    joint = [c for c in candidates if graph.step_of(c[0]).joint]
+    for op, side in joint or candidates:
+        raise VerificationError(_unlinked(graph, op, gpu, side))
+    raise VerificationError(
+        f"program order on gpu {gpu} is not a chain: nothing orders {graph.name(before)}"
+        f" and {graph.name(after)}"
+    )
+
+
+def _unlinked(graph: DeviceGraph, op: int, gpu: int, side: str) -> str:
+    what = "joint op" if graph.step_of(op).joint else "op"
+    return f"{what} {graph.name(op)} has no edge {side} on gpu {gpu}"
+
+
+def _gpu_edges(graph: DeviceGraph, gpu: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The operations touching `gpu`, ascending, and the edges between two of them."""
+    template, gpus = _template_occurrences(graph)
+    width = graph.template_size
+    mine = template[gpus == gpu]
+    ops = sorted(int(j * width + t) for j in range(graph.microbatches) for t in mine.tolist())
+    on = np.zeros(graph.num_ops, dtype=bool)
+    on[ops] = True
+    both = on[graph.src] & on[graph.dst]
+    local = list(zip(graph.src[both].tolist(), graph.dst[both].tolist(), strict=True))
+    return ops, local
+
+
+def _check_flops(graph: DeviceGraph) -> None:
+    """Matmul FLOPs per (layer, block) of one micro-batch template, against the program."""
+    by_block = all(graph.step_blocks)  # graphs built without block kinds compare per layer
+    expected = expected_flops_per_block(graph.program)
+    if not by_block:
+        expected = _per_layer(expected)
+    actual = _template_flops(graph, by_block)
+    for key in sorted(set(expected) | set(actual)):
+        have, want = actual.get(key, 0), expected.get(key, 0)
+        if have != want:
+            layer, kind = key
+            raise VerificationError(
+                f"layer {layer}{' ' + kind if kind else ''}: matmul FLOPs per micro-batch are"
+                f" {have:,}, the program needs {want:,} ({want - have:+,})"
+            )
+
+
+def _per_layer(table: FlopTable) -> FlopTable:
+    layers: FlopTable = {}
+    for (layer, _), flops in table.items():
+        layers[(layer, "")] = layers.get((layer, ""), 0) + flops
+    return layers
+
+
+def _template_flops(graph: DeviceGraph, by_block: bool) -> FlopTable:
+    """FLOPs of the template's operations as the graph holds them (their interned terms),
+    a kept GPU counting for its whole class after a symmetric collapse.
+
+    Python integers: a large model's total passes 2**63.
+    """
+    class_size = graph.symmetry.class_size if graph.symmetry else {}
+    term_flops = [term.flops() for term in graph.terms.terms]
+    table: FlopTable = {}
+    for step_index, rank, term in zip(
+        graph.template_step.tolist(),
+        graph.template_rank.tolist(),
+        graph.template_term.tolist(),
+        strict=True,
+    ):
+        flops = term_flops[term]
+        if not flops:
+            continue
+        step = graph.steps[step_index]
+        weight = 1 if step.joint else class_size.get(step.gpus[rank], 1)
+        key = (step.layer, graph.step_blocks[step_index] if by_block else "")
+        table[key] = table.get(key, 0) + flops * weight
+    return table

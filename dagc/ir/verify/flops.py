@@ -1,0 +1,103 @@
+"""The matmul FLOPs a program must expand to, from the logical IR alone.
+
+FLOP conservation (docs/semantics.md): summed over all GPUs and micro-batches, matmul FLOPs
+equal the unsharded model's plus exactly three extras: the gate replicated on every GPU of
+an MoE group, K/V projections replicated when nkv < tp, and expert tokens rounded up by the
+capacity rule. This module derives that sum from the model, the workload and the placement,
+without the passes' helpers, so that the device verifier compares two independent answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from dagc.ir.logical import Activation, Block, BlockKind, Program
+
+# (layer, block kind) -> matmul FLOPs of one micro-batch
+FlopTable = dict[tuple[int, str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The symbols of the semantics one micro-batch needs: Bm, S and H (T = Bm·S)."""
+
+    batch: int
+    seq: int
+    hidden: int
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+def expected_flops_per_block(program: Program) -> FlopTable:
+    """Matmul FLOPs of one micro-batch, per (layer, block kind), as the semantics state them.
+
+    embed runs only for layer 0 and lm_head only for the last layer, whatever range they
+    were written in; embed has no matmul.
+    """
+    workload = program.workload
+    shape = _Shape(workload.microbatch_size, workload.seq, program.model.hidden)
+    last = program.model.layers - 1
+    table: FlopTable = {}
+    for layer_range in program.ranges:
+        for layer in layer_range.layer_indices:
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.LM_HEAD and layer != last:
+                    continue
+                key = (layer, block.kind.value)
+                table[key] = table.get(key, 0) + _block_flops(program, block, shape)
+    return table
+
+
+def _block_flops(program: Program, block: Block, shape: _Shape) -> int:
+    if block.kind is BlockKind.ATTENTION:
+        return _attention_flops(program, block.degree, shape)
+    if block.kind is BlockKind.MLP:
+        ffn = program.model.ffn or 0
+        return 2 * shape.tokens * shape.hidden * ffn * _products(program)
+    if block.kind is BlockKind.MOE:
+        return _moe_flops(program, block.degree, shape)
+    if block.kind is BlockKind.LM_HEAD:
+        return 2 * shape.tokens * shape.hidden * (program.model.vocab or 0)
+    return 0  # embed: a lookup, no matmul
+
+
+def _products(program: Program) -> int:
+    """Matrix products of an MLP or expert: up and down, plus gate with swiglu."""
+    return 3 if program.model.activation is Activation.SWIGLU else 2
+
+
+def _attention_flops(program: Program, tp: int, shape: _Shape) -> int:
+    model = program.model
+    heads = model.heads or 0
+    kv_heads = model.kv_heads or heads
+    d = model.head_dim or shape.hidden // max(heads, 1)
+    t, h = shape.tokens, shape.hidden
+    projections = 2 * t * h * heads * d + 2 * 2 * t * h * kv_heads * d + 2 * t * heads * d * h
+    # Q·Kᵀ and weights·V: Bm·nh·S rows against d and S.
+    products = 2 * 2 * (shape.batch * heads * shape.seq) * d * shape.seq
+    # With fewer KV heads than ranks each rank computes one: tp - nkv extra K and V heads.
+    replicated_kv = 2 * 2 * t * h * d * max(tp - kv_heads, 0)
+    return projections + products + replicated_kv
+
+
+def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:
+    model = program.model
+    experts, top_k, ffn = model.experts or 0, model.top_k or 0, model.expert_ffn or 0
+    t, h = shape.tokens, shape.hidden
+    gate = 2 * t * h * experts
+    replicated_gate = (ep - 1) * gate  # every rank of the group runs the whole gate
+    routed = t * top_k  # token-expert pairs of the unsharded model
+    per_token = 2 * h * ffn * _products(program)
+    # Balanced routing with capacity: every expert gets T_e = ceil(T·k/E·cf) token slots.
+    capacity = Fraction(repr(model.capacity_factor))
+    slots = experts * math.ceil(Fraction(routed, max(experts, 1)) * capacity)
+    return gate + replicated_gate + routed * per_token + (slots - routed) * per_token
+
+
+def expected_flops(program: Program) -> int:
+    """Matmul FLOPs of the whole batch: every micro-batch, every GPU."""
+    return sum(expected_flops_per_block(program).values()) * program.workload.microbatches

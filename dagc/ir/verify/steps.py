@@ -1,0 +1,186 @@
+"""Invariants of the step IR (StepProgram), after any pass from place to collapse-symmetric.
+
+- Blocks: the compute blocks are the program's blocks in execution order (layer by layer,
+  each layer's blocks as written; embed only for layer 0, lm_head only for the last layer),
+  each on its group's GPUs.
+- Data placement: a block's input lives where the previous compute block left its output; an
+  excursion (a moe block reached from another group in the same layer) returns its output
+  to its input GPUs; any other block outputs on its own GPUs.
+- Steps: a per-GPU step has one cost term per GPU and computes (matmul or elementwise); a
+  joint step has exactly one term and communicates (or is a Sync); no step lists a GPU
+  twice; expert steps name one expert per GPU.
+- Where steps run: every per-GPU step of a block runs on the block's GPUs, except res2 of an
+  excursion, which runs on the input GPUs once insert-transfers has added the excursion's
+  broadcast; collectives join the block's GPUs; transfers join
+  the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
+  return the receiving side).
+- Names: the operation names of one micro-batch are unique.
+
+After collapse-symmetric every GPU set is read restricted to the kept representatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dagc.ir.logical import BlockKind, Program
+from dagc.ir.steps import BlockSteps, Step, StepProgram
+from dagc.ir.terms import TermKind
+from dagc.ir.verify.errors import VerificationError
+
+_COMPUTE = frozenset({TermKind.MATMUL, TermKind.ELEMENTWISE})
+# Which side of its block each joint step joins: the block's GPUs or its input GPUs.
+_JOINT_SIDE = {
+    "all_reduce_attn": "gpus",
+    "all_reduce_mlp": "gpus",
+    "dispatch": "gpus",
+    "combine": "gpus",
+    "broadcast": "input",
+    "recv_moe": "gpus",
+    "return": "gpus",
+    "send_stage": "input",
+    "recv_stage": "gpus",
+}
+
+
+class _Restrict:
+    """Reads a GPU tuple as the IR holds it: only kept GPUs after a symmetric collapse."""
+
+    def __init__(self, steps: StepProgram) -> None:
+        self.kept = set(steps.symmetry.class_size) if steps.symmetry else None
+
+    def __call__(self, gpus: tuple[int, ...]) -> tuple[int, ...]:
+        if self.kept is None:
+            return gpus
+        return tuple(g for g in gpus if g in self.kept)
+
+
+def verify_steps(steps: StepProgram) -> None:
+    """Check the step IR's invariants; raise VerificationError naming the culprit."""
+    restrict = _Restrict(steps)
+    _check_block_sequence(steps)
+    for block in steps.blocks:
+        _check_block_gpus(steps.program, block, restrict)
+    _check_data_placement(steps, restrict)
+    for block in steps.blocks:
+        for step in block.steps:
+            _check_step_shape(block, step)
+            _check_step_gpus(block, step, restrict)
+    _check_unique_names(steps)
+
+
+def _label(block: BlockSteps) -> str:
+    return f"{block.kind} l{block.layer} on @{block.group}"
+
+
+def expected_blocks(program: Program) -> Iterator[tuple[str, int, str]]:
+    """(kind, layer, group) of every compute block, in execution order."""
+    last = program.model.layers - 1
+    for layer_range in program.ranges:
+        for layer in layer_range.layer_indices:
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.EMBED and layer != 0:
+                    continue
+                if block.kind is BlockKind.LM_HEAD and layer != last:
+                    continue
+                yield block.kind.value, layer, block.group
+
+
+def _check_block_sequence(steps: StepProgram) -> None:
+    actual = [(b.kind, b.layer, b.group) for b in steps.blocks if b.kind != "transfer"]
+    expected = list(expected_blocks(steps.program))
+    for index, (have, want) in enumerate(zip(actual, expected, strict=False)):
+        if have != want:
+            raise VerificationError(
+                f"compute block {index} is {have[0]} l{have[1]} on @{have[2]};"
+                f" the program has {want[0]} l{want[1]} on @{want[2]} there"
+            )
+    if len(actual) != len(expected):
+        raise VerificationError(f"{len(actual)} compute blocks, the program has {len(expected)}")
+
+
+def _check_data_placement(steps: StepProgram, restrict: _Restrict) -> None:
+    """Inputs live where the previous compute block's output is; transfers bridge moves."""
+    blocks = steps.blocks
+    previous: BlockSteps | None = None
+    for index, block in enumerate(blocks):
+        source = previous.output_gpus if previous else block.input_gpus
+        if restrict(block.input_gpus) != restrict(source):
+            raise VerificationError(
+                f"{_label(block)} reads its input on {list(block.input_gpus)}, but the block"
+                f" before left it on {list(source)}"
+            )
+        if block.kind == "transfer":
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            if following is None or restrict(following.gpus) != restrict(block.gpus):
+                raise VerificationError(f"transfer to l{block.layer} leads to no block on its GPUs")
+            continue
+        output = block.input_gpus if block.excursion else block.gpus
+        if restrict(block.output_gpus) != restrict(output):
+            raise VerificationError(
+                f"{_label(block)} leaves its output on {list(block.output_gpus)},"
+                f" expected {list(output)}"
+            )
+        previous = block
+
+
+def _check_block_gpus(program: Program, block: BlockSteps, restrict: _Restrict) -> None:
+    group = restrict(program.group(block.group).gpus)
+    if restrict(block.gpus) != group:
+        raise VerificationError(
+            f"{_label(block)} runs on {list(block.gpus)}, its group has {list(group)}"
+        )
+
+
+def _check_step_shape(block: BlockSteps, step: Step) -> None:
+    """Terms per GPU, compute versus communication, GPUs and experts listed once each."""
+    where = f"step {step.base}{step.part} of {_label(block)}"
+    expected = 1 if step.joint else len(step.gpus)
+    if len(step.terms) != expected:
+        raise VerificationError(f"{where} has {len(step.terms)} terms, expected {expected}")
+    if len(set(step.gpus)) != len(step.gpus):
+        raise VerificationError(f"{where} lists a GPU twice: {list(step.gpus)}")
+    if step.experts and len(step.experts) != len(step.gpus):
+        raise VerificationError(
+            f"{where} names {len(step.experts)} experts for {len(step.gpus)} GPUs"
+        )
+    computes = [term.kind in _COMPUTE for term in step.terms]
+    if step.joint and any(computes):
+        raise VerificationError(f"{where} joins GPUs but computes {step.terms[0]}")
+    if not step.joint and not all(computes):
+        raise VerificationError(f"{where} runs per GPU but communicates")
+
+
+def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None:
+    """The GPUs each step runs on, from its block and the semantics' rules."""
+    where = f"step {step.base}{step.part} of {_label(block)}"
+    if step.joint:
+        side = _JOINT_SIDE.get(step.base.rstrip("0123456789"))
+        if side is None:
+            raise VerificationError(f"{where} is a joint step dagc does not know")
+    elif block.excursion and step.base == "res2" and _has_transfers(block):
+        side = "input"  # the residual stream stays where the layer came from
+    else:
+        side = "gpus"
+    expected = restrict(block.input_gpus if side == "input" else block.gpus)
+    if restrict(step.gpus) != expected:
+        raise VerificationError(f"{where} runs on {list(step.gpus)}, expected {list(expected)}")
+
+
+def _has_transfers(block: BlockSteps) -> bool:
+    """Whether insert-transfers has run on this excursion (it moves res2 back home)."""
+    return any(step.base == "broadcast" for step in block.steps)
+
+
+def _check_unique_names(steps: StepProgram) -> None:
+    """Names of one micro-batch (the `_mb{j}` suffix then makes every micro-batch unique)."""
+    seen: dict[str, BlockSteps] = {}
+    for block in steps.blocks:
+        for step in block.steps:
+            for rank in range(1 if step.joint else len(step.gpus)):
+                name = step.op_name(rank, None)
+                if name in seen:
+                    raise VerificationError(
+                        f"operation {name} of {_label(block)} is also in {_label(seen[name])}"
+                    )
+                seen[name] = block
