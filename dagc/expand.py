@@ -7,7 +7,9 @@ hold, an expert capacity larger than the tokens there are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
@@ -16,7 +18,7 @@ from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.toposort import find_cycle
 from dagc.passes.common import expert_tokens, tokens
-from dagc.passes.manager import PIPELINE, PassOptions, lower_to_steps, run_pipeline
+from dagc.passes.manager import PIPELINE, PassOptions, run_passes
 
 DEFAULT_MAX_OPS = 50_000_000
 
@@ -47,37 +49,51 @@ def expand(
     """
     bag = DiagnosticBag(compiled.source)
     options = options or PassOptions()
-    enable = set(options.enable)
     _refuse_early(compiled, bag, max_ops, may_collapse=symmetric is not False)
-    if symmetric or (symmetric is None and _collapses(compiled)):
-        enable.add("collapse-symmetric")
-    # The size limit applies to what is built: after the collapse when there is one.
-    last = "collapse-symmetric" if "collapse-symmetric" in enable else "insert-transfers"
-    checked = PassOptions(
-        print_after=options.print_after,
-        verify_each=options.verify_each,
-        timings=options.timings,
-        stream=options.stream,
-        after={last: lambda steps: _check_steps(steps, bag, max_ops)},
-        enable=frozenset(enable),
+    collapse = bool(symmetric) or "collapse-symmetric" in options.enable
+    if symmetric is None and not collapse:
+        # Above the bound there is no need to build the step IR to know: at this size
+        # that is the slow part.
+        collapse = least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD
+    decided = symmetric is not None or collapse
+
+    def after_transfers(steps: StepProgram) -> None:
+        nonlocal collapse
+        if not decided:
+            collapse = _operations(steps) > SYMMETRY_THRESHOLD
+        if not collapse:  # the size limit applies to what is built: after any collapse
+            _check_steps(steps, bag, max_ops)
+
+    # The front half (up to the complete step IR) runs once; the decision to collapse is
+    # taken on its result, then the back half runs on it.
+    steps = run_passes(
+        compiled.program, _hooked(options, "insert-transfers", after_transfers), "insert-transfers"
     )
-    graph = run_pipeline(compiled.program, checked)
+    back = _hooked(options, "collapse-symmetric", lambda s: _check_steps(s, bag, max_ops))
+    if collapse:
+        back = replace(back, enable=back.enable | {"collapse-symmetric"})
+    graph = run_passes(steps, back, resume_after="insert-transfers")
+    assert isinstance(graph, DeviceGraph)
     _check_deadlock(graph, bag)
     bag.raise_if_errors()
     return Expansion(graph, tuple(bag.sorted()))
 
 
-def _collapses(compiled: CompileResult) -> bool:
-    """Whether automatic symmetry collapses: above SYMMETRY_THRESHOLD operations."""
-    if least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD:
-        return True  # without building the step IR, which is the slow part at this size
-    return _full_size(compiled) > SYMMETRY_THRESHOLD
+def _hooked(options: PassOptions, name: str, hook: Callable[[Any], None]) -> PassOptions:
+    """`options` with `hook` run after pass `name` (the caller's own hooks are replaced)."""
+    return PassOptions(
+        print_after=options.print_after,
+        verify_each=options.verify_each,
+        timings=options.timings,
+        stream=options.stream,
+        after={name: hook},
+        enable=options.enable,
+    )
 
 
-def _full_size(compiled: CompileResult) -> int:
-    """Device operations of the full expansion, from the step IR."""
-    steps = lower_to_steps(compiled.program)
-    return sum(step.width for step in steps.steps()) * compiled.program.workload.microbatches
+def _operations(steps: StepProgram) -> int:
+    """Device operations of the expansion of `steps`: every step's width per micro-batch."""
+    return sum(step.width for step in steps.steps()) * steps.program.workload.microbatches
 
 
 # Per-rank operations each block makes at least, per layer and micro-batch (fused qkv;
