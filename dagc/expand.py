@@ -155,7 +155,7 @@ def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
         )
         bag.raise_if_errors()
     for block in steps.blocks:
-        if block.kind == "moe" and expert_tokens(program) > tokens(program):
+        if block.kind is BlockKind.MOE and expert_tokens(program) > tokens(program):
             bag.warning(
                 block.span,
                 f"capacity_factor gives each expert {expert_tokens(program):,} token slots,"

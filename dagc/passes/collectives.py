@@ -7,7 +7,7 @@ all-to-all after the gate and combines them with another after expert_agg.
 
 from __future__ import annotations
 
-from dagc.ir.logical import Program
+from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram
 from dagc.ir.terms import TermKind
 from dagc.passes.common import (
@@ -24,9 +24,9 @@ from dagc.passes.common import (
 
 def insert_collectives(steps: StepProgram) -> StepProgram:
     """Add all_reduce_attn, all_reduce_mlp, dispatch and combine where the semantics ask."""
-    steps = map_blocks(steps, "attention", _all_reduce_after("o_proj", "all_reduce_attn"))
-    steps = map_blocks(steps, "mlp", _all_reduce_after("mlp_down", "all_reduce_mlp"))
-    return map_blocks(steps, "moe", _dispatch_and_combine)
+    steps = map_blocks(steps, BlockKind.ATTENTION, _all_reduce_after("o_proj", "all_reduce_attn"))
+    steps = map_blocks(steps, BlockKind.MLP, _all_reduce_after("mlp_down", "all_reduce_mlp"))
+    return map_blocks(steps, BlockKind.MOE, _dispatch_and_combine)
 
 
 def _all_reduce_after(anchor: str, base: str) -> object:

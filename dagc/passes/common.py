@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from dagc.ir.logical import Program
+from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, StepProgram
 from dagc.ir.terms import CostTerm, Label, TermKind
 
@@ -98,7 +98,7 @@ def held_tokens(program: Program, ep: int) -> Label:
     return dims(program).tokens if held == tokens(program) else count(held)
 
 
-def map_blocks(steps: StepProgram, kind: str, rewrite: object) -> StepProgram:
+def map_blocks(steps: StepProgram, kind: BlockKind, rewrite: object) -> StepProgram:
     """Apply `rewrite(program, block) -> BlockSteps` to every block of `kind`."""
     assert callable(rewrite)
     blocks = tuple(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from dagc.ir.logical import Activation, Program
+from dagc.ir.logical import Activation, BlockKind, Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram
 from dagc.ir.terms import CostTerm, Label, elementwise, matmul
 from dagc.passes.common import (
@@ -36,7 +36,7 @@ def _same(base: str, block: BlockSteps, term: CostTerm, part: str = "") -> Step:
 def shard_attention(steps: StepProgram) -> StepProgram:
     """shard-attention: ln1, qkv (three products, or one when fused), scores, softmax,
     weights·V, o_proj and res1 on every rank."""
-    return map_blocks(steps, "attention", _attention)
+    return map_blocks(steps, BlockKind.ATTENTION, _attention)
 
 
 def _attention(program: Program, block: BlockSteps) -> BlockSteps:
@@ -79,7 +79,7 @@ def _attention(program: Program, block: BlockSteps) -> BlockSteps:
 
 def shard_mlp(steps: StepProgram) -> StepProgram:
     """shard-mlp: ln2, mlp_up (and mlp_gate for swiglu), mlp_act, mlp_down, res2."""
-    return map_blocks(steps, "mlp", _mlp)
+    return map_blocks(steps, BlockKind.MLP, _mlp)
 
 
 def _mlp(program: Program, block: BlockSteps) -> BlockSteps:
@@ -106,7 +106,7 @@ def _mlp(program: Program, block: BlockSteps) -> BlockSteps:
 
 def shard_moe(steps: StepProgram) -> StepProgram:
     """shard-moe: ln2, the replicated gate, each local expert in turn, expert_agg, res2."""
-    return map_blocks(steps, "moe", _moe)
+    return map_blocks(steps, BlockKind.MOE, _moe)
 
 
 def _moe(program: Program, block: BlockSteps) -> BlockSteps:
@@ -142,8 +142,8 @@ def _moe(program: Program, block: BlockSteps) -> BlockSteps:
 
 def shard_embed_head(steps: StepProgram) -> StepProgram:
     """shard-embed-head: the embedding lookup on every rank; lm_head split by vocabulary."""
-    embedded = map_blocks(steps, "embed", _embed)
-    return map_blocks(embedded, "lm_head", _lm_head)
+    embedded = map_blocks(steps, BlockKind.EMBED, _embed)
+    return map_blocks(embedded, BlockKind.LM_HEAD, _lm_head)
 
 
 def _embed(program: Program, block: BlockSteps) -> BlockSteps:
