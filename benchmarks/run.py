@@ -130,8 +130,8 @@ def _render(compiled: Any) -> list[str]:
     """The default render (`dagc render FILE -o x.svg`): collapsed above the size cap."""
     import tempfile
 
+    from dagc.api import build_schedule
     from dagc.backends.render import render
-    from dagc.backends.schedule import build_schedule
 
     schedule, _ = build_schedule(compiled, max_ops=10**9)
     with tempfile.TemporaryDirectory() as folder:

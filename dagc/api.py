@@ -1,5 +1,9 @@
 """The library's high-level entry points: compile, expand, cost and analyze in one call.
 
+This is the layer that may import everything: the pipeline (compiler, expand, passes), the
+analyses and the back ends. Back ends take what it builds (a device DAG, a Schedule) and
+never run the pipeline themselves (docs/internals.md, "Layers and imports").
+
 import dagc.api
 analysis = dagc.api.analyze_file("examples/seed/ma_separation.dag")
 print(analysis.total_s)
@@ -8,89 +12,17 @@ print(analysis.total_s)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from dagc.analysis.analyze import Analysis, analyze
-from dagc.analysis.costs import CostModel, MatmulOnly, Roofline, RooflineParams
+from dagc.analysis.selection import CostOptions, cost_model, gpu_preset, roofline_params
 from dagc.compiler import CompileResult, compile_file
-from dagc.diagnostics import Diagnostic, DiagnosticBag, DiagnosticError, did_you_mean
+from dagc.diagnostics import Diagnostic
 from dagc.expand import DEFAULT_MAX_OPS, expand
-from dagc.hardware import PRESETS
-from dagc.ir.logical import Program
 
-
-@dataclass(frozen=True)
-class CostOptions:
-    """How operations are costed (the CLI's --gpu, --set, --cost-table, --cost-plugin...)."""
-
-    gpu: str | None = None
-    overrides: dict[str, float] = field(default_factory=dict)
-    table: str | os.PathLike[str] | None = None
-    plugin: str | os.PathLike[str] | None = None
-    matmul_only: bool = False
-
-
-def _option_error(message: str, help: str | None) -> DiagnosticError:
-    bag = DiagnosticBag(None)
-    bag.error(None, message, help=help)
-    return DiagnosticError(bag.diagnostics)
-
-
-def _unknown_gpu_help(gpu: str) -> str:
-    """How to fix --gpu: another case of a preset's name, or how to describe another GPU.
-
-    No did-you-mean beyond case: GPU names a letter apart are other chips (b100, h100).
-    """
-    if gpu.lower() in PRESETS:
-        return f"did you mean `{gpu.lower()}`?"
-    return (
-        f"presets: {', '.join(sorted(PRESETS))}; for another GPU, start from one and give its"
-        " figures, e.g. --set peak_flops=... --set hbm_bandwidth=... --set memory_bytes=..."
-        " (docs/cost-models.md lists them)"
-    )
-
-
-def roofline_params(program: Program, options: CostOptions) -> RooflineParams:
-    """The roofline parameters: the preset (file or --gpu) with overrides applied."""
-    gpu = options.gpu or program.hardware.gpu
-    if gpu not in PRESETS:
-        raise _option_error(f"unknown GPU preset `{gpu}`", _unknown_gpu_help(gpu))
-    params = RooflineParams.for_gpu(PRESETS[gpu], program.workload.dtype)
-    overrides = {**program.hardware.overrides, **options.overrides}
-    try:
-        return params.with_overrides(overrides)
-    except KeyError as error:
-        key = str(error.args[0])
-        names = RooflineParams.__dataclass_fields__
-        raise _option_error(
-            f"unknown roofline parameter `{key}`",
-            did_you_mean(key, names) or f"parameters: {', '.join(names)}",
-        ) from None
-    except ValueError as error:
-        raise _option_error(f"bad roofline parameter: {error}", None) from None
-
-
-def cost_model(
-    program: Program, options: CostOptions | None = None
-) -> tuple[CostModel, RooflineParams]:
-    """The cost model the options describe, and the roofline parameters under it."""
-    options = options or CostOptions()
-    params = roofline_params(program, options)
-    gpu = options.gpu or program.hardware.gpu
-    model: CostModel = Roofline(params, program.workload.dtype.bytes)
-    model.name = f"roofline ({gpu}, {program.workload.dtype.value})"
-    if options.table is not None:
-        from dagc.analysis.table import TableModel, load_cost_table
-
-        model = TableModel(load_cost_table(options.table), model)
-    if options.plugin is not None:
-        from dagc.analysis.plugin import load_plugin
-
-        model = load_plugin(options.plugin, model)
-    if options.matmul_only:
-        model = MatmulOnly(model)
-    return model, params
+if TYPE_CHECKING:
+    from dagc.backends.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -181,3 +113,32 @@ def formula_compiled(
         tuple(notes),
         compiled.warnings + expansion.warnings,
     )
+
+
+def build_schedule(
+    compiled: CompileResult,
+    costs: CostOptions | None = None,
+    *,
+    max_ops: int = DEFAULT_MAX_OPS,
+) -> tuple[Schedule, tuple[Diagnostic, ...]]:
+    """Expand, cost and time a compiled program for the pictures (`dagc render`,
+    `dagc timeline`); also returns the compiler's and the expansion's warnings."""
+    from dagc.backends.schedule import make_schedule
+
+    model, _ = cost_model(compiled.program, costs)
+    expansion = expand(compiled, max_ops=max_ops, symmetric=False)  # pictures show every GPU
+    schedule = make_schedule(expansion.graph, model, gpu_preset(compiled.program, costs))
+    return schedule, compiled.warnings + expansion.warnings
+
+
+__all__ = [
+    "AnalyzeResult",
+    "CostOptions",
+    "FormulaResult",
+    "analyze_compiled",
+    "analyze_file",
+    "build_schedule",
+    "cost_model",
+    "formula_compiled",
+    "roofline_params",
+]

@@ -170,6 +170,13 @@ class DiagnosticBag:
         return sorted(self.diagnostics, key=key)
 
 
+def option_error(message: str, help: str | None = None) -> DiagnosticError:
+    """A file-free diagnostic (`dagc: error: ...`) about options, presets or output paths."""
+    bag = DiagnosticBag(None)
+    bag.error(None, message, help=help)
+    return DiagnosticError(bag.diagnostics)
+
+
 def _visible(line: str) -> str:
     """`line` with tabs, control and invisible format characters shown as one space each.
 

@@ -7,17 +7,19 @@ hold, an expert capacity larger than the tokens there are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from dagc.blocks import module as block_module
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
-from dagc.ir.logical import Program
+from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.toposort import find_cycle
 from dagc.passes.common import expert_tokens, tokens
-from dagc.passes.manager import PIPELINE, PassOptions, lower_to_steps, run_pipeline
+from dagc.passes.manager import PIPELINE, PassOptions, run_passes
 
 DEFAULT_MAX_OPS = 50_000_000
 
@@ -48,41 +50,60 @@ def expand(
     """
     bag = DiagnosticBag(compiled.source)
     options = options or PassOptions()
-    enable = set(options.enable)
     _refuse_early(compiled, bag, max_ops, may_collapse=symmetric is not False)
-    if symmetric or (symmetric is None and _collapses(compiled)):
-        enable.add("collapse-symmetric")
-    # The size limit applies to what is built: after the collapse when there is one.
-    last = "collapse-symmetric" if "collapse-symmetric" in enable else "insert-transfers"
-    checked = PassOptions(
-        print_after=options.print_after,
-        verify_each=options.verify_each,
-        timings=options.timings,
-        stream=options.stream,
-        # A deadlock is checked as soon as program order exists, so that it is reported
-        # as the user's error before --verify would call the cycle a bug.
-        after={
-            last: lambda steps: _check_steps(steps, bag, max_ops),
+    collapse = bool(symmetric) or "collapse-symmetric" in options.enable
+    if symmetric is None and not collapse:
+        # Above the bound there is no need to build the step IR to know: at this size
+        # that is the slow part.
+        collapse = least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD
+    decided = symmetric is not None or collapse
+
+    def after_transfers(steps: StepProgram) -> None:
+        nonlocal collapse
+        if not decided:
+            collapse = _operations(steps) > SYMMETRY_THRESHOLD
+        if not collapse:  # the size limit applies to what is built: after any collapse
+            _check_steps(steps, bag, max_ops)
+
+    # The front half (up to the complete step IR) runs once; the decision to collapse is
+    # taken on its result, then the back half runs on it.
+    steps = run_passes(
+        compiled.program,
+        _hooked(options, {"insert-transfers": after_transfers}),
+        "insert-transfers",
+    )
+    back = _hooked(
+        options,
+        {
+            "collapse-symmetric": lambda s: _check_steps(s, bag, max_ops),
+            # A deadlock is checked as soon as program order exists, so that it is
+            # reported as the user's error before --verify would call the cycle a bug.
             "order": lambda graph: _check_deadlock(graph, bag),
         },
-        enable=frozenset(enable),
     )
-    graph = run_pipeline(compiled.program, checked)
+    if collapse:
+        back = replace(back, enable=back.enable | {"collapse-symmetric"})
+    graph = run_passes(steps, back, resume_after="insert-transfers")
+    assert isinstance(graph, DeviceGraph)
     bag.raise_if_errors()
     return Expansion(graph, tuple(bag.sorted()))
 
 
-def _collapses(compiled: CompileResult) -> bool:
-    """Whether automatic symmetry collapses: above SYMMETRY_THRESHOLD operations."""
-    if least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD:
-        return True  # without building the step IR, which is the slow part at this size
-    return _full_size(compiled) > SYMMETRY_THRESHOLD
+def _hooked(options: PassOptions, hooks: dict[str, Callable[[Any], None]]) -> PassOptions:
+    """`options` with each hook run after its pass (the caller's own hooks are replaced)."""
+    return PassOptions(
+        print_after=options.print_after,
+        verify_each=options.verify_each,
+        timings=options.timings,
+        stream=options.stream,
+        after=hooks,
+        enable=options.enable,
+    )
 
 
-def _full_size(compiled: CompileResult) -> int:
-    """Device operations of the full expansion, from the step IR."""
-    steps = lower_to_steps(compiled.program)
-    return sum(step.width for step in steps.steps()) * compiled.program.workload.microbatches
+def _operations(steps: StepProgram) -> int:
+    """Device operations of the expansion of `steps`: every step's width per micro-batch."""
+    return sum(step.width for step in steps.steps()) * steps.program.workload.microbatches
 
 
 def least_operations(program: Program, *, collapsed: bool) -> int:
@@ -138,7 +159,7 @@ def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:
         )
         bag.raise_if_errors()
     for block in steps.blocks:
-        if block.kind == "moe" and expert_tokens(program) > tokens(program):
+        if block.kind is BlockKind.MOE and expert_tokens(program) > tokens(program):
             bag.warning(
                 block.span,
                 f"capacity_factor gives each expert {expert_tokens(program):,} token slots,"

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from dagc.diagnostics import DiagnosticBag, DiagnosticError
+from dagc.diagnostics import option_error
 
 Row = tuple[int, int, int, float]
 Grid = tuple[Sequence[int], Sequence[int], Sequence[int]]
@@ -67,12 +67,6 @@ class Measurements(list[Row]):
         self.repeats = repeats
 
 
-def _option_error(message: str, help: str) -> DiagnosticError:
-    bag = DiagnosticBag(None)
-    bag.error(None, message, help=help)
-    return DiagnosticError(bag.diagnostics)
-
-
 def _torch() -> Any | None:
     """The torch module if it is installed and sees a CUDA GPU, else None."""
     try:
@@ -88,12 +82,12 @@ def resolve_backend(name: str = "auto") -> Backend:
     Asking for `torch` where PyTorch or a CUDA GPU is missing raises DiagnosticError.
     """
     if name not in BACKENDS:
-        raise _option_error(f"unknown backend `{name}`", "use auto, numpy or torch")
+        raise option_error(f"unknown backend `{name}`", "use auto, numpy or torch")
     torch = _torch() if name in ("auto", "torch") else None
     if torch is not None:
         return Backend("torch", str(torch.cuda.get_device_name(0)), "bf16", 2)
     if name == "torch":
-        raise _option_error(
+        raise option_error(
             "the torch backend needs PyTorch with a CUDA GPU, and none was found",
             "install PyTorch with CUDA support, or measure on the CPU with --backend numpy",
         )
@@ -153,7 +147,7 @@ def parse_sizes(text: str, option: str) -> list[int]:
     for item in text.split(","):
         item = item.strip()
         if not item.isdigit() or int(item) == 0:
-            raise _option_error(
+            raise option_error(
                 f"{option} expects positive whole numbers separated by commas, got `{item}`",
                 f"e.g. {option} 256,512,1024",
             )
@@ -175,10 +169,10 @@ def profile_matmul(
     """
     chosen = backend if isinstance(backend, Backend) else resolve_backend(backend)
     if repeats < 1:
-        raise _option_error(f"repeats must be at least 1, got {repeats}", "e.g. --repeats 3")
+        raise option_error(f"repeats must be at least 1, got {repeats}", "e.g. --repeats 3")
     axes = [sorted(set(axis)) for axis in (grid or default_grid(chosen))]
     if not all(axes) or any(v <= 0 for axis in axes for v in axis):
-        raise _option_error("every grid axis needs positive sizes", "e.g. --m 256,512")
+        raise option_error("every grid axis needs positive sizes", "e.g. --m 256,512")
     timer = _TorchTimer() if chosen.name == "torch" else _NumpyTimer()
     shapes = list(product(*axes))
     rows = Measurements([], chosen, repeats)
@@ -215,7 +209,7 @@ class _Timer:
         room = self.memory - k * n * width
         rows = int(room // ((k + n) * width)) if room > 0 else 0
         if rows < 1:
-            raise _option_error(
+            raise option_error(
                 f"B [{k}, {n}] does not fit in the memory this run may use",
                 "measure smaller k and n",
             )
@@ -294,7 +288,7 @@ def write_cost_table(
     rows: Sequence[Row], path: str | os.PathLike[str], *, backend: Backend | None = None
 ) -> None:
     """Write rows as a cost table CSV, atomically, with a comment naming what measured them."""
-    from dagc.backends.atomic import write_text_atomically as write_atomically
+    from dagc.outputs import write_text_atomically as write_atomically
 
     backend = backend or getattr(rows, "backend", None)
     repeats = getattr(rows, "repeats", None)

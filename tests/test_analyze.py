@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 import dagc
 from dagc.api import CostOptions, analyze_compiled, analyze_file
-from dagc.backends.atomic import write_text_atomically as write_atomically
 from dagc.cli import app
+from dagc.outputs import write_text_atomically as write_atomically
 from helpers import REPO
 
 runner = CliRunner()

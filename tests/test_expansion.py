@@ -1398,3 +1398,45 @@ def test_rank_order_and_node_size() -> None:
     assert ops["broadcast_l0"].term == comm(TermKind.BROADCAST, 4 * 40 * 2, 3, nodes=4)
     assert ops["return_l0"].term == comm(TermKind.P2P, 2 * 40 * 2, nodes=4)
     assert ops["expert_agg_l0_gpu7"].term == elem(2 * 40)
+
+
+# -- expansion runs the front half once -------------------------------------------------------
+
+
+def _counting_place(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the runs of the first pass (place): once per run of the front half."""
+    import dataclasses
+
+    import dagc.passes.manager as manager
+
+    calls: list[int] = []
+    first = manager.PIPELINE[0]
+    assert first.name == "place"
+
+    def place(ir: object) -> object:
+        calls.append(1)
+        return first.run(ir)
+
+    counted = (dataclasses.replace(first, run=place), *manager.PIPELINE[1:])
+    monkeypatch.setattr(manager, "PIPELINE", counted)
+    return calls
+
+
+@pytest.mark.parametrize("collapses", [False, True])
+def test_automatic_symmetry_runs_the_front_half_once(
+    monkeypatch: pytest.MonkeyPatch, collapses: bool
+) -> None:
+    """Between the cheap lower bound and the true size, the decision needs the step IR:
+    it is taken on the step IR the expansion goes on from, not on a second one."""
+    import dagc.expand as expansion
+
+    compiled = dagc.compile_file(EXAMPLES / "seed/ma_separation.dag")
+    full = expansion.expand(compiled, symmetric=False).graph.num_ops
+    least = expansion.least_operations(compiled.program, collapsed=False)
+    assert least < full
+    threshold = least if collapses else full
+    monkeypatch.setattr(expansion, "SYMMETRY_THRESHOLD", threshold)
+    calls = _counting_place(monkeypatch)
+    graph = expansion.expand(compiled, symmetric=None).graph
+    assert len(calls) == 1
+    assert (graph.symmetry is not None) is collapses

@@ -21,8 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 import dagc
+from dagc.api import build_schedule
 from dagc.backends.render import node_members
-from dagc.backends.schedule import Schedule, build_schedule
+from dagc.backends.schedule import Schedule
 from dagc.cli import app
 from helpers import EXAMPLES
 

@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import dagc
+from dagc.api import build_schedule
 from dagc.backends.render import operation_view, plan, render
-from dagc.backends.schedule import Filters, Schedule, build_schedule
+from dagc.backends.schedule import Filters, Schedule
 from dagc.cli import app
 from helpers import EXAMPLES
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dagc.backends.atomic import temporary_beside, write_text_atomically
 from dagc.cli import app
+from dagc.outputs import temporary_beside, write_text_atomically
 from helpers import REPO
 
 BASELINE = REPO / "examples" / "seed" / "baseline_tp8_pp2.dag"
@@ -452,7 +452,7 @@ def test_device_ir_and_json_are_written_as_they_are_made() -> None:
 
 def test_trace_is_written_as_it_is_made(tmp_path: Path) -> None:
     import dagc
-    from dagc.backends.schedule import build_schedule
+    from dagc.api import build_schedule
     from dagc.backends.timeline import write_trace
 
     schedule, _ = build_schedule(dagc.compile_file(MA))

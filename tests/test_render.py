@@ -21,9 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 import dagc
-from dagc.api import analyze_file
+from dagc.api import analyze_file, build_schedule
 from dagc.backends.render import FORMATS, operation_view
-from dagc.backends.schedule import Filters, Schedule, build_schedule
+from dagc.backends.schedule import Filters, Schedule
 from dagc.backends.timeline import GANTT_MAX_OPS, draw_gantt, gantt_rows, write_timeline
 from dagc.cli import app
 from helpers import REPO, check_golden

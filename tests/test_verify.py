@@ -454,15 +454,15 @@ def with_edge(graph: DeviceGraph, source: str, target: str, kind: int) -> Device
 
 def with_steps(graph: DeviceGraph, change: Callable[[Step], Step]) -> DeviceGraph:
     """The same edges over steps rewritten by `change` (the template is rebuilt)."""
+    blocks = tuple(replace(b, steps=tuple(change(s) for s in b.steps)) for b in graph.blocks)
     return DeviceGraph(
         graph.program,
-        tuple(change(s) for s in graph.steps),
+        blocks,
         graph.microbatches,
         graph.src,
         graph.dst,
         graph.edge_kind,
         graph.symmetry,
-        graph.step_blocks,
     )
 
 

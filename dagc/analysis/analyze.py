@@ -14,19 +14,19 @@ from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.blocks import MODULES, weight_products
 from dagc.ir.device import DeviceGraph
+from dagc.ir.logical import BlockKind
 from dagc.ir.logical import Model as ModelDims
-from dagc.ir.steps import Step, op_kind
-from dagc.ir.terms import TermKind
+from dagc.ir.steps import Step, StepBlockKind, TransferKind
+from dagc.ir.terms import OpKind, TermKind, op_kind
 
-# Products whose K x N operand is a weight matrix (the rest multiply two activations).
 # Step bases whose products read a weight, as each block kind's module declares them.
 WEIGHT_PRODUCTS = weight_products()
-COMMUNICATION_KINDS = frozenset({"collective", "transfer"})
+COMMUNICATION_KINDS = frozenset(kind for kind in OpKind if kind.is_communication)
 # Every operation kind, in the order reports list ties; the JSON report lists all four.
-KINDS = ("matmul", "elementwise", "collective", "transfer")
+KINDS: tuple[OpKind, ...] = tuple(OpKind)
 # Block kinds as reports name them: a transfer block moves activations between stages.
-BLOCK_NAMES = {"transfer": "pipeline_transfer"}
-BLOCK_ORDER = ("embed", "attention", "mlp", "moe", "lm_head", "pipeline_transfer")
+BLOCK_NAMES: dict[StepBlockKind, str] = {TransferKind.TRANSFER: "pipeline_transfer"}
+BLOCK_ORDER = (*BlockKind, BLOCK_NAMES[TransferKind.TRANSFER])
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class PathNode:
     """One node of the critical path: consecutive operations with the same node name."""
 
     name: str
-    kind: str
+    kind: OpKind
     ops: tuple[str, ...]
     terms: tuple[str, ...]
     start_s: float

@@ -20,25 +20,19 @@ import os
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from dagc.backends.atomic import temporary_beside, write_text_atomically
-from dagc.backends.schedule import (
-    KINDS,
-    Filters,
-    IntArray,
-    Schedule,
-    format_set,
-    format_span,
-    input_error,
-    write_error,
-)
+from dagc.backends.grouping import Grouping, count_nodes, grouping_for
+from dagc.backends.schedule import Filters, IntArray, Schedule, format_set, format_span
+from dagc.backends.style import CRITICAL, KINDS
+from dagc.diagnostics import option_error as input_error
 from dagc.ir.device import DATA_EDGE
 from dagc.ir.logical import Program, format_gpus
+from dagc.ir.terms import OpKind
+from dagc.outputs import temporary_beside, write_error, write_text_atomically
 
 VIEWS = ("device", "block", "logical")
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -50,14 +44,19 @@ PNG_DPI = 96
 
 # Okabe & Ito's colour-blind-safe palette (https://jfly.uni-koeln.de/color/).
 FILL = {
-    "matmul": "#56B4E9",  # sky blue
-    "elementwise": "#F0E442",  # yellow
-    "collective": "#CC79A7",  # reddish purple
-    "transfer": "#7FCEB9",  # bluish green (#009E73) at half strength, for black text
+    OpKind.MATMUL: "#56B4E9",  # sky blue
+    OpKind.ELEMENTWISE: "#F0E442",  # yellow
+    OpKind.COLLECTIVE: "#CC79A7",  # reddish purple
+    OpKind.TRANSFER: "#7FCEB9",  # bluish green (#009E73) at half strength, for black text
 }
-SHAPE = {"matmul": "box", "elementwise": "ellipse", "collective": "hexagon", "transfer": "cds"}
-MARGIN = {"transfer": "0.2,0.12"}  # the arrow shape needs room for three lines
-CRITICAL = "#D55E00"  # vermillion
+SHAPE = {
+    OpKind.MATMUL: "box",
+    OpKind.ELEMENTWISE: "ellipse",
+    OpKind.COLLECTIVE: "hexagon",
+    OpKind.TRANSFER: "cds",
+}
+MARGIN = {OpKind.TRANSFER: "0.2,0.12"}  # the arrow shape needs room for three lines
+COMPUTE_KINDS = (OpKind.MATMUL, OpKind.ELEMENTWISE)  # the logical view's fill: the larger
 EDGE = "#6E6E6E"
 FONT = "Helvetica"
 
@@ -72,7 +71,7 @@ class Node:
 
     id: str
     lines: tuple[str, ...]
-    kind: str
+    kind: OpKind
     cluster: tuple[str, ...]
     critical: bool
     order: tuple[float, int]
@@ -104,106 +103,7 @@ class View:
     rankdir: str = "TB"
 
 
-# -- grouping operations into picture nodes -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """The picture node of every template operation; micro-batch j's copy of template
-    node k is node j·size + k. `names[k]` is the (DOT id stem, name, main block) of
-    template node k when the grouping names its nodes itself (the block view's runs)."""
-
-    key: IntArray
-    size: int
-    names: tuple[tuple[str, str, int], ...] = ()
-
-    def nodes_of(self, ops: IntArray) -> IntArray:
-        micro, template = np.divmod(ops, len(self.key))
-        return micro * self.size + self.key[template]
-
-
-def _intern(keys: Sequence[object]) -> Grouping:
-    ids: dict[object, int] = {}
-    key = np.asarray([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
-    return Grouping(key, len(ids))
-
-
-def device_grouping(schedule: Schedule) -> Grouping:
-    """One node per node name: the products of `qkv_l0_gpu3` share one."""
-    graph = schedule.graph
-    return _intern([graph.node_name(t) for t in range(graph.template_size)])
-
-
-def block_grouping(schedule: Schedule) -> Grouping:
-    """One node per run of a GPU's operations between two of its collectives or transfers
-    (per micro-batch); every collective or transfer is a node of its own.
-
-    Cutting at the GPU's collectives, not at block boundaries, keeps every drawn edge a
-    path of the device DAG: an MoE block's router, experts and residual add, which its
-    dispatch and combine separate, become three nodes, and the residual add after an
-    all-reduce joins the next block's node instead of pretending to precede the
-    all-reduce. The template is in execution order on every GPU (edges inside a
-    micro-batch go from lower to higher template index), so counting a GPU's joint
-    operations while sweeping the template numbers its runs."""
-    graph = schedule.graph
-    seen: dict[int, int] = defaultdict(int)  # GPU -> joint operations met so far
-    keys: list[object] = []
-    for t in range(graph.template_size):
-        gpus = graph.gpus_of(t)
-        if graph.steps[int(graph.template_step[t])].joint:
-            keys.append(("joint", t))
-            for gpu in gpus:
-                seen[gpu] += 1
-        else:
-            keys.append((gpus[0], seen[gpus[0]]))
-    grouping = _intern(keys)
-    return replace(grouping, names=_run_names(schedule, grouping))
-
-
-def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, str, int], ...]:
-    """(DOT id stem, name, main block) of every template node of the block grouping: a
-    run is named after the block that takes most of its time (`moe l23 gpu0`), numbered
-    when that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts)."""
-    graph = schedule.graph
-    members: dict[int, list[int]] = defaultdict(list)
-    for t in range(graph.template_size):
-        members[int(grouping.key[t])].append(t)
-    main: dict[int, int] = {}
-    for node, ts in members.items():
-        seconds: dict[int, float] = defaultdict(float)
-        for t in ts:
-            seconds[schedule.block_of(t)] += float(schedule.costs[t])
-        main[node] = min(seconds, key=lambda b: (-seconds[b], b))
-    parts: dict[tuple[int, int], list[int]] = defaultdict(list)  # (block, gpu) -> its runs
-    for node, ts in sorted(members.items()):
-        if not graph.step_of(ts[0]).joint:
-            parts[(main[node], graph.gpus_of(ts[0])[0])].append(node)
-    names: list[tuple[str, str, int]] = []
-    for node in range(grouping.size):
-        ts = members[node]
-        if graph.step_of(ts[0]).joint:
-            names.append((graph.node_name(ts[0]), graph.node_name(ts[0]), -1))
-            continue
-        names.append(_run_name(schedule, node, ts, main[node], parts))
-    return tuple(names)
-
-
-def _run_name(
-    schedule: Schedule,
-    node: int,
-    ts: list[int],
-    main: int,
-    parts: dict[tuple[int, int], list[int]],
-) -> tuple[str, str, int]:
-    gpu = schedule.graph.gpus_of(ts[0])[0]
-    block = schedule.blocks[main]
-    ident = f"b{main}_{block.kind}_l{block.layer}_gpu{gpu}"
-    name = f"{block.kind} l{block.layer} gpu{gpu}"
-    runs = parts[(main, gpu)]
-    if len(runs) > 1:
-        ident += f"_p{runs.index(node) + 1}"
-        name += f" ({runs.index(node) + 1}/{len(runs)})"
-    return ident, name, main
+# -- block runs (the grouping itself is in backends/grouping.py) ----------------------------
 
 
 def _block_ops(schedule: Schedule, members: IntArray, index: int) -> str:
@@ -214,20 +114,6 @@ def _block_ops(schedule: Schedule, members: IntArray, index: int) -> str:
     unique = list(dict.fromkeys(stems))
     what = " ".join(unique) if len(unique) <= 2 else "part"
     return f"{what} of {block.kind} l{block.layer}"
-
-
-def grouping_for(schedule: Schedule, view: str) -> Grouping:
-    """The device or block grouping, computed once per schedule."""
-    found = schedule.memo.get(f"grouping {view}")
-    if not isinstance(found, Grouping):
-        found = device_grouping(schedule) if view == "device" else block_grouping(schedule)
-        schedule.memo[f"grouping {view}"] = found
-    return found
-
-
-def count_nodes(grouping: Grouping, ops: IntArray) -> int:
-    """How many picture nodes the operations `ops` make."""
-    return int(np.unique(grouping.nodes_of(ops)).size)
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -291,11 +177,11 @@ def _node_id(schedule: Schedule, grouping: Grouping, members: IntArray) -> str:
     return ident + (f"_mb{graph.split_id(op)[0]}" if graph.microbatches > 1 else "")
 
 
-def _dominant_kind(schedule: Schedule, members: IntArray) -> str:
+def _dominant_kind(schedule: Schedule, members: IntArray) -> OpKind:
     """The kind with the largest share of the node's time (the first op's kind on a tie)."""
     size = schedule.graph.template_size
     kinds = [schedule.template_kind[int(op) % size] for op in members]
-    seconds: dict[str, float] = defaultdict(float)
+    seconds: dict[OpKind, float] = defaultdict(float)
     for kind, op in zip(kinds, members, strict=True):
         seconds[kind] += float(schedule.costs[op])
     best = max(seconds.values())
@@ -447,7 +333,7 @@ def logical_view(schedule: Schedule) -> View:
         critical[where[int(schedule.graph.template_step[op % size])]] += float(schedule.costs[op])
     compute = _compute_kinds(schedule, where)
     nodes = [
-        _logical_node(schedule, r, b, index, critical[index], compute.get(index, "matmul"))
+        _logical_node(schedule, r, b, index, critical[index], compute.get(index, OpKind.MATMUL))
         for index, (r, b) in enumerate(_logical_blocks(program))
     ]
     labels: dict[tuple[str, ...], str] = {
@@ -458,7 +344,7 @@ def logical_view(schedule: Schedule) -> View:
 
 
 def _logical_node(
-    schedule: Schedule, r: int, b: int, index: int, critical_s: float, kind: str
+    schedule: Schedule, r: int, b: int, index: int, critical_s: float, kind: OpKind
 ) -> Node:
     layer_range = schedule.graph.program.ranges[r]
     block = layer_range.blocks[b]
@@ -474,16 +360,16 @@ def _logical_node(
     return Node(ident, tuple(lines), kind, (block.group,), bool(critical_s), (index, index))
 
 
-def _compute_kinds(schedule: Schedule, where: list[int]) -> dict[int, str]:
+def _compute_kinds(schedule: Schedule, where: list[int]) -> dict[int, OpKind]:
     """matmul or elementwise: which takes more of a logical block's compute time."""
     graph = schedule.graph
-    seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    seconds: dict[int, dict[OpKind, float]] = defaultdict(lambda: defaultdict(float))
     for t in range(graph.template_size):
         kind = schedule.template_kind[t]
-        if kind in ("matmul", "elementwise"):
+        if not kind.is_communication:
             seconds[where[int(graph.template_step[t])]][kind] += float(schedule.costs[t])
     return {
-        index: max(("matmul", "elementwise"), key=lambda k: by_kind.get(k, 0.0))
+        index: max(COMPUTE_KINDS, key=lambda k: by_kind.get(k, 0.0))
         for index, by_kind in seconds.items()
     }
 
@@ -503,7 +389,7 @@ def _logical_index(schedule: Schedule) -> list[int]:
         found = 0
         for r, layer_range in enumerate(program.ranges):
             if layer_range.first <= block.layer <= layer_range.last:
-                kinds = [(b.kind.value, b.group) for b in layer_range.blocks]
+                kinds = [(b.kind, b.group) for b in layer_range.blocks]
                 key = (block.kind, block.group)
                 found = position[(r, kinds.index(key) if key in kinds else 0)]
         of_block.append(found)
@@ -673,7 +559,10 @@ def _gpus_to_keep(schedule: Schedule, filters: Filters, *, both: bool) -> tuple[
 RANK_PX = 115  # a rank of nodes and the gap below it, at PNG_DPI
 CHAR_PX = 7.0  # one character of a node label (Helvetica 11 pt at 96 dpi)
 COLUMN_PX = 130  # a GPU cluster's margins and the gap to the next column
-WIDE = {"collective": 1.8, "transfer": 1.4}  # hexagons and arrows are wider than their text
+WIDE = {
+    OpKind.COLLECTIVE: 1.8,
+    OpKind.TRANSFER: 1.4,
+}  # hexagons and arrows are wider than their text
 LEGEND_PX = 200
 TITLE_PX = 150
 

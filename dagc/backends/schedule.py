@@ -3,40 +3,34 @@
 `dagc render` and `dagc timeline` both need, besides the device DAG, when each operation
 runs (its critical-path start time), which block it belongs to, and which operations the
 user's filters (`--layers 0..1 --gpus 0..3 --microbatch 0`) keep. A Schedule holds all of
-that; it is built once per file.
+that; `make_schedule` builds it from an expanded graph and a cost model alone (the graph
+keeps its blocks), once per file. Compiling and expanding is the library's job:
+dagc.api.build_schedule does all of it.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
+from dagc.analysis.costs import CostModel
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
-from dagc.api import CostOptions, cost_model
-from dagc.compiler import CompileResult
-from dagc.diagnostics import Diagnostic, DiagnosticBag, DiagnosticError
-from dagc.expand import DEFAULT_MAX_OPS, expand
+from dagc.backends.style import KINDS
+from dagc.diagnostics import DiagnosticError
+from dagc.diagnostics import option_error as input_error
 from dagc.ir.device import DeviceGraph
-from dagc.ir.steps import BlockSteps, op_kind
-from dagc.passes.manager import lower_to_steps
+from dagc.ir.steps import BlockSteps
+from dagc.ir.terms import OpKind
+from dagc.outputs import check_output, write_error
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Span = tuple[int, int]
-KINDS = ("matmul", "elementwise", "collective", "transfer")
-
-
-def input_error(message: str, help: str | None = None) -> DiagnosticError:
-    """A file-free diagnostic (`dagc: error: ...`) about options or output paths."""
-    bag = DiagnosticBag(None)
-    bag.error(None, message, help=help)
-    return DiagnosticError(bag.diagnostics)
 
 
 def parse_span(text: str | None, option: str) -> Span | None:
@@ -105,24 +99,33 @@ def _describe(one: str, many: str, span: Span | None, chosen: tuple[int, ...] | 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A device DAG with its per-operation costs, critical path and blocks.
+    """A device DAG with its per-operation costs and critical path.
 
     An operation runs [path.start[op], path.start[op] + costs[op]]: the earliest start the
-    critical-path computation found. `step_block[s]` is the index in `blocks` of the block
-    that step s belongs to.
+    critical-path computation found. Blocks, layers and kinds come from the graph.
     """
 
     graph: DeviceGraph
-    blocks: tuple[BlockSteps, ...]
-    step_block: IntArray
     costs: FloatArray
     path: CriticalPath
     cost_model: str
     gpu_preset: str
+    # Values the picture back ends derive once per schedule (their groupings).
+    memo: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def total_s(self) -> float:
         return self.path.time
+
+    @property
+    def blocks(self) -> tuple[BlockSteps, ...]:
+        """The step IR's blocks, in execution order."""
+        return self.graph.blocks
+
+    @property
+    def step_block(self) -> npt.NDArray[np.int32]:
+        """`step_block[s]`: the index in `blocks` of the block that step s belongs to."""
+        return self.graph.step_block
 
     @cached_property
     def critical(self) -> BoolArray:
@@ -131,16 +134,15 @@ class Schedule:
         mask[list(self.path.ops)] = True
         return mask
 
-    @cached_property
-    def template_kind(self) -> tuple[str, ...]:
+    @property
+    def template_kind(self) -> tuple[OpKind, ...]:
         """The kind (matmul, elementwise, collective, transfer) of every template operation."""
-        graph = self.graph
-        return tuple(op_kind(graph.term_of(t)) for t in range(graph.template_size))
+        return self.graph.template_kind
 
-    @cached_property
+    @property
     def template_layer(self) -> IntArray:
-        steps = self.graph.steps
-        return np.asarray([steps[int(s)].layer for s in self.graph.template_step], np.int64)
+        """The layer of every template operation."""
+        return self.graph.template_layer
 
     @cached_property
     def group_of_gpu(self) -> dict[int, str]:
@@ -155,8 +157,7 @@ class Schedule:
 
     def block_of(self, op: int) -> int:
         """The index in `blocks` of the block operation `op` belongs to."""
-        graph = self.graph
-        return int(self.step_block[int(graph.template_step[op % graph.template_size])])
+        return self.graph.block_index(op)
 
     def select(self, filters: Filters) -> IntArray:
         """The ids of the operations the filters keep, ascending; an error if none."""
@@ -207,11 +208,6 @@ class Schedule:
         joint = np.asarray([step.joint for step in self.graph.steps], dtype=np.bool_)
         return joint[self.graph.template_step]
 
-    @cached_property
-    def memo(self) -> dict[str, object]:
-        """Values the picture back ends derive once per schedule (their groupings)."""
-        return {}
-
     def _empty_selection(self, filters: Filters) -> DiagnosticError:
         graph = self.graph
         gpus = graph.gpus()
@@ -222,70 +218,19 @@ class Schedule:
         )
 
 
-def build_schedule(
-    compiled: CompileResult,
-    costs: CostOptions | None = None,
-    *,
-    max_ops: int = DEFAULT_MAX_OPS,
-) -> tuple[Schedule, tuple[Diagnostic, ...]]:
-    """Expand, cost and time a compiled program; also returns the expansion's warnings."""
-    costs = costs or CostOptions()
-    model, _ = cost_model(compiled.program, costs)
-    expansion = expand(compiled, max_ops=max_ops, symmetric=False)  # pictures show every GPU
-    graph = expansion.graph
+def make_schedule(graph: DeviceGraph, model: CostModel, gpu_preset: str) -> Schedule:
+    """The schedule of an expanded graph: every operation priced by `model`, then timed.
+
+    `gpu_preset` names the GPU in titles. Takes the graph as built: pictures want the
+    full expansion (every GPU), which is the caller's choice (dagc.api.build_schedule).
+    """
     seconds = op_costs(graph, model.term_costs(graph.terms.terms))
-    blocks, step_block = _blocks_of_steps(graph)
-    schedule = Schedule(
+    return Schedule(
         graph=graph,
-        blocks=blocks,
-        step_block=step_block,
         costs=seconds,
         path=critical_path(graph, seconds),
         cost_model=model.name,
-        gpu_preset=costs.gpu or compiled.program.hardware.gpu,
-    )
-    return schedule, compiled.warnings + expansion.warnings
-
-
-def _blocks_of_steps(graph: DeviceGraph) -> tuple[tuple[BlockSteps, ...], IntArray]:
-    """The step program's blocks and, for every step of `graph`, its block's index."""
-    steps = lower_to_steps(graph.program)
-    owner = [index for index, block in enumerate(steps.blocks) for _ in block.steps]
-    if tuple(steps.steps()) != graph.steps:
-        raise RuntimeError("the step program does not match the device DAG's steps")
-    return steps.blocks, np.asarray(owner, dtype=np.int64)
-
-
-def check_output(path: str | os.PathLike[str], formats: tuple[str, ...]) -> str:
-    """The output format named by `path`'s extension, after checking its folder is writable."""
-    name = os.fspath(path)
-    extension = os.path.splitext(name)[1].lower().lstrip(".")
-    if extension not in formats:
-        shown = ", ".join(f".{f}" for f in formats)
-        raise input_error(
-            f"cannot tell the output format of `{name}`"
-            + (f": unknown extension `.{extension}`" if extension else ": it has no extension"),
-            f"name the output with one of {shown}",
-        )
-    folder = os.path.dirname(name) or "."
-    if os.path.isdir(name):
-        raise input_error(f"cannot write {name}: it is a folder", "name a file")
-    if not os.path.isdir(folder):
-        raise input_error(
-            f"cannot write {name}: the folder {folder} does not exist", "create it first"
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise input_error(
-            f"cannot write {name}: the folder {folder} is not writable", "check its permissions"
-        )
-    return extension
-
-
-def write_error(path: str | os.PathLike[str], error: OSError) -> DiagnosticError:
-    """A file-free diagnostic for an output file that could not be written."""
-    return input_error(
-        f"cannot write {os.fspath(path)}: {error.strerror or error}",
-        "check that the folder exists and is writable",
+        gpu_preset=gpu_preset,
     )
 
 
@@ -293,10 +238,10 @@ __all__ = [
     "KINDS",
     "Filters",
     "Schedule",
-    "build_schedule",
     "check_output",
     "format_span",
     "input_error",
+    "make_schedule",
     "parse_span",
     "write_error",
 ]

@@ -20,11 +20,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from dagc.backends.atomic import temporary_beside, write_text_atomically
-from dagc.backends.render import CRITICAL, grouping_for
-from dagc.backends.schedule import KINDS, IntArray, Schedule, write_error
+from dagc.backends.grouping import grouping_for
+from dagc.backends.schedule import IntArray, Schedule
+from dagc.backends.style import CRITICAL, KINDS
 from dagc.ir.logical import format_gpus
-from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.terms import CostTerm, OpKind, TermKind
+from dagc.outputs import temporary_beside, write_error, write_text_atomically
 
 TRACE_FORMATS = ("json",)
 GANTT_FORMATS = ("png", "svg", "pdf")
@@ -34,10 +35,10 @@ MERGE_ABOVE = 8  # with more GPUs than this, GPUs with identical schedules share
 
 # Okabe & Ito's colour-blind-safe palette, as in the graphviz pictures.
 COLOUR = {
-    "matmul": "#56B4E9",
-    "elementwise": "#F0E442",
-    "collective": "#CC79A7",
-    "transfer": "#009E73",
+    OpKind.MATMUL: "#56B4E9",
+    OpKind.ELEMENTWISE: "#F0E442",
+    OpKind.COLLECTIVE: "#CC79A7",
+    OpKind.TRANSFER: "#009E73",
 }
 
 
@@ -160,7 +161,7 @@ class Bar:
 
     start: float
     length: float
-    kind: str
+    kind: OpKind
     critical: bool
 
 
@@ -264,7 +265,7 @@ def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
 
 def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
     size = schedule.graph.template_size
-    seconds: dict[str, float] = defaultdict(float)
+    seconds: dict[OpKind, float] = defaultdict(float)
     for op in members.tolist():
         seconds[schedule.template_kind[op % size]] += float(schedule.costs[op])
     start = float(schedule.path.start[members].min())
@@ -319,7 +320,7 @@ def _figure(schedule: Schedule, rows: list[Row], blocks: bool) -> Any:
 
 
 def _draw_row(axes: Any, y: float, row: Row) -> None:
-    by_kind: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_kind: dict[OpKind, list[tuple[float, float]]] = defaultdict(list)
     for bar in row.bars:
         if bar.length > 0:
             by_kind[bar.kind].append((bar.start, bar.length))

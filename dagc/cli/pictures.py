@@ -45,7 +45,7 @@ def picture_format(output: Path) -> str:
 
     Called before any work, so that a bad name fails at once (exit 2)."""
     from dagc.backends import render as pictures
-    from dagc.backends.schedule import check_output
+    from dagc.outputs import check_output
 
     fmt = run_library(lambda: check_output(output, pictures.FORMATS))
     if fmt != "dot":
@@ -70,8 +70,8 @@ def draw(
     what was drawn.
 
     `warn`: print the compiler's warnings (analyze --render has printed them already)."""
+    from dagc.api import build_schedule
     from dagc.backends import render as pictures
-    from dagc.backends.schedule import build_schedule
 
     with progress(f"drawing {output}"):
         schedule, warnings = run_library(lambda: build_schedule(compiled, options, max_ops=max_ops))
@@ -181,8 +181,9 @@ def timeline(
     werror: WerrorOpt = False,
 ) -> None:
     """When every operation runs on every GPU: a Perfetto trace or a Gantt chart."""
-    from dagc.backends.schedule import build_schedule, check_output
+    from dagc.api import build_schedule
     from dagc.backends.timeline import FORMATS, write_timeline
+    from dagc.outputs import check_output
 
     options = cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     run_library(lambda: check_output(output, FORMATS))

@@ -146,7 +146,7 @@ def emit(output: Path | None, write: Callable[[TextIO], object]) -> None:
     if output is None:
         write(sys.stdout)
         return
-    from dagc.backends.atomic import write_text_atomically as write_atomically
+    from dagc.outputs import write_text_atomically as write_atomically
 
     try:
         write_atomically(output, write)

@@ -3,9 +3,14 @@
 Stored as a struct of arrays so that millions of operations fit in memory. The operations
 of one micro-batch form a *template* of W operations (one per GPU of each per-GPU step, one
 per joint step); micro-batch j's copy of template operation t has id j·W + t. Per-operation
-facts (GPU, layer, cost term, name) come from the template and its step, so they cost no
-memory per micro-batch. Only the edges are stored per operation: two int64 arrays, plus one
-byte saying whether an edge carries data or program order.
+facts (GPU, layer, cost term, name, step, block) come from the template, its step and the
+step's block, so they cost no memory per micro-batch. Only the edges are stored per
+operation: two int64 arrays, plus one byte saying whether an edge carries data or program
+order.
+
+The graph keeps the step IR's blocks (kind, layer, group, GPUs, steps), so that analyses
+and back ends learn which block and layer an operation belongs to from the graph alone,
+without running a pass again.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.logical import Program, format_gpus
-from dagc.ir.steps import Step, Symmetry, op_kind
-from dagc.ir.terms import CostTerm, TermTable
+from dagc.ir.steps import BlockSteps, Step, StepBlockKind, Symmetry
+from dagc.ir.terms import CostTerm, OpKind, TermTable, op_kind
 from dagc.ir.toposort import topological_levels
 
 IntArray = npt.NDArray[np.int64]
@@ -37,7 +42,7 @@ class Operation:
     id: int
     name: str
     node: str
-    kind: str
+    kind: OpKind
     gpus: tuple[int, ...]
     layer: int
     microbatch: int
@@ -52,19 +57,21 @@ class DeviceGraph:
     def __init__(
         self,
         program: Program,
-        steps: tuple[Step, ...],
+        blocks: tuple[BlockSteps, ...],
         microbatches: int,
         src: IntArray,
         dst: IntArray,
         edge_kind: npt.NDArray[np.uint8],
         symmetry: Symmetry | None = None,
-        step_blocks: tuple[str, ...] = (),
     ) -> None:
         self.program = program
-        self.steps = steps
-        # The kind of block each step came from (attention, moe, transfer, ...): step names
-        # alone cannot tell, since `ln2` and `res2` belong to mlp and moe blocks alike.
-        self.step_blocks = step_blocks or tuple("" for _ in steps)
+        # The blocks each step came from: step names alone cannot tell (`ln2` and `res2`
+        # belong to mlp and moe blocks alike), and back ends draw and filter by block.
+        self.blocks = blocks
+        self.steps = tuple(step for block in blocks for step in block.steps)
+        self.step_block = np.asarray(
+            [index for index, block in enumerate(blocks) for _ in block.steps], dtype=np.int32
+        )
         self.symmetry = symmetry
         self.microbatches = microbatches
         self.src = src
@@ -75,7 +82,7 @@ class DeviceGraph:
         rank_of: list[int] = []
         term_of: list[int] = []
         by_object: dict[int, int] = {}  # ranks share term objects: hash each object once
-        for index, step in enumerate(steps):
+        for index, step in enumerate(self.steps):
             for rank in range(step.width):
                 step_of.append(index)
                 rank_of.append(rank)
@@ -134,9 +141,30 @@ class DeviceGraph:
         step = self.steps[int(self.template_step[t])]
         return step.node_name(int(self.template_rank[t]), self._mb_suffix(microbatch))
 
-    def block_of(self, op: int) -> str:
+    def block_index(self, op: int) -> int:
+        """The index in `blocks` of the block operation `op` belongs to."""
+        return int(self.step_block[int(self.template_step[op % self.template_size])])
+
+    def block_of(self, op: int) -> StepBlockKind:
         """The kind of block operation `op` belongs to (`attention`, `transfer`, ...)."""
-        return self.step_blocks[int(self.template_step[op % self.template_size])]
+        return self.blocks[self.block_index(op)].kind
+
+    @cached_property
+    def template_block(self) -> npt.NDArray[np.int32]:
+        """The block index of every template operation."""
+        return self.step_block[self.template_step]
+
+    @cached_property
+    def template_layer(self) -> IntArray:
+        """The layer of every template operation (its step's layer)."""
+        layers = np.asarray([step.layer for step in self.steps], dtype=np.int64)
+        return layers[self.template_step]
+
+    @cached_property
+    def template_kind(self) -> tuple[OpKind, ...]:
+        """The kind (matmul, elementwise, collective, transfer) of every template operation."""
+        kinds = [op_kind(term) for term in self.terms.terms]
+        return tuple(kinds[t] for t in self.template_term.tolist())
 
     def gpus_of(self, op: int) -> tuple[int, ...]:
         """The GPU of a per-GPU operation, or every participant of a joint one."""

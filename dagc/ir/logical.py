@@ -30,7 +30,13 @@ class DType(enum.Enum):
         return {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}[self.value]
 
 
-class BlockKind(enum.Enum):
+class BlockKind(enum.StrEnum):
+    """The blocks a .dag file places (the front end accepts exactly these names).
+
+    A StrEnum, so that it prints and serialises as its value, as the step IR's kinds did
+    when they were plain strings.
+    """
+
     EMBED = "embed"
     ATTENTION = "attention"
     MLP = "mlp"

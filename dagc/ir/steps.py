@@ -9,10 +9,11 @@ of the first to every operation of the second when they share none.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 
 from dagc.ir.logical import BlockKind, Program, format_gpus
-from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.terms import CostTerm
 from dagc.source import Span
 
 
@@ -80,15 +81,18 @@ class Step:
         return replace(self, gpus=gpus, terms=terms)
 
 
-def op_kind(term: CostTerm) -> str:
-    """The kind of operation a term makes: matmul, elementwise, collective or transfer."""
-    if term.kind is TermKind.MATMUL:
-        return "matmul"
-    if term.kind is TermKind.ELEMENTWISE:
-        return "elementwise"
-    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL):
-        return "collective"
-    return "transfer"
+class TransferKind(enum.StrEnum):
+    """The kind of the blocks insert-transfers adds between pipeline stages.
+
+    Not a BlockKind: no .dag file places one, and the front end accepts exactly BlockKind's
+    names. A StrEnum, like BlockKind, so that the step IR prints as before.
+    """
+
+    TRANSFER = "transfer"
+
+
+# The kind of a block of the step IR: one the file placed, or a transfer.
+StepBlockKind = BlockKind | TransferKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ class BlockSteps:
     `input_gpus`, which are then its `output_gpus`. Any other move starts a pipeline stage.
     """
 
-    kind: str
+    kind: StepBlockKind
     layer: int
     group: str
     gpus: tuple[int, ...]
@@ -115,10 +119,8 @@ class BlockSteps:
 
     @property
     def block_kind(self) -> BlockKind | None:
-        try:
-            return BlockKind(self.kind)
-        except ValueError:
-            return None
+        """The kind of block the file placed; None for a transfer."""
+        return self.kind if isinstance(self.kind, BlockKind) else None
 
 
 @dataclass(frozen=True, slots=True)

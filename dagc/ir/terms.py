@@ -38,6 +38,26 @@ class TermKind(enum.Enum):
 _COMMUNICATION = frozenset(
     {TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL, TermKind.BROADCAST, TermKind.P2P}
 )
+
+
+class OpKind(enum.StrEnum):
+    """The kind of work an operation is, as reports, traces and pictures name it.
+
+    A StrEnum, so that it prints, formats and serialises to JSON as its value: outputs are
+    the same as when these were plain strings. Members are in the order reports list ties.
+    """
+
+    MATMUL = "matmul"
+    ELEMENTWISE = "elementwise"
+    COLLECTIVE = "collective"
+    TRANSFER = "transfer"
+
+    @property
+    def is_communication(self) -> bool:
+        """Collectives and transfers move data; the other kinds compute."""
+        return self in (OpKind.COLLECTIVE, OpKind.TRANSFER)
+
+
 _ARITY = {
     TermKind.MATMUL: 3,
     TermKind.ELEMENTWISE: 1,
@@ -162,3 +182,14 @@ def matmul(m: Label, k: Label, n: Label) -> CostTerm:
 def elementwise(elements: Label) -> CostTerm:
     """Elem_Time(n) from a labelled element count."""
     return CostTerm(TermKind.ELEMENTWISE, (_value(elements),), labels=(elements,))
+
+
+def op_kind(term: CostTerm) -> OpKind:
+    """The kind of operation a term makes: matmul, elementwise, collective or transfer."""
+    if term.kind is TermKind.MATMUL:
+        return OpKind.MATMUL
+    if term.kind is TermKind.ELEMENTWISE:
+        return OpKind.ELEMENTWISE
+    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL):
+        return OpKind.COLLECTIVE
+    return OpKind.TRANSFER

@@ -20,7 +20,7 @@ from dagc.passes.common import map_blocks, with_steps
 def insert_collectives(steps: StepProgram) -> StepProgram:
     """Add all_reduce_attn, all_reduce_mlp, dispatch and combine where the semantics ask."""
     for kind, block_module in MODULES.items():
-        steps = map_blocks(steps, kind.value, _inserting(block_module.collectives))
+        steps = map_blocks(steps, kind, _inserting(block_module.collectives))
     return steps
 
 

@@ -18,6 +18,7 @@ from dagc.blocks.shapes import (
     tokens,
     tokens_held_by_expert_gpu,
 )
+from dagc.ir.logical import BlockKind
 from dagc.ir.steps import BlockSteps, StepProgram
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-def map_blocks(steps: StepProgram, kind: str, rewrite: object) -> StepProgram:
+def map_blocks(steps: StepProgram, kind: BlockKind, rewrite: object) -> StepProgram:
     """Apply `rewrite(program, block) -> BlockSteps` to every block of `kind`."""
     assert callable(rewrite)
     blocks = tuple(

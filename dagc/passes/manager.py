@@ -77,18 +77,31 @@ def lower_to_steps(program: Program, options: PassOptions | None = None) -> Step
 
 
 def run_passes(
-    program: Program, options: PassOptions | None = None, until: str | None = None
+    program: Any,
+    options: PassOptions | None = None,
+    until: str | None = None,
+    *,
+    resume_after: str | None = None,
 ) -> Any:
-    """Run the pipeline's passes in order, stopping after `until` if given."""
+    """Run the pipeline's passes in order, stopping after `until` if given.
+
+    With `resume_after`, `program` is the IR that pass made and the passes after it run:
+    a caller that looks at the step IR before deciding the rest (expand's automatic
+    symmetry) builds it only once.
+    """
     options = options or PassOptions()
     unknown = options.print_after - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown pass {sorted(unknown)[0]}")
+    if resume_after is not None and resume_after not in REGISTRY:
+        raise ValueError(f"unknown pass {resume_after}")
     ir: Any = program
-    if options.verify_each:
+    names = [each.name for each in PIPELINE]
+    first = names.index(resume_after) + 1 if resume_after is not None else 0
+    if options.verify_each and first == 0:
         verify(program)  # the input level too: a pass's bug must not be blamed on its input
-    ran: set[str] = set()
-    for each in PIPELINE:
+    ran: set[str] = set(names[:first])
+    for each in PIPELINE[first:]:
         if each.optional and each.name not in options.enable:
             continue
         started = time.perf_counter()

@@ -23,8 +23,7 @@ def microbatch(steps: StepProgram) -> DeviceGraph:
     src = (base + np.asarray(src_t, dtype=np.int64)[None, :]).ravel()
     dst = (base + np.asarray(dst_t, dtype=np.int64)[None, :]).ravel()
     kinds = np.full(len(src), DATA_EDGE, dtype=np.uint8)
-    blocks = tuple(block.kind for block in steps.blocks for _ in block.steps)
-    return DeviceGraph(steps.program, all_steps, count, src, dst, kinds, steps.symmetry, blocks)
+    return DeviceGraph(steps.program, steps.blocks, count, src, dst, kinds, steps.symmetry)
 
 
 def template_data_edges(steps: tuple[Step, ...]) -> tuple[list[int], list[int]]:

@@ -38,7 +38,7 @@ def place(program: Program) -> StepProgram:
                 output = source if excursion else gpus
                 blocks.append(
                     BlockSteps(
-                        kind=block.kind.value,
+                        kind=block.kind,
                         layer=layer,
                         group=block.group,
                         gpus=gpus,

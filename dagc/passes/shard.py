@@ -19,7 +19,7 @@ def _shard(steps: StepProgram, kind: BlockKind) -> StepProgram:
     def rewrite(program: Program, block: BlockSteps) -> BlockSteps:
         return with_steps(block, compute(program, block))
 
-    return map_blocks(steps, kind.value, rewrite)
+    return map_blocks(steps, kind, rewrite)
 
 
 def shard_attention(steps: StepProgram) -> StepProgram:

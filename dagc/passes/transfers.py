@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dagc.ir.logical import Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram
+from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.passes.common import activation_bytes, communication, count, dims, held_tokens, times
 
@@ -63,7 +63,7 @@ def _stage_transfer(
         span=block.span,
     )
     return BlockSteps(
-        kind="transfer",
+        kind=TransferKind.TRANSFER,
         layer=block.layer,
         group=block.group,
         gpus=block.gpus,

@@ -223,9 +223,15 @@ def _gpu_edges(graph: DeviceGraph, gpu: int) -> tuple[list[int], list[tuple[int,
     return ops, local
 
 
+def _step_kinds(graph: DeviceGraph) -> list[str]:
+    """The kind of block each step belongs to (`attention`, `transfer`, ...)."""
+    return [str(graph.blocks[index].kind) for index in graph.step_block.tolist()]
+
+
 def _check_flops(graph: DeviceGraph) -> None:
     """Matmul FLOPs per (layer, block) of one micro-batch template, against the program."""
-    by_block = all(graph.step_blocks)  # graphs built without block kinds compare per layer
+    step_kinds = _step_kinds(graph)
+    by_block = all(step_kinds)  # graphs built without block kinds compare per layer
     expected = expected_flops_per_block(graph.program)
     if not by_block:
         expected = _per_layer(expected)
@@ -254,6 +260,7 @@ def _template_flops(graph: DeviceGraph, by_block: bool) -> FlopTable:
     Python integers: a large model's total passes 2**63.
     """
     class_size = graph.symmetry.class_size if graph.symmetry else {}
+    step_kinds = _step_kinds(graph)
     term_flops = [term.flops() for term in graph.terms.terms]
     table: FlopTable = {}
     for step_index, rank, term in zip(
@@ -267,6 +274,6 @@ def _template_flops(graph: DeviceGraph, by_block: bool) -> FlopTable:
             continue
         step = graph.steps[step_index]
         weight = 1 if step.joint else class_size.get(step.gpus[rank], 1)
-        key = (step.layer, graph.step_blocks[step_index] if by_block else "")
+        key = (step.layer, step_kinds[step_index] if by_block else "")
         table[key] = table.get(key, 0) + flops * weight
     return table

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dagc.ir.logical import BlockKind, Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram
+from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
 
@@ -87,7 +87,7 @@ def expected_blocks(program: Program) -> Iterator[tuple[str, int, str]]:
 
 
 def _check_block_sequence(steps: StepProgram) -> None:
-    actual = [(b.kind, b.layer, b.group) for b in steps.blocks if b.kind != "transfer"]
+    actual = [(b.kind, b.layer, b.group) for b in steps.blocks if b.kind != TransferKind.TRANSFER]
     expected = list(expected_blocks(steps.program))
     for index, (have, want) in enumerate(zip(actual, expected, strict=False)):
         if have != want:
@@ -110,7 +110,7 @@ def _check_data_placement(steps: StepProgram, restrict: _Restrict) -> None:
                 f"{_label(block)} reads its input on {list(block.input_gpus)}, but the block"
                 f" before left it on {list(source)}"
             )
-        if block.kind == "transfer":
+        if block.kind == TransferKind.TRANSFER:
             following = blocks[index + 1] if index + 1 < len(blocks) else None
             if following is None or restrict(following.gpus) != restrict(block.gpus):
                 raise VerificationError(f"transfer to l{block.layer} leads to no block on its GPUs")

@@ -1,4 +1,8 @@
-"""Output files written safely: a failed or interrupted run never leaves a half-written file.
+"""Output files: written safely, and checked before any work is done.
+
+A base module: back ends, `dagc profile` and the CLI all write through it.
+
+A failed or interrupted run never leaves a half-written file.
 
 What `-o PATH` does depends on what PATH is:
 - a regular file, or nothing yet: the output goes to a temporary file beside it, which is
@@ -26,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
+
+from dagc.diagnostics import DiagnosticError, option_error
 
 
 def _umask() -> int:
@@ -111,3 +117,39 @@ def write_text_atomically(
         temporary.open("w", encoding="utf-8", newline="\n") as stream,
     ):
         write(stream)
+
+
+def check_output(path: str | os.PathLike[str], formats: tuple[str, ...]) -> str:
+    """The output format named by `path`'s extension, after checking its folder is writable.
+
+    Run before the work that makes the output, so that a typo costs no expansion.
+    """
+    name = os.fspath(path)
+    extension = os.path.splitext(name)[1].lower().lstrip(".")
+    if extension not in formats:
+        shown = ", ".join(f".{f}" for f in formats)
+        raise option_error(
+            f"cannot tell the output format of `{name}`"
+            + (f": unknown extension `.{extension}`" if extension else ": it has no extension"),
+            f"name the output with one of {shown}",
+        )
+    folder = os.path.dirname(name) or "."
+    if os.path.isdir(name):
+        raise option_error(f"cannot write {name}: it is a folder", "name a file")
+    if not os.path.isdir(folder):
+        raise option_error(
+            f"cannot write {name}: the folder {folder} does not exist", "create it first"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise option_error(
+            f"cannot write {name}: the folder {folder} is not writable", "check its permissions"
+        )
+    return extension
+
+
+def write_error(path: str | os.PathLike[str], error: OSError) -> DiagnosticError:
+    """A file-free diagnostic for an output file that could not be written."""
+    return option_error(
+        f"cannot write {os.fspath(path)}: {error.strerror or error}",
+        "check that the folder exists and is writable",
+    )
