@@ -53,7 +53,7 @@ def expand(
     if symmetric or (symmetric is None and _collapses(compiled)):
         enable.add("collapse-symmetric")
     # The size limit applies to what is built: after the collapse when there is one.
-    last = "collapse-symmetric" if "collapse-symmetric" in enable else "insert-transfers"
+    last = "collapse-symmetric" if "collapse-symmetric" in enable else "assign-streams"
     checked = PassOptions(
         print_after=options.print_after,
         verify_each=options.verify_each,
