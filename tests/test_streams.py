@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 import dagc
+from dagc.analysis.analyze import analyze
+from dagc.analysis.costs import CostModel
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
 from dagc.ir.steps import Stream
-from dagc.ir.terms import TermKind
+from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.verify import verify
 from dagc.passes.manager import run_passes
 from dagc.passes.streams import assign_streams
@@ -290,3 +292,49 @@ def test_pingpong_with_overlapped_broadcast_and_return(case: Separated) -> None:
     assert serial == pytest.approx(separated_serial(case), rel=1e-12)
     assert overlapped == pytest.approx(separated_overlapped(case), rel=1e-12)
     assert overlapped < serial or c == r == 0
+
+
+# -- per-GPU busy time --------------------------------------------------------------------------
+
+
+class Handmade(CostModel):
+    """The tests' costs as a cost model: 2·M·K·N per product, `send` per pipeline send."""
+
+    name = "handmade"
+
+    def __init__(self, send: float) -> None:
+        self.send = send
+
+    def term_seconds(self, term: CostTerm) -> float:
+        if term.kind is TermKind.MATMUL:
+            m, k, n = term.args
+            return g(m, k, n)
+        return self.send if term.kind is TermKind.P2P else 0.0
+
+
+@pytest.mark.parametrize("ratio", [0.5, 2.0])
+def test_busy_time_counts_overlapped_communication_once(ratio: float) -> None:
+    """Two micro-batches, overlapped sends. Stage 0 computes [0, t] and [t, 2·t] and sends
+    [t, t + s] and then, when s ≤ t, [2·t, 2·t + s]: it is busy 2·t + s, the union, not the
+    2·t + 2·s its operations cost. When s > t the sends run back to back, [t, t + 2·s]: busy
+    t + 2·s. Stage 1 only computes: busy 2·t. The run takes 2·t + s + max(t, s)."""
+    m, t = 2, stage_time(2)
+    s = ratio * t
+    graph = expand_text(PIPE.format(m=m, first="", second="overlap"))
+    report = analyze(graph, Handmade(s), peak_flops=1e15, memory_limit=1e12)
+    total = 2 * t + s + max(t, s)
+    assert report.total_s == pytest.approx(total, rel=1e-12)
+    stage0 = 2 * t + s if s <= t else t + 2 * s
+    busy = {figures.gpu: figures.busy_s for figures in report.gpus}
+    assert busy == pytest.approx({0: stage0, 1: stage0, 2: 2 * t, 3: 2 * t}, rel=1e-12)
+    for figures in report.gpus:
+        assert figures.busy_s <= report.total_s
+        assert figures.idle_s == pytest.approx(total - figures.busy_s, rel=1e-12, abs=1e-9)
+
+
+def test_busy_time_with_a_symmetric_collapse_is_the_full_programs() -> None:
+    text = PIPE.format(m=2, first="", second="overlap")
+    compiled = dagc.compile_text(text, "t.dag")
+    full = analyze(expand(compiled).graph, Handmade(1e5), 1e15, 1e12)
+    collapsed = analyze(expand(compiled, symmetric=True).graph, Handmade(1e5), 1e15, 1e12)
+    assert [f.busy_s for f in collapsed.gpus] == pytest.approx([f.busy_s for f in full.gpus])
