@@ -8,6 +8,7 @@ transfer, and 0 for everything else, so the closed forms stay small.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ import dagc
 from dagc.analysis.analyze import analyze
 from dagc.analysis.costs import CostModel
 from dagc.analysis.critical_path import critical_path, op_costs
+from dagc.backends.schedule import build_schedule
+from dagc.backends.timeline import gantt_rows, trace_events
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
 from dagc.ir.steps import Stream
@@ -338,3 +341,46 @@ def test_busy_time_with_a_symmetric_collapse_is_the_full_programs() -> None:
     full = analyze(expand(compiled).graph, Handmade(1e5), 1e15, 1e12)
     collapsed = analyze(expand(compiled, symmetric=True).graph, Handmade(1e5), 1e15, 1e12)
     assert [f.busy_s for f in collapsed.gpus] == pytest.approx([f.busy_s for f in full.gpus])
+
+
+# -- timeline -----------------------------------------------------------------------------------
+
+
+def test_trace_gives_each_communication_stream_its_own_track() -> None:
+    """x is gpu0, y gpu1: each sends (broadcast, return) on its communication stream, so
+    each gets a second track; on every track, events never overlap."""
+    text = PINGPONG.format(layers=2, m=4, last=1, ov="overlap")
+    schedule, _ = build_schedule(dagc.compile_text(text, "t.dag"))
+    events = trace_events(schedule)
+    names = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert names == {0: "gpu0 (x)", 1: "gpu1 (y)", 2: "gpu0 comm", 3: "gpu1 comm"}
+    ops = [e for e in events if e["ph"] == "X"]
+    on_track = {
+        tid: {e["name"].rsplit("_mb", 1)[0] for e in ops if e["tid"] == tid} for tid in names
+    }
+    assert on_track[2] == {"broadcast_l0", "broadcast_l1"}
+    assert on_track[3] == {"return_l0", "return_l1"}
+    assert "recv_moe_l0" in on_track[1] and "res2_l1_gpu0" in on_track[0]
+    for tid in names:
+        spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in ops if e["tid"] == tid)
+        # ts and dur are each rounded to the nanosecond: allow their two roundings
+        assert all(end <= after + 2e-3 for (_, end), (after, _) in itertools.pairwise(spans))
+    # the streams did overlap: some broadcast runs while gpu0 computes
+    compute = [(e["ts"], e["ts"] + e["dur"]) for e in ops if e["tid"] == 0 and e["dur"] > 0]
+    sends = [(e["ts"], e["ts"] + e["dur"]) for e in ops if e["tid"] == 2]
+    assert any(a < d and c < b for a, b in compute for c, d in sends)
+
+
+def test_gantt_has_a_second_row_for_a_gpu_with_a_communication_stream() -> None:
+    text = PIPE.format(m=2, first="", second="overlap")
+    schedule, _ = build_schedule(dagc.compile_text(text, "t.dag"))
+    rows = gantt_rows(schedule, blocks=False)
+    labels = [row.label(schedule.group_of_gpu) for row in rows]
+    # stage 0 sends (gpu0, gpu1); stage 1 overlaps its all-reduces (gpu2, gpu3)
+    assert labels == [
+        "gpu0 (x)", "gpu0 comm", "gpu1 (x)", "gpu1 comm",
+        "gpu2 (y)", "gpu2 comm", "gpu3 (y)", "gpu3 comm",
+    ]  # fmt: skip
+    assert {b.kind for row in rows if row.comm for b in row.bars} <= {"collective", "transfer"}
+    plain = build_schedule(dagc.compile_text(PIPE.format(m=2, first="", second=""), "t.dag"))
+    assert [row.comm for row in gantt_rows(plain[0], blocks=False)] == [False] * 4
