@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 # (a test keeps the three in step). Update them as the scope grows.
 SCOPE = (
     "Models the forward pass (prefill) of one given layout: tp, pp, ep, attention/MoE "
-    "separation, micro-batches.",
-    "Not modelled yet: training, decode and the KV cache, data-parallel replicas, overlap "
-    "of communication with compute, layout search.",
+    "separation, micro-batches, communication overlapping compute where the file says so "
+    "(`overlap`).",
+    "Not modelled yet: training, decode and the KV cache, data-parallel replicas, "
+    "contention between overlapping operations, layout search.",
 )
 
 _EXPORTS = {

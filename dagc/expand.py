@@ -65,12 +65,12 @@ def expand(
         if not collapse:  # the size limit applies to what is built: after any collapse
             _check_steps(steps, bag, max_ops)
 
-    # The front half (up to the complete step IR) runs once; the decision to collapse is
-    # taken on its result, then the back half runs on it.
+    # The front half (up to the complete step IR, streams assigned) runs once; the decision
+    # to collapse is taken on its result, then the back half runs on it.
     steps = run_passes(
         compiled.program,
-        _hooked(options, {"insert-transfers": after_transfers}),
-        "insert-transfers",
+        _hooked(options, {"assign-streams": after_transfers}),
+        "assign-streams",
     )
     back = _hooked(
         options,
@@ -83,7 +83,7 @@ def expand(
     )
     if collapse:
         back = replace(back, enable=back.enable | {"collapse-symmetric"})
-    graph = run_passes(steps, back, resume_after="insert-transfers")
+    graph = run_passes(steps, back, resume_after="assign-streams")
     assert isinstance(graph, DeviceGraph)
     bag.raise_if_errors()
     return Expansion(graph, tuple(bag.sorted()))

@@ -128,6 +128,7 @@ PASSES = (
     "shard-embed-head",
     "insert-collectives",
     "insert-transfers",
+    "assign-streams",
     "microbatch",
     "order",
 )

@@ -340,7 +340,7 @@ def test_duplicate_key() -> None:
             15,
             19,
             "unknown `layers` statement key `tp`",
-            "`layers` statement accepts `pp`",
+            "`layers` statement accepts `overlap` or `pp`",
         ),
         (  # two blocks on one line without `;`: the second reads as a flag of the first
             {16: "  attention mlp", 17: ""},
@@ -355,7 +355,7 @@ def test_duplicate_key() -> None:
             16,
             13,
             "unknown `attention` block key `mlp`",
-            "`attention` block accepts `fused_qkv` or `tp`",
+            "`attention` block accepts `fused_qkv`, `overlap` or `tp`",
         ),
     ],
 )
@@ -448,6 +448,29 @@ def test_unknown_key_far_from_every_key_lists_the_keys() -> None:
         "unknown model key `dense_ffn`",
         help="model accepts `activation`, `capacity_factor`, `expert_ffn`, `experts`, `ffn`,"
         " `head_dim`, `heads`, `hidden`, `kv_heads`, `layers`, `top_k` or `vocab`",
+    )
+
+
+def test_overlap_on_embed_means_nothing() -> None:
+    text = config({16: "  embed overlap; attention tp=4"}, append="")
+    text = text.replace("  ffn = 4096", "  ffn = 4096; vocab = 1000")
+    check(
+        only_diagnostic(text),
+        16,
+        9,
+        "`overlap` means nothing on `embed`: it has no communication to overlap",
+        help="remove it; `overlap` on the next block moves the transfer into that block",
+        width=7,
+    )
+
+
+def test_overlap_is_a_flag() -> None:
+    check(
+        only_diagnostic(config({15: "layers 0..1 on g0 overlap=2 {"})),
+        15,
+        27,
+        "`overlap` is a flag, not `2`",
+        help="write `overlap` alone, or `overlap=true` / `overlap=false`",
     )
 
 

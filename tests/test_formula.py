@@ -398,7 +398,20 @@ def configurations(draw: st.DrawFn) -> str:
             ]
             lines += [f"layers {first}..{first + count - 1} {{", *blocks, "}"]
             first += count
-    return "\n".join(lines) + "\n"
+    return "\n".join(_overlapped(lines, draw(st.sampled_from(["", "block", "statement"])))) + "\n"
+
+
+def _overlapped(lines: list[str], where: str) -> list[str]:
+    """`overlap` (communication on its own stream) on the mlp or moe blocks, or on every
+    `layers` statement: the formula stays exact with two streams per GPU."""
+    if where == "block":
+        return [f"{line} overlap" if line.startswith(("mlp ", "moe ")) else line for line in lines]
+    if where == "statement":
+        return [
+            line.replace(" {", " overlap {") if line.startswith("layers ") else line
+            for line in lines
+        ]
+    return lines
 
 
 @PROPERTY

@@ -25,7 +25,7 @@ import dagc
 from dagc.expand import expand
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
 from dagc.ir.logical import Program
-from dagc.ir.steps import Step, StepProgram
+from dagc.ir.steps import Step, StepProgram, Stream
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.verify import (
     VerificationError,
@@ -123,6 +123,32 @@ def test_generated_configurations_verify_after_every_pass(c: Config, symmetric: 
     expand(compiled, options=PassOptions(verify_each=True), symmetric=symmetric)
     # The verifier's FLOP target, against the generator's own closed form.
     assert expected_flops(compiled.program) == closed_form_flops(c), c.text
+
+
+OVERLAPPED = """\
+model m { layers = 4; hidden = 1024; heads = 16; ffn = 4096; experts = 4; top_k = 2 }
+workload { batch = 8; seq = 128; microbatches = 4 }
+devices { group a = gpu[0..3]; group b = gpu[4..7]; group e = gpu[8..9] }
+layers 0..1 on a, b pp=2 overlap { attention; mlp }
+layers 2..3 on b { attention; moe on e overlap }
+"""
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "collapsed"])
+def test_overlapped_streams_verify_after_every_pass(symmetric: bool) -> None:
+    """With `overlap`, program order is a chain per GPU and stream, not per GPU."""
+    compiled = dagc.compile_text(OVERLAPPED, "t.dag")
+    graph = expand(compiled, options=PassOptions(verify_each=True), symmetric=symmetric).graph
+    comm = [s for s in graph.steps if s.stream is Stream.COMM]
+    assert {s.base for s in comm} >= {"all_reduce_attn", "send_stage1", "broadcast", "return"}
+
+
+def test_overlapped_stream_that_lost_its_order_edge() -> None:
+    """Two all-reduces of gpu 0's communication stream with nothing ordering them."""
+    graph = expand(dagc.compile_text(OVERLAPPED, "t.dag")).graph
+    broken = without_edge(graph, "all_reduce_attn_l0_mb0", "all_reduce_mlp_l0_mb0")
+    with pytest.raises(VerificationError, match="gpu 0"):
+        verify_device(broken)
 
 
 def test_a_deadlock_stays_a_diagnostic_under_verification() -> None:

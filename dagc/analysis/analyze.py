@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
+from dagc.analysis.streams import stream_overlap
 from dagc.blocks import MODULES, weight_products
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind
@@ -176,7 +177,7 @@ def analyze(
     nodes = _path_nodes(graph, path, costs)
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
-    gpus = _gpu_figures(graph, term_costs, path.time, peak_flops)
+    gpus = _gpu_figures(graph, term_costs, path, peak_flops)
     warnings = _memory_warnings(gpus, memory_limit)
     reach = _table_reach(graph, path, costs, model.extrapolated())
     if reach is not None:
@@ -316,9 +317,9 @@ def _path_nodes(
 
 
 def _gpu_figures(
-    graph: DeviceGraph, term_costs: npt.NDArray[np.float64], total: float, peak_flops: float
+    graph: DeviceGraph, term_costs: npt.NDArray[np.float64], path: CriticalPath, peak_flops: float
 ) -> tuple[GpuFigures, ...]:
-    m = graph.microbatches
+    m, total = graph.microbatches, path.time
     busy: dict[int, float] = defaultdict(float)
     flops: dict[int, int] = defaultdict(int)
     for step in graph.full_steps():  # every GPU, also those a symmetric collapse left out
@@ -326,6 +327,9 @@ def _gpu_figures(
             term = step.term(rank)
             busy[gpu] += float(term_costs[graph.terms.intern(term)]) * m
             flops[gpu] += term.flops() * m
+    # busy is the time at least one stream runs: overlapped communication counts once
+    for gpu, both in stream_overlap(graph, path).items():
+        busy[gpu] -= both
     weights, activations = _memory(graph)
     figures = []
     for gpu in graph.gpus():

@@ -4,7 +4,9 @@ Times are the critical-path computation's earliest starts: an operation runs
 [start, start + cost]. The trace is Chrome's JSON Trace Event format
 (https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU), which
 https://ui.perfetto.dev and chrome://tracing open: one track per GPU, one complete ("X")
-event per operation on each GPU it runs on. The Gantt chart draws the same with matplotlib.
+event per operation on each GPU it runs on. A GPU with operations on its communication
+stream (`overlap`) gets a second track, `gpu3 comm`, so that overlapping operations never
+share a track. The Gantt chart draws the same with matplotlib, a second row for such GPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import numpy as np
 from dagc.backends.grouping import grouping_for
 from dagc.backends.schedule import IntArray, Schedule
 from dagc.backends.style import CRITICAL, KINDS
+from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import format_gpus
+from dagc.ir.steps import Stream
 from dagc.ir.terms import CostTerm, OpKind, TermKind
 from dagc.outputs import temporary_beside, write_error, write_text_atomically
 
@@ -71,6 +75,7 @@ def trace_events(schedule: Schedule) -> list[dict[str, Any]]:
 def _track_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
     graph = schedule.graph
     home = schedule.group_of_gpu
+    comm, base = _comm_gpus(graph), _comm_tid_base(graph)
     yield {"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
            "args": {"name": f"dagc: {graph.program.model.name}"}}  # fmt: skip
     for gpu in graph.gpus():
@@ -79,15 +84,34 @@ def _track_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
                "args": {"name": label}}  # fmt: skip
         yield {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": gpu,
                "args": {"sort_index": gpu}}  # fmt: skip
+        if gpu in comm:  # the same sort index: the comm track follows its GPU's (lower tid)
+            tid = base + gpu
+            yield {"name": "thread_name", "ph": "M", "pid": 0, "tid": tid,
+                   "args": {"name": f"gpu{gpu} comm"}}  # fmt: skip
+            yield {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": tid,
+                   "args": {"sort_index": gpu}}  # fmt: skip
+
+
+def _comm_gpus(graph: DeviceGraph) -> frozenset[int]:
+    """GPUs with operations on their communication stream."""
+    steps = graph.full_steps()
+    return frozenset(g for step in steps if step.stream is Stream.COMM for g in step.gpus)
+
+
+def _comm_tid_base(graph: DeviceGraph) -> int:
+    """GPU g's communication stream is track base + g: after every GPU's own track id."""
+    return max(graph.gpus(), default=0) + 1
 
 
 def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
     """Every (operation, GPU) event, by GPU, then start, then name; made one at a time."""
     graph = schedule.graph
     element_bytes = graph.program.workload.dtype.bytes
+    base = _comm_tid_base(graph)
     for op, gpu, ts in _event_order(schedule):
         term = graph.term_of(op)
         gpus = graph.gpus_of(op)
+        on_comm = graph.step_of(op).stream is Stream.COMM
         yield {
             "name": graph.name(op),
             "cat": schedule.template_kind[op % graph.template_size],
@@ -95,7 +119,7 @@ def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
             "ts": ts,
             "dur": _microseconds(float(schedule.costs[op])),
             "pid": 0,
-            "tid": gpu,
+            "tid": base + gpu if on_comm else gpu,
             "args": {
                 "term": term.pretty(),
                 "shape": shape_text(term),
@@ -163,14 +187,17 @@ class Bar:
     length: float
     kind: OpKind
     critical: bool
+    comm: bool = False  # on the communication stream
 
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the Gantt chart: a GPU, or GPUs whose schedules are identical."""
+    """One row of the Gantt chart: a GPU, or GPUs whose schedules are identical; `comm`
+    marks the row of their communication stream."""
 
     gpus: tuple[int, ...]
     bars: tuple[Bar, ...]
+    comm: bool = False
 
     def label(self, home: dict[int, str]) -> str:
         """`gpu3 (stage0)`, or `gpu[0..7] ×8 identical (attn)` for a merged row."""
@@ -178,6 +205,8 @@ class Row:
             name = f"gpu{self.gpus[0]}"
         else:
             name = f"{format_gpus(self.gpus)} ×{len(self.gpus)} identical"
+        if self.comm:
+            return f"{name} comm"
         groups = sorted({home[g] for g in self.gpus if g in home})
         return f"{name} ({', '.join(groups)})" if groups else name
 
@@ -188,18 +217,31 @@ def gantt_rows(schedule: Schedule, *, blocks: bool) -> list[Row]:
     per_gpu = _block_bars(schedule) if blocks else _op_bars(schedule)
     gpus = sorted(per_gpu)
     if len(gpus) <= MERGE_ABOVE:
-        return [Row((g,), tuple(per_gpu[g])) for g in gpus]
+        return _by_stream([Row((g,), tuple(per_gpu[g])) for g in gpus])
     merged: dict[bytes, list[int]] = {}
     for gpu, key in _work_signatures(schedule).items():
         merged.setdefault(key, []).append(gpu)
     rows = []
     for members in merged.values():
         bars = [
-            Bar(b.start, b.length, b.kind, any(per_gpu[g][i].critical for g in members))
+            Bar(b.start, b.length, b.kind, any(per_gpu[g][i].critical for g in members), b.comm)
             for i, b in enumerate(per_gpu[members[0]])
         ]
         rows.append(Row(tuple(members), tuple(bars)))
-    return rows
+    return _by_stream(rows)
+
+
+def _by_stream(rows: list[Row]) -> list[Row]:
+    """Each row's communication-stream bars moved to a row of their own just below it."""
+    split: list[Row] = []
+    for row in rows:
+        comm = tuple(b for b in row.bars if b.comm)
+        if not comm:
+            split.append(row)
+            continue
+        split.append(Row(row.gpus, tuple(b for b in row.bars if not b.comm)))
+        split.append(Row(row.gpus, comm, comm=True))
+    return split
 
 
 def _work_signatures(schedule: Schedule) -> dict[int, bytes]:
@@ -241,6 +283,7 @@ def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
             float(schedule.costs[op]),
             schedule.template_kind[op % graph.template_size],
             bool(schedule.critical[op]),
+            graph.step_of(op).stream is Stream.COMM,
         )
         for gpu in graph.gpus_of(op):
             bars[gpu].append(bar)
@@ -271,7 +314,9 @@ def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
     start = float(schedule.path.start[members].min())
     finish = float(schedule.path.finish[members].max())
     kind = max(KINDS, key=lambda k: seconds.get(k, -1.0))
-    return Bar(start, finish - start, kind, bool(schedule.critical[members].any()))
+    # a collective or transfer is a bar of its own, so its first op tells the stream
+    comm = schedule.graph.step_of(int(members[0])).stream is Stream.COMM
+    return Bar(start, finish - start, kind, bool(schedule.critical[members].any()), comm)
 
 
 def draw_gantt(
@@ -359,7 +404,8 @@ def _title(schedule: Schedule, rows: list[Row], blocks: bool) -> list[str]:
     program = schedule.graph.program
     m = program.workload.microbatches
     gpus = len(schedule.graph.gpus())
-    merged = " (GPUs with identical work share a row)" if len(rows) < gpus else ""
+    gpu_rows = sum(not row.comm for row in rows)
+    merged = " (GPUs with identical work share a row)" if gpu_rows < gpus else ""
     what = "blocks" if blocks else "operations"
     return [
         f"{program.model.name}: {gpus} GPUs ({schedule.gpu_preset}),"

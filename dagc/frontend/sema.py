@@ -105,12 +105,22 @@ DEVICES_KEYS: dict[str, KeySpec] = {
     "node_size": KeySpec("int", meaning="GPUs per node", maximum=MAX_GPUS),
     **{key: KeySpec("number", meaning=meaning) for key, meaning in ROOFLINE_KEYS.items()},
 }
-LAYERS_OPTIONS: dict[str, KeySpec] = {"pp": KeySpec("int", meaning="pipeline stages")}
+# `overlap` puts communication on the communication stream: a flag of every block (it is
+# about where a block's transfers and collectives run, not about its compute) and of a
+# `layers` statement, where it sets every block of the statement.
+OVERLAP = "overlap"
+LAYERS_OPTIONS: dict[str, KeySpec] = {
+    "pp": KeySpec("int", meaning="pipeline stages"),
+    OVERLAP: KeySpec("bool"),
+}
 # What each block kind takes and needs comes from its module (dagc/blocks/).
 BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
     kind: {
         **({m.degree_key: KeySpec("int")} if m.degree_key else {}),
         **{name: KeySpec(value_kind) for name, value_kind in m.options.items()},
+        # `embed` never communicates: nothing reaches it, it has no collective, and the
+        # transfer out of it belongs to the block it reaches (see `_unknown_key`)
+        **({OVERLAP: KeySpec("bool")} if kind is not BlockKind.EMBED else {}),
     }
     for kind, m in BLOCK_MODULES.items()
 }
@@ -330,6 +340,13 @@ class _Lowering:
         block: BlockKind | None = None,
     ) -> None:
         key = setting.key
+        if block is BlockKind.EMBED and key.text == OVERLAP:
+            self.bag.error(
+                key.span,
+                "`overlap` means nothing on `embed`: it has no communication to overlap",
+                help="remove it; `overlap` on the next block moves the transfer into that block",
+            )
+            return
         if key.text in UNSUPPORTED_KEYS and key.text not in schema:
             self.bag.error(
                 key.span,
@@ -807,8 +824,9 @@ class _Lowering:
                     help="`embed` runs only in the first stage and `lm_head` only in the last:"
                     " list the blocks each layer runs",
                 )
+            overlap = bool(options[OVERLAP].value) if OVERLAP in options else False
             placed = [
-                self._resolve_block(b, kind, decl, stage_group, groups, model)
+                self._resolve_block(b, kind, decl, stage_group, groups, model, overlap)
                 for b, kind in stage_blocks
             ]
             if all(p is not None for p in placed):
@@ -990,8 +1008,10 @@ class _Lowering:
         stage_group: str | None,
         groups: dict[str, DeviceGroup],
         model: Model | None,
+        statement_overlap: bool = False,
     ) -> Block | None:
         options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind)
+        overlap = self._block_overlap(kind, options, statement_overlap)
         group_name = self._block_group(block, kind, decl, stage_group, groups)
         ok = self._check_model_needs(block, kind, model)
         if group_name is None or model is None or not ok:
@@ -1001,7 +1021,15 @@ class _Lowering:
         if degree is None:
             return None
         fused = bool(options["fused_qkv"].value) if "fused_qkv" in options else False
-        return Block(kind, group_name, degree, fused, block.span)
+        return Block(kind, group_name, degree, fused, overlap, block.span)
+
+    def _block_overlap(self, kind: BlockKind, options: Settings, statement: bool) -> bool:
+        """The block's `overlap`: its own setting, else its `layers` statement's (which
+        skips `embed`, the one block that never communicates)."""
+        entry = options.get(OVERLAP)
+        if entry is None:
+            return statement and kind is not BlockKind.EMBED
+        return bool(entry.value)
 
     def _block_group(
         self,

@@ -140,12 +140,16 @@ class DeviceGroup:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One block of a layer, placed on a group with its parallel degree (tp or ep)."""
+    """One block of a layer, placed on a group with its parallel degree (tp or ep).
+
+    `overlap` puts the block's communication on its GPUs' communication stream.
+    """
 
     kind: BlockKind
     group: str
     degree: int = 1
     fused_qkv: bool = False
+    overlap: bool = False
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -252,4 +256,6 @@ def _format_block(block: Block) -> str:
         text += f" {block.kind.degree_key}={block.degree}"
     if block.fused_qkv:
         text += " fused_qkv"
+    if block.overlap:
+        text += " overlap"
     return text

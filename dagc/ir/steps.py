@@ -17,6 +17,13 @@ from dagc.ir.terms import CostTerm
 from dagc.source import Span
 
 
+class Stream(enum.Enum):
+    """Which of a GPU's two streams an operation runs on; each runs one op at a time."""
+
+    COMPUTE = "compute"
+    COMM = "comm"
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One SPMD step; see the module docstring.
@@ -27,7 +34,8 @@ class Step:
     `branch` (group, index) marks independent branches that fork from the step before the
     group and join at the step after it: q, k and v; the two input products of swiglu; each
     local expert (one branch per expert, its parts in a chain). Data flows along branches,
-    not from one branch to the next.
+    not from one branch to the next. `stream` is the stream the step runs on, on each of its
+    GPUs: compute unless assign-streams moved it (an `overlap` block's communication).
     """
 
     base: str
@@ -39,6 +47,7 @@ class Step:
     experts: tuple[int, ...] = ()
     layer_in_name: bool = True
     branch: tuple[str, int] | None = None
+    stream: Stream = Stream.COMPUTE
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +112,8 @@ class BlockSteps:
     needs a transfer (inserted by insert-transfers). `excursion` marks a moe block that
     another group's block hands tokens to inside one layer: its result returns to
     `input_gpus`, which are then its `output_gpus`. Any other move starts a pipeline stage.
+    `overlap` puts the block's communication on the communication stream (assign-streams);
+    a transfer block carries the flag of the block it reaches.
     """
 
     kind: StepBlockKind
@@ -111,6 +122,7 @@ class BlockSteps:
     gpus: tuple[int, ...]
     degree: int = 1
     fused_qkv: bool = False
+    overlap: bool = False
     input_gpus: tuple[int, ...] = ()
     output_gpus: tuple[int, ...] = ()
     excursion: bool = False
@@ -171,10 +183,15 @@ def print_steps(steps: StepProgram) -> str:
 def _format_step(step: Step) -> str:
     name = step.op_name(0, None) if step.joint else step.base + step.part
     if step.joint:
-        return f"{name} = {step.terms[0]} joining {format_gpus(step.gpus)}"
+        return f"{name} = {step.terms[0]} joining {format_gpus(step.gpus)}{_stream_suffix(step)}"
     by_term: dict[CostTerm, list[int]] = {}
     for gpu, term in zip(step.gpus, step.terms, strict=True):
         by_term.setdefault(term, []).append(gpu)
     shards = " | ".join(f"{term} on {format_gpus(tuple(gpus))}" for term, gpus in by_term.items())
     experts = f" experts={list(step.experts)}" if step.experts else ""
-    return f"{name} = {shards}{experts}"
+    return f"{name} = {shards}{experts}{_stream_suffix(step)}"
+
+
+def _stream_suffix(step: Step) -> str:
+    # only the communication stream is printed, so programs without `overlap` print as before
+    return " on comm" if step.stream is Stream.COMM else ""

@@ -16,6 +16,7 @@ from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
 from dagc.passes.place import place
 from dagc.passes.shard import shard_attention, shard_embed_head, shard_mlp, shard_moe
+from dagc.passes.streams import assign_streams
 from dagc.passes.symmetry import collapse_symmetric
 from dagc.passes.transfers import insert_transfers
 
@@ -38,6 +39,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("shard-embed-head", shard_embed_head, "embedding lookup and lm_head"),
     Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
     Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
+    Pass("assign-streams", assign_streams, "communication of `overlap` blocks -> comm stream"),
     Pass(
         "collapse-symmetric",
         collapse_symmetric,
@@ -70,8 +72,8 @@ def run_pipeline(program: Program, options: PassOptions | None = None) -> Device
 
 
 def lower_to_steps(program: Program, options: PassOptions | None = None) -> StepProgram:
-    """Run the passes up to and including insert-transfers: the complete step IR."""
-    result = run_passes(program, options, until="insert-transfers")
+    """Run the passes up to and including assign-streams: the complete step IR."""
+    result = run_passes(program, options, until="assign-streams")
     assert isinstance(result, StepProgram)
     return result
 

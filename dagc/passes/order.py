@@ -10,6 +10,12 @@ Program order comes from the file, never from costs:
   same micro-batch: unit (l, j) on the attention GPUs is res2 of layer l-1 for j, then
   layer l's attention and broadcast for j. So the attention GPUs take micro-batch j+1, or
   micro-batch j of layer l+1, while the MoE GPUs still work on micro-batch j of layer l.
+
+Each GPU has two streams (compute and communication, see passes/streams.py). Program order
+is per (GPU, stream): the order above, restricted to the operations of one stream. Without
+`overlap` every operation is on the compute stream, so the order is exactly the per-GPU one.
+Each order edge joins two operations that the per-GPU order already ordered the same way, so
+streams can only remove waiting, never create a cycle.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
-from dagc.ir.steps import Step
+from dagc.ir.steps import Step, Stream
 
 
 def order(graph: DeviceGraph) -> DeviceGraph:
-    """Add an edge from each operation to the next one on the same GPU."""
+    """Add an edge from each operation to the next one on the same GPU and stream."""
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
     pingpong = _pingpong_gpus(graph.steps)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
@@ -38,10 +44,13 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     pingpong_key = (unit * m + mb) * n_steps + step
     key = np.where(is_pingpong, pingpong_key, mb * n_steps + step)
 
-    sort = np.lexsort((key, gpu))
-    op, gpu = op[sort], gpu[sort]
-    same_gpu = gpu[1:] == gpu[:-1]
-    order_src, order_dst = op[:-1][same_gpu], op[1:][same_gpu]
+    # one chain per (GPU, stream); a GPU's streams are 2·gpu and 2·gpu + 1
+    on_comm = np.asarray([s.stream is Stream.COMM for s in graph.steps], dtype=np.int64)
+    lane = gpu * 2 + on_comm[step]
+    sort = np.lexsort((key, lane))
+    op, lane = op[sort], lane[sort]
+    same_lane = lane[1:] == lane[:-1]
+    order_src, order_dst = op[:-1][same_lane], op[1:][same_lane]
     return _merge(graph, order_src, order_dst)
 
 

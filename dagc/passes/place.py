@@ -44,6 +44,7 @@ def place(program: Program) -> StepProgram:
                         gpus=gpus,
                         degree=block.degree,
                         fused_qkv=block.fused_qkv,
+                        overlap=block.overlap,
                         input_gpus=source,
                         output_gpus=output,
                         excursion=excursion,

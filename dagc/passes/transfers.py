@@ -67,6 +67,7 @@ def _stage_transfer(
         layer=block.layer,
         group=block.group,
         gpus=block.gpus,
+        overlap=block.overlap,  # the transfer reaches `block`: its flag decides the stream
         input_gpus=block.input_gpus,
         output_gpus=block.gpus,
         steps=(send, recv),

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
+from dagc.ir.steps import Stream
 from dagc.ir.toposort import find_cycle
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.flops import FlopTable, expected_flops_per_block
@@ -142,23 +143,27 @@ def _check_acyclic(graph: DeviceGraph) -> list[IntArray]:
 
 
 def _template_occurrences(graph: DeviceGraph) -> tuple[IntArray, IntArray]:
-    """(template op, GPU) for every GPU each template operation occupies."""
+    """(template op, lane) for every GPU each template operation occupies.
+
+    A lane is one stream of one GPU, 2·gpu + 0 for its compute stream and 2·gpu + 1 for
+    its communication stream: program order is a chain per lane.
+    """
     ops: list[IntArray] = []
-    gpus: list[IntArray] = []
+    lanes: list[IntArray] = []
     offset = 0
     for step in graph.steps:
         on = np.asarray(step.gpus, dtype=np.int64)
         ranks = np.zeros(len(on), np.int64) if step.joint else np.arange(len(on), dtype=np.int64)
         ops.append(offset + ranks)
-        gpus.append(on)
+        lanes.append(2 * on + (1 if step.stream is Stream.COMM else 0))
         offset += step.width
     if not ops:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(ops), np.concatenate(gpus)
+    return np.concatenate(ops), np.concatenate(lanes)
 
 
 def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
-    """Each GPU's operations form one chain of edges.
+    """Each stream's operations on each GPU form one chain of edges.
 
     In a DAG, a set of nodes lies on one path exactly when sorting them by topological
     level puts an edge between every two consecutive ones: along a path levels strictly
@@ -168,12 +173,12 @@ def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
     level_of = np.empty(n, dtype=np.int64)
     for index, level in enumerate(levels):
         level_of[level] = index
-    template, gpu = _template_occurrences(graph)
+    template, lane = _template_occurrences(graph)
     op = (np.arange(m, dtype=np.int64)[:, None] * width + template[None, :]).ravel()
-    gpu = np.tile(gpu, m)
-    sort = np.lexsort((op, level_of[op], gpu))
-    op, gpu = op[sort], gpu[sort]
-    same = gpu[1:] == gpu[:-1]
+    lane = np.tile(lane, m)
+    sort = np.lexsort((op, level_of[op], lane))
+    op, lane = op[sort], lane[sort]
+    same = lane[1:] == lane[:-1]
     first, second = op[:-1][same], op[1:][same]
     keys = np.sort(graph.src * np.int64(n) + graph.dst)
     wanted = first * np.int64(n) + second
@@ -181,12 +186,13 @@ def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
     missing = np.flatnonzero(keys[found] != wanted) if len(keys) else np.arange(len(wanted))
     if missing.size:
         index = int(missing[0])
-        _raise_unchained(graph, int(first[index]), int(second[index]), int(gpu[1:][same][index]))
+        _raise_unchained(graph, int(first[index]), int(second[index]), int(lane[1:][same][index]))
 
 
-def _raise_unchained(graph: DeviceGraph, before: int, after: int, gpu: int) -> None:
-    """Say which operation of `gpu` lost its link: only on failure, so plain Python."""
-    ops, local = _gpu_edges(graph, gpu)
+def _raise_unchained(graph: DeviceGraph, before: int, after: int, lane: int) -> None:
+    """Say which operation of a GPU's stream lost its link: only on failure, so plain Python."""
+    ops, local = _lane_edges(graph, lane)
+    gpu = f"{lane // 2}'s communication stream" if lane % 2 else str(lane // 2)
     has_pred = {d for _, d in local}
     has_succ = {s for s, _ in local}
     # The GPU's first and last operations are those of the first and last micro-batch's
@@ -205,16 +211,16 @@ def _raise_unchained(graph: DeviceGraph, before: int, after: int, gpu: int) -> N
     )
 
 
-def _unlinked(graph: DeviceGraph, op: int, gpu: int, side: str) -> str:
+def _unlinked(graph: DeviceGraph, op: int, gpu: str, side: str) -> str:
     what = "joint op" if graph.step_of(op).joint else "op"
     return f"{what} {graph.name(op)} has no edge {side} on gpu {gpu}"
 
 
-def _gpu_edges(graph: DeviceGraph, gpu: int) -> tuple[list[int], list[tuple[int, int]]]:
-    """The operations touching `gpu`, ascending, and the edges between two of them."""
-    template, gpus = _template_occurrences(graph)
+def _lane_edges(graph: DeviceGraph, lane: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The operations of one lane (a GPU's stream), ascending, and the edges between them."""
+    template, lanes = _template_occurrences(graph)
     width = graph.template_size
-    mine = template[gpus == gpu]
+    mine = template[lanes == lane]
     ops = sorted(int(j * width + t) for j in range(graph.microbatches) for t in mine.tolist())
     on = np.zeros(graph.num_ops, dtype=bool)
     on[ops] = True
