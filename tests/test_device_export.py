@@ -88,8 +88,8 @@ def test_emit_device_prints_the_device_ir() -> None:
     code, out, err = lower(str(BASELINE), "--emit", "device")
     assert code == 0, err
     lines = out.splitlines()
-    # 458 ops and 641 edges, both counted by hand in test_expansion.py.
-    assert lines[0] == "device @dense_4l gpus=16 microbatches=1 ops=458 edges=641 {"
+    # 458 ops and 729 edges, both counted by hand in test_expansion.py and test_analyze.py.
+    assert lines[0] == "device @dense_4l gpus=16 microbatches=1 ops=458 edges=729 {"
     assert lines[-1] == "}" and len(lines) == 458 + 2
     assert "  recv_stage1 = transfer Sync() on gpu[8..15] <- send_stage1" in lines
     assert err == ""
@@ -100,6 +100,19 @@ def test_emit_steps_prints_the_step_ir() -> None:
     assert code == 0
     assert out.startswith("steps @moe_4l {\n")
     assert "    broadcast_l0 = Broadcast_Time(17179869184, 5, nodes=2) joining gpu[0..11]" in out
+    # each step names the values it reads and writes
+    assert (
+        "    qkv.v = Get_Time(2097152, 4096, 384) on gpu[0..7] | Get_Time(2097152, 4096, 256)"
+        " on gpu[8..11] reads ln1_l0 writes v_l0\n"
+    ) in out
+    assert (
+        "    all_reduce_attn_l0 = AllReduce_Time(17179869184, 12, nodes=2) joining gpu[0..11]"
+        " reads o_l0 writes o_l0_sum\n"
+    ) in out
+    assert (
+        "    res2 = Elem_Time(8589934592) on gpu[0..11] reads moe_ret_l0, x_l0_attention"
+        " writes x_l0_moe\n"
+    ) in out
     assert "warning: 32 heads do not split evenly" in err  # warnings go to stderr only
     assert "warning" not in out
 

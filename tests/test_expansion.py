@@ -455,7 +455,11 @@ def test_edge_kinds(path: Path, mb: int | None) -> None:
 
 def test_edge_kinds_by_name() -> None:
     edges = edge_set(expand_file(BASELINE, 2))
-    assert edges[("qkv_l0_gpu3_mb0.v", "attn_scores_l0_gpu3_mb0")] == DATA_EDGE
+    # v is read by attn_out, not attn_scores: v -> scores is program order only
+    assert edges[("qkv_l0_gpu3_mb0.v", "attn_out_l0_gpu3_mb0")] == DATA_EDGE
+    assert edges[("qkv_l0_gpu3_mb0.v", "attn_scores_l0_gpu3_mb0")] == ORDER_EDGE
+    assert edges[("qkv_l0_gpu3_mb0.k", "attn_scores_l0_gpu3_mb0")] == DATA_EDGE
+    assert edges[("res1_l0_gpu3_mb0", "res2_l0_gpu3_mb0")] == DATA_EDGE  # the residual x
     assert edges[("o_proj_l0_gpu3_mb1", "all_reduce_attn_l0_mb1")] == DATA_EDGE
     assert edges[("all_reduce_attn_l0_mb1", "res1_l0_gpu3_mb1")] == DATA_EDGE
     assert edges[("res2_l1_gpu4_mb0", "send_stage1_mb0")] == DATA_EDGE
@@ -469,6 +473,7 @@ def test_edge_kinds_by_name() -> None:
     assert ma[("broadcast_l0", "recv_moe_l0")] == DATA_EDGE
     assert ma[("expert_agg_l0_gpu13", "return_l0")] == DATA_EDGE
     assert ma[("return_l0", "res2_l0_gpu5")] == DATA_EDGE
+    assert ma[("res1_l0_gpu5", "res2_l0_gpu5")] == DATA_EDGE  # res2 adds the residual x
     assert ma[("return_l0", "recv_moe_l1")] == ORDER_EDGE  # gpu 12's next operation
     # The attention GPUs do not wait for the return in program order, only through res2.
     assert ma[("broadcast_l0", "res2_l0_gpu5")] == ORDER_EDGE
@@ -479,28 +484,33 @@ def test_seed_edge_counts() -> None:
     # Baseline, per layer: 7 chain edges per GPU in attention (ln1 -> q -> k -> v -> scores ->
     # softmax -> out -> o_proj), 8 into and 8 out of the all-reduce, 8 res1 -> ln2, 3 chain
     # edges per GPU in the mlp, 8 + 8 around its all-reduce: 120. Then 8 res2 -> ln1 inside
-    # each stage (twice), 8 into send, send -> recv, 8 out of recv. q, k and v are
-    # independent branches: each reads ln1 and feeds attn_scores, so 4 data edges per GPU and
-    # layer lie off that chain (ln1 -> k, ln1 -> v, q -> scores, k -> scores), and the chain
-    # edges q -> k and k -> v carry program order only (2 per GPU and layer).
+    # each stage (twice), 8 into send, send -> recv, 8 out of recv. Data edges come from the
+    # values each step reads: q, k and v each read ln1, attn_scores reads q and k, attn_out
+    # reads v, res1 and res2 read the residual x. So 7 data edges per GPU and layer lie off
+    # that chain (ln1 -> k, ln1 -> v, q -> scores, k -> scores, v -> out, x -> res1,
+    # x -> res2), but layer 0's attention reads no x (the program's first block): 8 fewer.
+    # The chain edges q -> k, k -> v and v -> scores carry program order only (3 per GPU and
+    # layer).
     baseline = expand_file(BASELINE)
-    assert baseline.num_edges == 4 * 120 + 2 * 8 + 8 + 1 + 8 + 4 * 8 * 4
-    assert int(baseline.edge_kind.sum()) == 2 * 8 * 4
+    assert baseline.num_edges == 4 * 120 + 2 * 8 + 8 + 1 + 8 + 7 * 8 * 4 - 8
+    assert int(baseline.edge_kind.sum()) == 3 * 8 * 4
     # MA, per layer: attention 7·12 + 12 + 12; 12 res1 -> broadcast, broadcast -> recv_moe,
     # 4 recv_moe -> ln2, 14 chain edges per MoE GPU (ln2 -> gate -> 12 expert ops -> agg),
     # 4 agg -> return, 12 return -> res2: 197. Then 12 res2 -> ln1 between layers (3 times);
     # order edges: broadcast -> res2 on each of gpus 0-11 (4 layers, 12 edges each: the
     # return is not in the attention GPUs' program order) and return -> next recv_moe on
-    # gpus 12-15 (3 times). On top of that chain: the q/k/v
-    # branches as in the baseline (4 more data edges per attention GPU and layer; q -> k and
-    # k -> v are order edges); the 4 experts of a MoE GPU are branches from the gate to
-    # expert_agg: gate -> each up (4), up -> act -> down (8), each down -> agg (4) is 16 data
-    # edges against 13 on the chain, and down_j -> up_j+1 (3) are order edges.
+    # gpus 12-15 (3 times). On top of that chain, from the values read: the attention
+    # edges as in the baseline (7 per attention GPU and layer, but no x -> res1 in layer 0;
+    # the x res2 reads is res1's, on the same GPUs); each of the 4 experts of a MoE GPU
+    # reads ln2 and the gate's routing in up, then up -> act -> down, each down -> agg:
+    # 8 + 8 + 4 = 20 data edges against 13 on the chain, and down_j -> up_j+1 (3) are order
+    # edges. Order only, per layer: q -> k, k -> v, v -> scores (3 per attention GPU) and
+    # down_j -> up_j+1 (3 per MoE GPU).
     ma = expand_file(MA)
     per_layer = 7 * 12 + 12 + 12 + 12 + 1 + 4 + 14 * 4 + 4 + 12
-    branches = 4 * 12 + (16 + 3 - 13) * 4
-    assert ma.num_edges == 4 * (per_layer + branches) + 3 * 12 + 4 * 12 + 3
-    assert int(ma.edge_kind.sum()) == 4 * 12 + 3 + 4 * (2 * 12 + 3 * 4)
+    off_chain = 7 * 12 + (20 + 3 - 13) * 4
+    assert ma.num_edges == 4 * (per_layer + off_chain) - 12 + 3 * 12 + 4 * 12 + 3
+    assert int(ma.edge_kind.sum()) == 4 * 12 + 3 + 4 * (3 * 12 + 3 * 4)
 
 
 def test_every_example_is_acyclic_with_unique_names() -> None:

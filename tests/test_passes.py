@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 import dagc
+from dagc.blocks.shapes import count
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
-from dagc.ir.steps import StepProgram
-from dagc.ir.terms import TermKind
+from dagc.ir.steps import Step, StepProgram
+from dagc.ir.terms import CostTerm, TermKind, elementwise
+from dagc.ir.values import Dim, Value
 from dagc.passes.collectives import insert_collectives
 from dagc.passes.manager import PIPELINE, REGISTRY, run_passes
-from dagc.passes.microbatch import microbatch
+from dagc.passes.microbatch import microbatch, template_data_edges
 from dagc.passes.order import order
 from dagc.passes.place import place
 from dagc.passes.shard import shard_attention, shard_embed_head, shard_mlp, shard_moe
@@ -130,6 +132,22 @@ def test_microbatch_repeats_the_template(program: Any) -> None:
     assert ((graph.src // width) == (graph.dst // width)).all()
 
 
+def test_data_edges_join_each_value_to_its_readers() -> None:
+    """Edges come from values, not from step order: c reads a (written two steps before)."""
+    a, b = (Value(n, (Dim("tokens", 4),), "bf16", (0, 1)) for n in ("a", "b"))
+    term = elementwise(count(4))
+    steps = (
+        Step("sa", 0, (0, 1), (term, term), writes=(a,)),
+        Step("sb", 0, (0, 1), (term, term), writes=(b,)),
+        Step("sc", 0, (0, 1), (term, term), reads=(a, a), writes=()),
+        Step("all", 0, (0, 1), (CostTerm(TermKind.SYNC, ()),), joint=True, reads=(a, b)),
+    )
+    src, dst = template_data_edges(steps)
+    # sa's ranks are ops 0-1, sb's 2-3, sc's 4-5, the joint step op 6: per GPU within the
+    # group, and every rank into the joint step; a read twice makes one edge
+    assert sorted(zip(src, dst, strict=True)) == [(0, 4), (0, 6), (1, 5), (1, 6), (2, 6), (3, 6)]
+
+
 def test_order_adds_program_order_edges(program: Any) -> None:
     data = microbatch(run_passes(program, until="insert-transfers"))
     ordered = order(data)
@@ -139,7 +157,7 @@ def test_order_adds_program_order_edges(program: Any) -> None:
         (ordered.name(int(s)), ordered.name(int(d)))
         for s, d in zip(ordered.src[added], ordered.dst[added], strict=True)
     }
-    assert ("qkv_l0_gpu0_mb0.q", "qkv_l0_gpu0_mb0.k") in names  # branches run in turn
+    assert ("qkv_l0_gpu0_mb0.q", "qkv_l0_gpu0_mb0.k") in names  # q, k, v run in turn
     # Ping-pong: gpu 2 finishes layer 0 of micro-batch 0 (the return), then takes mb 1.
     assert ("return_l0_mb0", "recv_moe_l0_mb1") in names
 

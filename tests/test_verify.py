@@ -27,6 +27,8 @@ from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
 from dagc.ir.logical import Program
 from dagc.ir.steps import Step, StepProgram, Stream
 from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.values import PARTIAL, REPLICATED, Value, split
+from dagc.ir.values import Dim as ValueDim
 from dagc.ir.verify import (
     VerificationError,
     expected_flops,
@@ -450,6 +452,137 @@ def test_steps_block_on_its_group(steps: StepProgram) -> None:
     )
 
 
+# -- the sharding type-check of the values steps read and write, broken on purpose ------------
+# Every step of the small program comes from line 5 of TEXT (`layers 0..1 { ... }`).
+
+
+def value_named(steps: StepProgram, name: str) -> Value:
+    """The value `name` as its writer wrote it."""
+    return next(v for step in steps.steps() for v in step.writes if v.name == name)
+
+
+def test_values_the_pipeline_reads_and_writes(steps: StepProgram) -> None:
+    _, res1 = find_step(steps, 0, "res1")
+    assert [v.name for v in res1.reads] == ["o_l0_sum"]  # layer 0 reads the program's input
+    _, res1 = find_step(steps, 2, "res1")
+    assert [v.name for v in res1.reads] == ["o_l1_sum", "x_l0_moe"]
+    _, attn_out = find_step(steps, 0, "attn_out")
+    assert [v.name for v in attn_out.reads] == ["probs_l0", "v_l0"]
+    o = value_named(steps, "o_l0")
+    assert o.describe() == "o_l0[tokens=16, hidden=32] bf16 partial on [0, 1]"
+    q = value_named(steps, "q_l0")
+    assert q.describe() == "q_l0[tokens=16, heads=4, head_dim=8] bf16 split(heads) on [0, 1]"
+    assert q.local_sizes(1) == (T, NH // 2, D)
+    # a transfer's output lives on the receiving group
+    assert value_named(steps, "x_l0_attention_sent").gpus == (2, 3)
+    assert value_named(steps, "moe_ret_l0").gpus == (0, 1)
+
+
+def test_values_a_step_reads_a_partial_sum(steps: StepProgram) -> None:
+    index, res1 = find_step(steps, 0, "res1")
+    broken = replace(res1, reads=(value_named(steps, "o_l0"),))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "step res1 of attention l0 on @attn (line 5) reads the partial sum o_l0; only a"
+        " reduction (all-reduce, combine, return) may read a partial sum",
+    )
+
+
+def test_values_a_value_crosses_groups_without_a_transfer(steps: StepProgram) -> None:
+    index, ln2 = find_step(steps, 1, "ln2")
+    assert [v.name for v in ln2.reads] == ["x_l0_attention_moe"]  # what recv_moe received
+    broken = replace(ln2, reads=(value_named(steps, "x_l0_attention"),))
+    fails(
+        lambda: verify_steps(with_step(steps, 1, index, broken)),
+        "step ln2 of moe l0 on @moe (line 5) runs on [2, 3] but reads x_l0_attention, which"
+        " lives on [0, 1]: a value crosses groups only through a transfer",
+    )
+
+
+def test_values_a_step_writes_onto_another_group(steps: StepProgram) -> None:
+    index, gate = find_step(steps, 1, "gate")
+    broken = replace(gate, writes=(gate.writes[0].on((0, 1)),))
+    fails(
+        lambda: verify_steps(with_step(steps, 1, index, broken)),
+        "step gate of moe l0 on @moe (line 5) runs on [2, 3] but writes route_l0 onto [0, 1]:"
+        " only a transfer writes onto other GPUs",
+    )
+
+
+def test_values_mismatched_contracted_dims(steps: StepProgram) -> None:
+    index, o_proj = find_step(steps, 0, "o_proj")
+    # rank i holds attn as [T, 2 heads, d]: o_proj contracts 2·8 = 16, not 15
+    assert o_proj.terms[0].args == (T, 2 * D, H)
+    wrong = CostTerm(TermKind.MATMUL, (T, 15, H))
+    broken = replace(o_proj, terms=(wrong, wrong))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "step o_proj of attention l0 on @attn (line 5) contracts K=15 on gpu 0, but its input"
+        " attn_l0 holds [16, 2, 8] there",
+    )
+
+
+def test_values_read_with_another_placement(steps: StepProgram) -> None:
+    index, attn_out = find_step(steps, 0, "attn_out")
+    v = value_named(steps, "v_l0")
+    broken = replace(attn_out, reads=(attn_out.reads[0], replace(v, placement=REPLICATED)))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "step attn_out of attention l0 on @attn (line 5) reads v_l0[tokens=16, kv_heads=4,"
+        " head_dim=8] bf16 replicated on [0, 1], but it was written as v_l0[tokens=16,"
+        " kv_heads=4, head_dim=8] bf16 split(kv_heads) on [0, 1]",
+    )
+
+
+def test_values_an_input_never_written(steps: StepProgram) -> None:
+    index, scores = find_step(steps, 0, "attn_scores")
+    ghost = replace(value_named(steps, "k_l0"), name="k_l7")
+    broken = replace(scores, reads=(scores.reads[0], ghost))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "step attn_scores of attention l0 on @attn (line 5) reads k_l7, which no earlier step"
+        " writes",
+    )
+
+
+def test_values_read_before_written(steps: StepProgram) -> None:
+    index, softmax = find_step(steps, 0, "softmax")
+    broken = replace(softmax, reads=(value_named(steps, "attn_l0"),))  # attn_out's, later
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, broken)),
+        "reads attn_l0, which no earlier step writes",
+    )
+
+
+def test_values_written_twice_or_not_at_all(steps: StepProgram) -> None:
+    index, softmax = find_step(steps, 0, "softmax")
+    twice = replace(softmax, writes=(value_named(steps, "scores_l0"),))
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, twice)),
+        "step softmax of attention l0 on @attn (line 5) writes scores_l0, which an earlier"
+        " step already writes",
+    )
+    fails(
+        lambda: verify_steps(with_step(steps, 0, index, replace(softmax, writes=()))),
+        "step softmax of attention l0 on @attn (line 5) writes no value",
+    )
+
+
+def test_values_check_themselves() -> None:
+    hidden = (ValueDim("tokens", 4), ValueDim("hidden", 6))
+    with pytest.raises(ValueError, match="split along heads, not a dim"):
+        Value("x", hidden, "bf16", (0, 1), split("heads"))
+    with pytest.raises(ValueError, match="distinct GPUs"):
+        Value("x", hidden, "bf16", (0, 0))
+    with pytest.raises(ValueError, match="bad value name"):
+        Value("x y", hidden, "bf16", (0,))
+    with pytest.raises(ValueError, match="names a dim twice"):
+        Value("x", (*hidden, ValueDim("tokens", 2)), "bf16", (0,))
+    # split(6, 4) = [2, 2, 1, 1]
+    assert Value("x", hidden, "bf16", (0, 1, 2, 3), split("hidden")).local_sizes(3) == (4, 1)
+    assert Value("x", hidden, "bf16", (0, 1), PARTIAL).local_sizes(1) == (4, 6)
+
+
 # -- the device DAG, broken on purpose ----------------------------------------------------------
 
 
@@ -510,9 +643,10 @@ def test_device_dropped_program_order_edge(graph: DeviceGraph) -> None:
 
 def test_device_dropped_data_edge(graph: DeviceGraph) -> None:
     broken = without_edge(graph, "softmax_l0_gpu0_mb0", "attn_out_l0_gpu0_mb0")
+    # attn_out still reads v, so it keeps an edge in: softmax is the op left unlinked
     fails(
         lambda: verify_device(broken),
-        "op attn_out_l0_gpu0_mb0 has no edge from the op before it on gpu 0",
+        "op softmax_l0_gpu0_mb0 has no edge to the op after it on gpu 0",
     )
 
 

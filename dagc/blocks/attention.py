@@ -4,17 +4,35 @@ Rank i holds split(nh, t)[i] query heads and split(nkv, t)[i] key/value heads (o
 when nkv < t: K/V replicated). Q·Kᵀ is Get_Time(Bm·h·S, d, S) and weights·V
 Get_Time(Bm·h·S, S, d), the seed's convention. With t > 1 the block ends in an all-reduce of
 the T·H activations after o_proj.
+
+Values: ln1 reads the residual x and writes ln1; q, k, v read ln1 (split by heads); the
+scores read q and k, softmax the scores, weights·V the probabilities and v; o_proj writes
+o, a partial sum of T x H when t > 1, which only the all-reduce reads; res1 reads the
+reduced o and x.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, branches, insert_after, joint, per_gpu, same
-from dagc.blocks.shapes import activation_bytes, communication, count, dims, times
+from dagc.blocks.base import BlockModule, Values, communicate_after, joint, per_gpu, same
+from dagc.blocks.shapes import (
+    activation_bytes,
+    communication,
+    count,
+    dims,
+    hidden_shape,
+    residual_in,
+    residual_out,
+    times,
+    tokens,
+    value,
+)
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
+from dagc.ir.values import PARTIAL, REPLICATED, Value, split
 from dagc.split import split_evenly
 
 
@@ -25,45 +43,131 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     t, tok, hid, d = block.degree, D.tokens, D.hidden, D.head_dim
     heads = split_evenly(model.heads, t)
     kv = split_evenly(model.kv_heads, t) if model.kv_heads >= t else [1] * t
+    v = _values(program, block)
+    x = residual_in(program, block)
 
-    def per_rank(base: str, make: Callable[[int, int], CostTerm], part: str = "") -> Step:
-        return per_gpu(base, block, [make(h, k) for h, k in zip(heads, kv, strict=True)], part)
+    def per_rank(
+        base: str, make: Callable[[int, int], CostTerm], part: str = "", **io: Values
+    ) -> Step:
+        terms = [make(h, k) for h, k in zip(heads, kv, strict=True)]
+        return per_gpu(base, block, terms, part, **io)
 
+    ln1 = (v["ln1"],)
     if block.fused_qkv:
-        qkv = [per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h + 2 * k), d)))]
+        qkv = [
+            per_rank(
+                "qkv",
+                lambda h, k: matmul(tok, hid, times(count(h + 2 * k), d)),
+                reads=ln1,
+                writes=(v["q"], v["k"], v["v"]),
+            )
+        ]
     else:
-        qkv = branches(
-            [
-                per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(h), d)), ".q"),
-                per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".k"),
-                per_rank("qkv", lambda h, k: matmul(tok, hid, times(count(k), d)), ".v"),
-            ],
-            "qkv",
-        )
+        qkv = [
+            per_rank(
+                "qkv",
+                lambda h, k: matmul(tok, hid, times(count(h), d)),
+                ".q",
+                reads=ln1,
+                writes=(v["q"],),
+            ),
+            per_rank(
+                "qkv",
+                lambda h, k: matmul(tok, hid, times(count(k), d)),
+                ".k",
+                reads=ln1,
+                writes=(v["k"],),
+            ),
+            per_rank(
+                "qkv",
+                lambda h, k: matmul(tok, hid, times(count(k), d)),
+                ".v",
+                reads=ln1,
+                writes=(v["v"],),
+            ),
+        ]
 
     def scores_rows(h: int) -> Label:
         return times(D.batch, D.seq, count(h))  # Bm·S·h, in the seed's order
 
     return (
-        same("ln1", block, elementwise(times(tok, hid))),
+        same("ln1", block, elementwise(times(tok, hid)), reads=x, writes=ln1),
         *qkv,
-        per_rank("attn_scores", lambda h, k: matmul(scores_rows(h), d, D.seq)),
-        per_rank("softmax", lambda h, k: elementwise(times(scores_rows(h), D.seq))),
-        per_rank("attn_out", lambda h, k: matmul(scores_rows(h), D.seq, d)),
-        per_rank("o_proj", lambda h, k: matmul(tok, times(count(h), d), hid)),
-        same("res1", block, elementwise(times(tok, hid))),
+        per_rank(
+            "attn_scores",
+            lambda h, k: matmul(scores_rows(h), d, D.seq),
+            reads=(v["q"], v["k"]),
+            writes=(v["scores"],),
+        ),
+        per_rank(
+            "softmax",
+            lambda h, k: elementwise(times(scores_rows(h), D.seq)),
+            reads=(v["scores"],),
+            writes=(v["probs"],),
+        ),
+        per_rank(
+            "attn_out",
+            lambda h, k: matmul(scores_rows(h), D.seq, d),
+            reads=(v["probs"], v["v"]),
+            writes=(v["attn"],),
+        ),
+        per_rank(
+            "o_proj",
+            lambda h, k: matmul(tok, times(count(h), d), hid),
+            reads=(v["attn"],),
+            writes=(v["o"],),
+        ),
+        same(
+            "res1",
+            block,
+            elementwise(times(tok, hid)),
+            reads=(v["o"], *x),
+            writes=(residual_out(program, block, block.gpus),),
+        ),
     )
 
 
+def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
+    """The values inside an attention block: q, k, v split by heads, o a partial sum."""
+    model = program.model
+    assert model.heads is not None and model.kv_heads is not None
+    T, S, d = tokens(program), program.workload.seq, model.head_dim or 1
+    heads = split("heads")
+    # K/V are split by kv heads when there are enough; else every rank holds the one head
+    # its query heads share.
+    kv_shared = model.kv_heads < block.degree
+    kv = (("tokens", T), ("kv_heads", 1 if kv_shared else model.kv_heads), ("head_dim", d))
+    kv_placement = REPLICATED if kv_shared else split("kv_heads")
+    rows = (("tokens", T), ("heads", model.heads))
+    # a tp > 1 o_proj leaves each rank a partial sum over its heads, awaiting the all-reduce
+    o_placement = PARTIAL if block.degree > 1 else REPLICATED
+    return {
+        "ln1": value(program, block, "ln1", hidden_shape(program)),
+        "q": value(program, block, "q", (*rows, ("head_dim", d)), heads),
+        "k": value(program, block, "k", kv, kv_placement),
+        "v": value(program, block, "v", kv, kv_placement),
+        "scores": value(program, block, "scores", (*rows, ("keys", S)), heads),
+        "probs": value(program, block, "probs", (*rows, ("keys", S)), heads),
+        "attn": value(program, block, "attn", (*rows, ("head_dim", d)), heads),
+        "o": value(program, block, "o", hidden_shape(program), o_placement),
+    }
+
+
 def all_reduce_after(anchor: str, base: str) -> Callable[[Program, BlockSteps], tuple[Step, ...]]:
-    """The collectives of a tensor-parallel block: an all-reduce of T·H·w after `anchor`."""
+    """The collectives of a tensor-parallel block: an all-reduce of T·H·w after `anchor`.
+
+    The all-reduce reads the partial sum `anchor` writes and writes it replicated (`_sum`);
+    the steps after it read that."""
 
     def collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
         if block.degree == 1:
             return block.steps
         payload, ranks = activation_bytes(program), count(block.degree)
         term = communication(program, TermKind.ALL_REDUCE, payload, ranks, gpus=block.gpus)
-        return insert_after(block.steps, anchor, joint(base, block, term))
+        (partial,) = next(s for s in reversed(block.steps) if s.base == anchor).writes
+        reduced = replace(partial, name=partial.name + "_sum", placement=REPLICATED)
+        step = joint(base, block, term, reads=(partial,), writes=(reduced,))
+        return communicate_after(block.steps, anchor, step, {partial.name: reduced})
 
     return collectives
 

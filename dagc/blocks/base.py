@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm
+from dagc.ir.values import Value
 
 # A block's compute or communication: the block (with the steps it has so far) in, its steps
 # out.
@@ -42,8 +43,10 @@ class BlockModule:
     - `needs`: model keys the block cannot do without.
     - `split_items(model)`: what a degree splits, as (what, how many) (`heads`, 32); the
       front end warns on uneven splits and refuses more ranks than items.
-    - `compute(program, block)`: the per-rank compute steps, in program order.
-    - `collectives(program, block)`: the block's steps with its collectives inserted.
+    - `compute(program, block)`: the per-rank compute steps, in program order, each naming
+      the values it reads and writes (dagc/ir/values.py).
+    - `collectives(program, block)`: the block's steps with its collectives inserted (each
+      reads a value and writes its communicated form, which later steps then read).
     - `weight_products`: step bases whose matrix products read a weight (the K x N operand).
     - `held_weights(model, base)`: weight elements a step holds besides its products (the
       embedding table of `embed`).
@@ -70,19 +73,58 @@ class BlockModule:
         return self.kind.degree_key
 
 
-def per_gpu(base: str, block: BlockSteps, terms: list[CostTerm], part: str = "") -> Step:
+Values = tuple[Value, ...]
+
+
+def per_gpu(
+    base: str,
+    block: BlockSteps,
+    terms: list[CostTerm],
+    part: str = "",
+    *,
+    reads: Values = (),
+    writes: Values = (),
+) -> Step:
     """A step on every GPU of `block`, rank i costing `terms[i]`."""
-    return Step(base, block.layer, block.gpus, tuple(terms), part=part, span=block.span)
+    return Step(
+        base,
+        block.layer,
+        block.gpus,
+        tuple(terms),
+        part=part,
+        reads=reads,
+        writes=writes,
+        span=block.span,
+    )
 
 
-def same(base: str, block: BlockSteps, term: CostTerm, part: str = "") -> Step:
+def same(
+    base: str,
+    block: BlockSteps,
+    term: CostTerm,
+    part: str = "",
+    *,
+    reads: Values = (),
+    writes: Values = (),
+) -> Step:
     """A step on every GPU of `block`, each costing `term`."""
-    return per_gpu(base, block, [term] * len(block.gpus), part)
+    return per_gpu(base, block, [term] * len(block.gpus), part, reads=reads, writes=writes)
 
 
-def joint(base: str, block: BlockSteps, term: CostTerm) -> Step:
+def joint(
+    base: str, block: BlockSteps, term: CostTerm, *, reads: Values = (), writes: Values = ()
+) -> Step:
     """One operation joining every GPU of `block` (a collective)."""
-    return Step(base, block.layer, block.gpus, (term,), joint=True, span=block.span)
+    return Step(
+        base,
+        block.layer,
+        block.gpus,
+        (term,),
+        joint=True,
+        reads=reads,
+        writes=writes,
+        span=block.span,
+    )
 
 
 def insert_after(steps: tuple[Step, ...], anchor: str, new: Step) -> tuple[Step, ...]:
@@ -91,6 +133,24 @@ def insert_after(steps: tuple[Step, ...], anchor: str, new: Step) -> tuple[Step,
     return (*steps[: index + 1], new, *steps[index + 1 :])
 
 
-def branches(steps: list[Step], group: str) -> list[Step]:
-    """Independent branches of `group`: each reads the step before and feeds the one after."""
-    return [replace(step, branch=(group, i)) for i, step in enumerate(steps)]
+def reroute(steps: tuple[Step, ...], start: int, via: Mapping[str, Value]) -> tuple[Step, ...]:
+    """Steps from index `start` on read `via[name]` instead of the value `name`.
+
+    A collective or transfer reads a value and writes its communicated form; the steps after
+    it must read that form (each value read once, in the order first met).
+    """
+    rewritten = list(steps)
+    for index in range(start, len(steps)):
+        step = steps[index]
+        if any(value.name in via for value in step.reads):
+            reads = tuple(dict.fromkeys(via.get(v.name, v) for v in step.reads))
+            rewritten[index] = replace(step, reads=reads)
+    return tuple(rewritten)
+
+
+def communicate_after(
+    steps: tuple[Step, ...], anchor: str, new: Step, via: Mapping[str, Value]
+) -> tuple[Step, ...]:
+    """`new` after the last `anchor` step; the steps after it read through it (`via`)."""
+    inserted = insert_after(steps, anchor, new)
+    return reroute(inserted, inserted.index(new) + 1, via)

@@ -1,12 +1,16 @@
-"""lm_head (tp = t): the output projection, rank i holding split(V, t)[i] vocabulary rows."""
+"""lm_head (tp = t): the output projection, rank i holding split(V, t)[i] vocabulary rows.
+
+It reads the last x and writes the logits, split by vocabulary rows.
+"""
 
 from __future__ import annotations
 
 from dagc.blocks.base import BlockModule, per_gpu
-from dagc.blocks.shapes import count, dims
+from dagc.blocks.shapes import count, dims, residual_in, tokens, value
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import matmul
+from dagc.ir.values import split
 from dagc.split import split_evenly
 
 
@@ -14,7 +18,11 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     assert program.model.vocab is not None
     D = dims(program)
     rows = split_evenly(program.model.vocab, block.degree)
-    return (per_gpu("lm_head", block, [matmul(D.tokens, D.hidden, count(v)) for v in rows]),)
+    vocab = (("tokens", tokens(program)), ("vocab", program.model.vocab))
+    logits = value(program, block, "logits", vocab, split("vocab"))
+    terms = [matmul(D.tokens, D.hidden, count(v)) for v in rows]
+    x = residual_in(program, block)
+    return (per_gpu("lm_head", block, terms, reads=x, writes=(logits,)),)
 
 
 def _split_items(model: Model) -> list[tuple[str, int]]:

@@ -2,16 +2,30 @@
 
 Rank i holds split(F, t)[i] columns of the up (and gate) projection and the matching rows of
 the down projection; with t > 1 the block ends in an all-reduce after mlp_down.
+
+Values: ln2 reads the residual x; up (and gate) read ln2, act reads them, down reads act and
+writes a partial sum when t > 1, which only the all-reduce reads; res2 reads the reduced
+down and x.
 """
 
 from __future__ import annotations
 
 from dagc.blocks.attention import all_reduce_after
-from dagc.blocks.base import BlockModule, branches, per_gpu, same
-from dagc.blocks.shapes import count, dims, times
+from dagc.blocks.base import BlockModule, per_gpu, same
+from dagc.blocks.shapes import (
+    count,
+    dims,
+    hidden_shape,
+    residual_in,
+    residual_out,
+    times,
+    tokens,
+    value,
+)
 from dagc.ir.logical import Activation, BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import elementwise, matmul
+from dagc.ir.values import PARTIAL, REPLICATED, Value, split
 from dagc.split import split_evenly
 
 
@@ -21,17 +35,72 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     D = dims(program)
     tok, hid = D.tokens, D.hidden
     columns = [count(f) for f in split_evenly(model.ffn, block.degree)]
-    up = [per_gpu("mlp_up", block, [matmul(tok, hid, f) for f in columns])]
+    v = _values(program, block)
+    ln2 = (v["ln2"],)
+    up = [
+        per_gpu(
+            "mlp_up", block, [matmul(tok, hid, f) for f in columns], reads=ln2, writes=(v["up"],)
+        )
+    ]
+    act_reads: tuple[Value, ...] = (v["up"],)
     if model.activation is Activation.SWIGLU:
-        gate = per_gpu("mlp_gate", block, [matmul(tok, hid, f) for f in columns])
-        up = branches([up[0], gate], "mlp_in")
+        up.append(
+            per_gpu(
+                "mlp_gate",
+                block,
+                [matmul(tok, hid, f) for f in columns],
+                reads=ln2,
+                writes=(v["gate"],),
+            )
+        )
+        act_reads = (v["up"], v["gate"])
+    x = residual_in(program, block)
     return (
-        same("ln2", block, elementwise(times(tok, hid))),
+        same("ln2", block, elementwise(times(tok, hid)), reads=x, writes=ln2),
         *up,
-        per_gpu("mlp_act", block, [elementwise(times(tok, f)) for f in columns]),
-        per_gpu("mlp_down", block, [matmul(tok, f, hid) for f in columns]),
-        same("res2", block, elementwise(times(tok, hid))),
+        per_gpu(
+            "mlp_act",
+            block,
+            [elementwise(times(tok, f)) for f in columns],
+            reads=act_reads,
+            writes=(v["act"],),
+        ),
+        per_gpu(
+            "mlp_down",
+            block,
+            [matmul(tok, f, hid) for f in columns],
+            reads=(v["act"],),
+            writes=(v["down"],),
+        ),
+        same(
+            "res2",
+            block,
+            elementwise(times(tok, hid)),
+            reads=(v["down"], *x),
+            writes=(residual_out(program, block, block.gpus),),
+        ),
     )
+
+
+def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
+    """The values inside an mlp block: up, gate and act split by ffn columns, down a partial
+    sum when tp > 1."""
+    assert program.model.ffn is not None
+    columns = (("tokens", tokens(program)), ("ffn", program.model.ffn))
+    by_column = split("ffn")
+    return {
+        "ln2": value(program, block, "ln2", hidden_shape(program)),
+        "up": value(program, block, "up", columns, by_column),
+        "gate": value(program, block, "gate", columns, by_column),
+        "act": value(program, block, "act", columns, by_column),
+        "down": value(
+            program,
+            block,
+            "down",
+            hidden_shape(program),
+            PARTIAL if block.degree > 1 else REPLICATED,
+        ),
+    }
 
 
 def _split_items(model: Model) -> list[tuple[str, int]]:

@@ -5,25 +5,36 @@ T_e = ceil(T·k/E · capacity_factor) tokens. The experts of one GPU run one aft
 (they share it). A block whose input lives on its own GPUs dispatches tokens with an
 all-to-all after the gate and combines them after expert_agg; a block reached from another
 group (attention/MoE separation) gets its tokens by broadcast instead (insert-transfers).
+
+Values: ln2 reads the residual x; the gate reads ln2 and writes the routing; each local
+expert's up (and gate) read ln2 and the routing (or, once dispatch is inserted, the tokens
+it sends), act reads them, down reads act; expert_agg reads every local expert's down and
+writes a partial sum when ep > 1, which combine (or the excursion's return) sums; res2 reads
+that and x.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, insert_after, joint, same
+from dagc.blocks.base import BlockModule, communicate_after, joint, same
 from dagc.blocks.shapes import (
     communication,
     count,
     dims,
     expert_tokens,
     held_tokens,
+    hidden_shape,
+    residual_in,
+    residual_out,
     times,
     tokens,
+    value,
 )
 from dagc.ir.logical import Activation, BlockKind, Program
 from dagc.ir.steps import BlockSteps, Step
-from dagc.ir.terms import TermKind, elementwise, matmul
+from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
+from dagc.ir.values import PARTIAL, REPLICATED, Value, split
 
 
 def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -35,23 +46,99 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     t_e = tok if expert_tokens(program) == tokens(program) else count(expert_tokens(program), "T_e")
     ffn = count(model.expert_ffn, "Fe")
     per_gpu = model.experts // block.degree
-    parts = [(".up", matmul(t_e, hid, ffn))]
-    if model.activation is Activation.SWIGLU:
-        parts.append((".gate", matmul(t_e, hid, ffn)))
-    parts += [(".act", elementwise(times(t_e, ffn))), (".down", matmul(t_e, ffn, hid))]
+    v = _values(program, block)
+    # the experts read the normed tokens and the routing; dispatch, when inserted, sends them
+    routed = (v["ln2"], v["route"])
     expert_steps: list[Step] = []
+    outputs: list[Value] = []
     for local in range(per_gpu):
         experts = tuple(rank * per_gpu + local for rank in range(block.degree))
-        for part, term in parts:
-            step = same("expert", block, term, part)
-            expert_steps.append(replace(step, experts=experts, branch=("experts", local)))
+        for part, term, reads, writes in _expert_parts(program, block, local, t_e, ffn, routed):
+            step = same("expert", block, term, part, reads=reads, writes=writes)
+            expert_steps.append(replace(step, experts=experts))
+        outputs.append(expert_steps[-1].writes[0])
+    x = residual_in(program, block)
+    agg = v["agg"]
     return (
-        same("ln2", block, elementwise(times(tok, hid))),
-        same("gate", block, matmul(tok, hid, count(model.experts, "E"))),
+        same("ln2", block, elementwise(times(tok, hid)), reads=x, writes=(v["ln2"],)),
+        same(
+            "gate",
+            block,
+            matmul(tok, hid, count(model.experts, "E")),
+            reads=(v["ln2"],),
+            writes=(v["route"],),
+        ),
         *expert_steps,
-        same("expert_agg", block, elementwise(times(held_tokens(program, block.degree), hid))),
-        same("res2", block, elementwise(times(tok, hid))),
+        same(
+            "expert_agg",
+            block,
+            elementwise(times(held_tokens(program, block.degree), hid)),
+            reads=tuple(outputs),
+            writes=(agg,),
+        ),
+        same(
+            "res2",
+            block,
+            elementwise(times(tok, hid)),
+            reads=(agg, *x),
+            writes=(residual_out(program, block, block.gpus),),
+        ),
     )
+
+
+# (part, term, reads, writes) of one expert step
+ExpertPart = tuple[str, CostTerm, tuple[Value, ...], tuple[Value, ...]]
+
+
+def _expert_parts(
+    program: Program,
+    block: BlockSteps,
+    local: int,
+    t_e: Label,
+    ffn: Label,
+    routed: tuple[Value, ...],
+) -> list[ExpertPart]:
+    """(part, term, reads, writes) of local expert `local` on every rank: up (and gate) read
+    the routed tokens, act reads them, down reads act."""
+    assert program.model.expert_ffn is not None
+    hid = dims(program).hidden
+    rows = (("experts", block.degree), ("tokens", expert_tokens(program)))
+    by_expert = split("experts")
+
+    def out(part: str, last: tuple[str, int]) -> Value:
+        return value(program, block, f"expert{local}_{part}", (*rows, last), by_expert)
+
+    fe = ("ffn", program.model.expert_ffn)
+    up, act, down = out("up", fe), out("act", fe), out("down", ("hidden", program.model.hidden))
+    parts: list[ExpertPart] = [(".up", matmul(t_e, hid, ffn), routed, (up,))]
+    act_reads: tuple[Value, ...] = (up,)
+    if program.model.activation is Activation.SWIGLU:
+        gate = out("gate", fe)
+        parts.append((".gate", matmul(t_e, hid, ffn), routed, (gate,)))
+        act_reads = (up, gate)
+    parts += [
+        (".act", elementwise(times(t_e, ffn)), act_reads, (act,)),
+        (".down", matmul(t_e, ffn, hid), (act,), (down,)),
+    ]
+    return parts
+
+
+def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
+    """ln2 and the routing, replicated; each rank's expert results summed into agg, a
+    partial sum over the ranks when ep > 1 (combine, or the return, sums it)."""
+    assert program.model.experts is not None
+    route = (("tokens", tokens(program)), ("experts", program.model.experts))
+    return {
+        "ln2": value(program, block, "moe_ln2", hidden_shape(program)),
+        "route": value(program, block, "route", route),
+        "agg": value(
+            program,
+            block,
+            "moe_agg",
+            hidden_shape(program),
+            PARTIAL if block.degree > 1 else REPLICATED,
+        ),
+    }
 
 
 def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -62,8 +149,20 @@ def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     term = communication(
         program, TermKind.ALL_TO_ALL, payload, count(block.degree), gpus=block.gpus
     )
-    with_dispatch = insert_after(block.steps, "gate", joint("dispatch", block, term))
-    return insert_after(with_dispatch, "expert_agg", joint("combine", block, term))
+    v = _values(program, block)
+    assert program.model.experts is not None
+    shape = (
+        ("experts", program.model.experts),
+        ("tokens", expert_tokens(program)),
+        ("hidden", program.model.hidden),
+    )
+    sent = value(program, block, "moe_in", shape, split("experts"))
+    dispatch = joint("dispatch", block, term, reads=(v["ln2"], v["route"]), writes=(sent,))
+    routed = {v["ln2"].name: sent, v["route"].name: sent}
+    with_dispatch = communicate_after(block.steps, "gate", dispatch, routed)
+    combined = value(program, block, "moe_out", hidden_shape(program))
+    combine = joint("combine", block, term, reads=(v["agg"],), writes=(combined,))
+    return communicate_after(with_dispatch, "expert_agg", combine, {v["agg"].name: combined})
 
 
 MODULE = BlockModule(

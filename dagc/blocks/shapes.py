@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from dagc.ir.logical import Program
+from dagc.ir.steps import BlockSteps
 from dagc.ir.terms import CostTerm, Label, TermKind
+from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name
 
 
 def tokens(program: Program) -> int:
@@ -100,3 +102,43 @@ def held_tokens(program: Program, ep: int) -> Label:
     """min(T, T_e·E/e) as a label: T when every token reaches the GPU."""
     held = tokens_held_by_expert_gpu(program, ep)
     return dims(program).tokens if held == tokens(program) else count(held)
+
+
+def value(
+    program: Program,
+    block: BlockSteps,
+    base: str,
+    shape: tuple[tuple[str, int], ...],
+    placement: Placement = REPLICATED,
+    gpus: tuple[int, ...] | None = None,
+) -> Value:
+    """The value `{base}_l{layer}` of `block`: `shape` as (dim, size), on the block's GPUs."""
+    return Value(
+        f"{base}_l{block.layer}",
+        tuple(Dim(name, size) for name, size in shape),
+        program.workload.dtype.value,
+        block.gpus if gpus is None else gpus,
+        placement,
+    )
+
+
+def hidden_shape(program: Program) -> tuple[tuple[str, int], ...]:
+    """(tokens T, hidden H): the shape of the residual stream."""
+    return (("tokens", tokens(program)), ("hidden", program.model.hidden))
+
+
+def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
+    """The residual-stream value the block reads, replicated on its input GPUs (none for
+    the program's first block, whose input no step writes)."""
+    if not block.input_value:
+        return ()
+    dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
+    dtype = program.workload.dtype.value
+    return (Value(block.input_value, dims_, dtype, block.input_gpus),)
+
+
+def residual_out(program: Program, block: BlockSteps, gpus: tuple[int, ...]) -> Value:
+    """The residual-stream value the block writes, replicated on `gpus`."""
+    dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
+    name = residual_name(str(block.kind), block.layer)
+    return Value(name, dims_, program.workload.dtype.value, gpus)

@@ -3,8 +3,10 @@
 A Step is one operation on each GPU of a set (a per-GPU step, e.g. `qkv` on every rank) or
 one operation joining a set of GPUs (a joint step: a collective or a transfer). A block is a
 sequence of steps; the whole program, for one micro-batch, is the sequence of its blocks.
-Data flows from each step to the next: on every GPU the two share, or from every operation
-of the first to every operation of the second when they share none.
+Each step names the values (dagc/ir/values.py) it reads and writes: data flows from the
+step that writes a value to every step that reads it, on every GPU the two share, or from
+every operation of the writer to every operation of the reader when they share none (a
+transfer's two sides). Program order on each GPU is a separate relation (passes/order.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from dagc.ir.logical import BlockKind, Program, format_gpus
 from dagc.ir.terms import CostTerm
+from dagc.ir.values import Value
 from dagc.source import Span
 
 
@@ -31,11 +34,10 @@ class Step:
     `terms` holds one cost term per GPU of a per-GPU step (ranks may differ in shape) or
     exactly one for a joint step. `part` (e.g. `.q`) names one product of a node that groups
     several (`qkv`); `experts` gives each GPU's global expert index for expert steps.
-    `branch` (group, index) marks independent branches that fork from the step before the
-    group and join at the step after it: q, k and v; the two input products of swiglu; each
-    local expert (one branch per expert, its parts in a chain). Data flows along branches,
-    not from one branch to the next. `stream` is the stream the step runs on, on each of its
-    GPUs: compute unless assign-streams moved it (an `overlap` block's communication).
+    `reads` and `writes` name the values the step reads and writes (each value has exactly
+    one writer in a program); data edges come from them alone. `stream` is the stream the
+    step runs on, on each of its GPUs: compute unless assign-streams moved it (an `overlap`
+    block's communication).
     """
 
     base: str
@@ -46,7 +48,8 @@ class Step:
     part: str = ""
     experts: tuple[int, ...] = ()
     layer_in_name: bool = True
-    branch: tuple[str, int] | None = None
+    reads: tuple[Value, ...] = ()
+    writes: tuple[Value, ...] = ()
     stream: Stream = Stream.COMPUTE
     span: Span | None = field(default=None, compare=False)
 
@@ -113,7 +116,9 @@ class BlockSteps:
     another group's block hands tokens to inside one layer: its result returns to
     `input_gpus`, which are then its `output_gpus`. Any other move starts a pipeline stage.
     `overlap` puts the block's communication on the communication stream (assign-streams);
-    a transfer block carries the flag of the block it reaches.
+    a transfer block carries the flag of the block it reaches. `input_value` names the
+    residual-stream value the block reads (the one the block before wrote, living on
+    `input_gpus`); empty for the program's first block, whose input no step writes.
     """
 
     kind: StepBlockKind
@@ -126,6 +131,7 @@ class BlockSteps:
     input_gpus: tuple[int, ...] = ()
     output_gpus: tuple[int, ...] = ()
     excursion: bool = False
+    input_value: str = ""
     steps: tuple[Step, ...] = ()
     span: Span | None = field(default=None, compare=False)
 
@@ -183,13 +189,24 @@ def print_steps(steps: StepProgram) -> str:
 def _format_step(step: Step) -> str:
     name = step.op_name(0, None) if step.joint else step.base + step.part
     if step.joint:
-        return f"{name} = {step.terms[0]} joining {format_gpus(step.gpus)}{_stream_suffix(step)}"
+        joined = f"{step.terms[0]} joining {format_gpus(step.gpus)}"
+        return f"{name} = {joined}{_stream_suffix(step)}{_dataflow(step)}"
     by_term: dict[CostTerm, list[int]] = {}
     for gpu, term in zip(step.gpus, step.terms, strict=True):
         by_term.setdefault(term, []).append(gpu)
     shards = " | ".join(f"{term} on {format_gpus(tuple(gpus))}" for term, gpus in by_term.items())
     experts = f" experts={list(step.experts)}" if step.experts else ""
-    return f"{name} = {shards}{experts}{_stream_suffix(step)}"
+    return f"{name} = {shards}{experts}{_stream_suffix(step)}{_dataflow(step)}"
+
+
+def _dataflow(step: Step) -> str:
+    """` reads a, b writes c`: the values the step reads and writes, by name."""
+    text = ""
+    if step.reads:
+        text += " reads " + ", ".join(value.name for value in step.reads)
+    if step.writes:
+        text += " writes " + ", ".join(value.name for value in step.writes)
+    return text
 
 
 def _stream_suffix(step: Step) -> str:

@@ -1,8 +1,9 @@
 """microbatch: the step program, repeated for every micro-batch, becomes the device DAG.
 
-Data edges join each step to the next one: on every GPU the two share, or every operation
-of one to every operation of the other when they share none (a transfer's two sides).
-The edges of one micro-batch form a template that numpy repeats m times.
+Data edges join the step that writes each value to every step that reads it (dataflow, from
+the values the steps name): on every GPU the two share, or every operation of one to every
+operation of the other when they share none (a transfer's two sides). The edges of one
+micro-batch form a template that numpy repeats m times.
 """
 
 from __future__ import annotations
@@ -35,34 +36,26 @@ def template_data_edges(steps: tuple[Step, ...]) -> tuple[list[int], list[int]]:
         offset += step.width
     src: list[int] = []
     dst: list[int] = []
-    for source, target in _step_dependencies(steps):
+    for source, target in _value_dependencies(steps):
         for a, b in _joins(steps[source], steps[target]):
             src.append(offsets[source] + a)
             dst.append(offsets[target] + b)
     return src, dst
 
 
-def _step_dependencies(steps: tuple[Step, ...]) -> list[tuple[int, int]]:
-    """(source step, target step) pairs: each step reads the one before it, except that
-    branches fork from the step before their group and join at the step after it."""
+def _value_dependencies(steps: tuple[Step, ...]) -> list[tuple[int, int]]:
+    """(writer, reader) step pairs: one for each step and each distinct step that wrote a
+    value it reads (the verifier checks that every value read was written before)."""
+    writer: dict[str, int] = {}
     pairs: list[tuple[int, int]] = []
-    group: str | None = None
-    fork: list[int] = []
-    ends: dict[int, int] = {}
     for index, step in enumerate(steps):
-        if index == 0:
-            sources: list[int] = []
-        elif step.branch is None:
-            sources = list(ends.values()) if group is not None else [index - 1]
-            group, ends = None, {}
-        else:
-            name, branch = step.branch
-            if name != group:
-                fork = list(ends.values()) if group is not None else [index - 1]
-                group, ends = name, {}
-            sources = [ends[branch]] if branch in ends else fork
-            ends[branch] = index
+        unwritten = [value.name for value in step.reads if value.name not in writer]
+        if unwritten:  # a pass's bug: an edge dropped silently would shorten the path
+            raise ValueError(f"step {step.base}{step.part} reads {unwritten[0]}, never written")
+        sources = dict.fromkeys(writer[value.name] for value in step.reads)
         pairs += [(source, index) for source in sources]
+        for value in step.writes:
+            writer[value.name] = index
     return pairs
 
 

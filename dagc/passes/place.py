@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, StepProgram
+from dagc.ir.values import residual_name
 
 NAME = "place"
 
@@ -12,14 +13,15 @@ def place(program: Program) -> StepProgram:
     """Every block of every layer, in execution order, on its group's GPUs (no steps yet).
 
     `embed` runs only for layer 0 and `lm_head` only for the last layer, whatever range
-    they were written in. Each block records where its input lives: the output of the block
-    before it. A moe block reached from another group's block of the same layer is an
-    excursion: its result returns to that group. A block reached from another group's block
-    of the previous layer starts a pipeline stage instead.
+    they were written in. Each block records where its input lives and which value it is:
+    the output of the block before it. A moe block reached from another group's block of
+    the same layer is an excursion: its result returns to that group. A block reached from
+    another group's block of the previous layer starts a pipeline stage instead.
     """
     last_layer = program.model.layers - 1
     blocks: list[BlockSteps] = []
     previous_output: tuple[int, ...] | None = None
+    previous_value = ""
     previous_layer = -1
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
@@ -48,8 +50,10 @@ def place(program: Program) -> StepProgram:
                         input_gpus=source,
                         output_gpus=output,
                         excursion=excursion,
+                        input_value=previous_value,
                         span=block.span,
                     )
                 )
                 previous_output, previous_layer = output, layer
+                previous_value = residual_name(block.kind.value, layer)
     return StepProgram(program, tuple(blocks))

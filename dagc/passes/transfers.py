@@ -7,15 +7,24 @@ A block whose input lives on other GPUs is reached by a transfer:
   residual stream lives, on the sending group;
 - any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
   the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them.
+
+A value crosses groups only through a transfer: the sending step reads the value where it
+lives and writes it onto the receiving GPUs (`_sent`), the receiving step reads that and
+writes the received value (`_s{s}`, `_moe`), and the steps of the block on the receiving
+side read the received value instead of the original. The return reads the MoE GPUs'
+partial sum and writes it, summed, onto the residual side, where res2 reads it and x.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from dagc.blocks.base import reroute
+from dagc.blocks.shapes import hidden_shape, residual_in, residual_out, value
 from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.values import Value
 from dagc.passes.common import activation_bytes, communication, count, dims, held_tokens, times
 
 SYNC = CostTerm(TermKind.SYNC, ())
@@ -34,7 +43,11 @@ def insert_transfers(steps: StepProgram) -> StepProgram:
             blocks.append(block)
         else:
             stage += 1
-            blocks += [_stage_transfer(program, block, stage, previous_layer), block]
+            transfer = _stage_transfer(program, block, stage, previous_layer)
+            # the block reads what the transfer received
+            (received,) = transfer.steps[-1].writes
+            steps_ = reroute(block.steps, 0, {block.input_value: received})
+            blocks += [transfer, replace(block, steps=steps_)]
         previous_layer = block.layer
     return replace(steps, blocks=tuple(blocks))
 
@@ -44,6 +57,8 @@ def _stage_transfer(
 ) -> BlockSteps:
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     send_term = communication(program, TermKind.P2P, activation_bytes(program), gpus=both)
+    (x,) = residual_in(program, block)
+    sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, f"_s{stage}")
     send = Step(
         f"send_stage{stage}",
         previous_layer,
@@ -51,6 +66,8 @@ def _stage_transfer(
         (send_term,),
         joint=True,
         layer_in_name=False,
+        reads=(x,),
+        writes=(sent,),
         span=block.span,
     )
     recv = Step(
@@ -60,6 +77,8 @@ def _stage_transfer(
         (SYNC,),
         joint=True,
         layer_in_name=False,
+        reads=(sent,),
+        writes=(received,),
         span=block.span,
     )
     return BlockSteps(
@@ -70,9 +89,15 @@ def _stage_transfer(
         overlap=block.overlap,  # the transfer reaches `block`: its flag decides the stream
         input_gpus=block.input_gpus,
         output_gpus=block.gpus,
+        input_value=block.input_value,
         steps=(send, recv),
         span=block.span,
     )
+
+
+def _moved(x: Value, gpus: tuple[int, ...], suffix: str) -> Value:
+    """`x` after a transfer: the same tensor, living on the receiving `gpus`."""
+    return Value(x.name + suffix, x.dims, x.dtype, gpus, x.placement)
 
 
 def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
@@ -81,10 +106,28 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     broadcast_term = communication(
         program, TermKind.BROADCAST, activation_bytes(program), count(ranks), gpus=both
     )
+    (x,) = residual_in(program, block)
+    sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, "_moe")
     broadcast = Step(
-        "broadcast", block.layer, block.input_gpus, (broadcast_term,), joint=True, span=block.span
+        "broadcast",
+        block.layer,
+        block.input_gpus,
+        (broadcast_term,),
+        joint=True,
+        reads=(x,),
+        writes=(sent,),
+        span=block.span,
     )
-    receive = Step("recv_moe", block.layer, block.gpus, (SYNC,), joint=True, span=block.span)
+    receive = Step(
+        "recv_moe",
+        block.layer,
+        block.gpus,
+        (SYNC,),
+        joint=True,
+        reads=(sent,),
+        writes=(received,),
+        span=block.span,
+    )
     d = dims(program)
     return_bytes = times(held_tokens(program, block.degree), d.hidden, d.width)
     # The MoE GPUs send and their time is counted there; the residual side waits for the
@@ -99,5 +142,13 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     )
     *compute, res2 = block.steps
     assert res2.base == "res2"
-    residual = res2.with_gpus(block.input_gpus)
-    return replace(block, steps=(broadcast, receive, *compute, back, residual))
+    (partial,) = compute[-1].writes  # expert_agg's
+    returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
+    back = replace(back, reads=(partial,), writes=(returned,))
+    residual = replace(
+        res2.with_gpus(block.input_gpus),
+        reads=(returned, x),
+        writes=(residual_out(program, block, block.input_gpus),),
+    )
+    moe_side = reroute(tuple(compute), 0, {x.name: received})
+    return replace(block, steps=(broadcast, receive, *moe_side, back, residual))

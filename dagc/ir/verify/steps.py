@@ -15,6 +15,7 @@
   the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
   return the receiving side).
 - Names: the operation names of one micro-batch are unique.
+- Values: the sharding type-check of the values steps read and write (verify/values.py).
 
 After collapse-symmetric every GPU set is read restricted to the kept representatives.
 """
@@ -27,6 +28,7 @@ from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
+from dagc.ir.verify.values import check_values
 
 _COMPUTE = frozenset({TermKind.MATMUL, TermKind.ELEMENTWISE})
 # Which side of its block each joint step joins: the block's GPUs or its input GPUs.
@@ -67,6 +69,7 @@ def verify_steps(steps: StepProgram) -> None:
             _check_step_shape(block, step)
             _check_step_gpus(block, step, restrict)
     _check_unique_names(steps)
+    check_values(steps, restrict)
 
 
 def _label(block: BlockSteps) -> str:

@@ -1,0 +1,159 @@
+"""The sharding type-check of the step IR: the values steps read and write (dagc/ir/values.py).
+
+- Every step writes at least one value, and every value has exactly one writer.
+- Every value a step reads was written by an earlier step, and is read as it was written:
+  the same shape, dtype, placement and GPUs.
+- Where values live: a step reads values living on its GPUs and writes values onto its own
+  GPUs. A value crosses groups only through a transfer: the sending steps (send_stage,
+  broadcast, return) write onto the receiving GPUs. Where values live is checked once
+  insert-transfers has run (or when the program needs no transfer): before, a block
+  reached from another group still reads its input where the block before left it.
+- A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
+  that sums the MoE GPUs' results), once the block's communication is inserted.
+- A matmul contracts the trailing dims of its activation input (its first read value): on
+  every GPU, the term's K equals the product of the last dims that GPU holds.
+
+Before every shard pass has run, reads of a block not sharded yet are not checked.
+Errors name the step, its block and, where the step comes from the file, its line.
+After collapse-symmetric the steps run on the kept GPUs only; values keep every GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.terms import TermKind
+from dagc.ir.values import PlacementKind, Value, residual_name
+from dagc.ir.verify.errors import VerificationError
+
+# Joint steps that write onto another group's GPUs (a transfer's sending side).
+SENDERS = frozenset({"send_stage", "broadcast", "return"})
+# Joint steps that may read a partial sum: they sum it.
+REDUCTIONS = frozenset({"all_reduce_attn", "all_reduce_mlp", "combine", "return"})
+
+Restrict = Callable[[tuple[int, ...]], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """A step and where it is, for the checks and their messages."""
+
+    step: Step
+    block: BlockSteps
+    restrict: Restrict
+
+    @property
+    def kind(self) -> str:
+        """The step's base without a stage number (`send_stage1` -> `send_stage`)."""
+        return self.step.base.rstrip("0123456789")
+
+    def fail(self, message: str) -> VerificationError:
+        """An error naming the step, its block and its line in the file."""
+        block = self.block
+        where = f"step {self.step.base}{self.step.part} of {block.kind} l{block.layer}"
+        where += f" on @{block.group}"
+        if self.step.span is not None:
+            where += f" (line {self.step.span.line})"
+        return VerificationError(f"{where} {message}")
+
+
+def check_values(steps: StepProgram, restrict: Restrict) -> None:
+    """Type-check the values of every step, in program order; see the module docstring."""
+    written: dict[str, Value] = {}
+    transfers_pending = _transfers_pending(steps)
+    # the shard passes run one block kind at a time: a block not sharded yet writes nothing
+    unsharded = {residual_name(str(b.kind), b.layer) for b in steps.blocks if not b.steps}
+    for block in steps.blocks:
+        communicated = any(step.joint for step in block.steps)
+        for step in block.steps:
+            context = _Context(step, block, restrict)
+            for value in step.reads:
+                if value.name in unsharded:
+                    continue
+                source = _check_read(context, value, written, transfers_pending)
+                if not transfers_pending:
+                    _check_lives_here(context, source)
+                if communicated:
+                    _check_partial(context, source)
+            _check_contraction(context)
+            _check_writes(context, written, transfers_pending)
+
+
+def _transfers_pending(steps: StepProgram) -> bool:
+    """Whether some block reads its input on other GPUs and insert-transfers has not run."""
+    needed = any(set(b.input_gpus) != set(b.gpus) for b in steps.blocks if b.input_gpus)
+    inserted = any(
+        block.kind == TransferKind.TRANSFER or any(s.base == "broadcast" for s in block.steps)
+        for block in steps.blocks
+    )
+    return needed and not inserted
+
+
+def _check_read(
+    context: _Context, value: Value, written: dict[str, Value], transfers_pending: bool
+) -> Value:
+    """The value as its writer wrote it; the read must agree with it exactly (but for where
+    it lives, while transfers are pending)."""
+    source = written.get(value.name)
+    if source is None:
+        raise context.fail(f"reads {value.name}, which no earlier step writes")
+    if source != (value.on(source.gpus) if transfers_pending else value):
+        raise context.fail(f"reads {value.describe()}, but it was written as {source.describe()}")
+    return source
+
+
+def _check_lives_here(context: _Context, value: Value) -> None:
+    gpus = context.restrict(context.step.gpus)
+    if not set(gpus) <= set(value.gpus):
+        raise context.fail(
+            f"runs on {list(gpus)} but reads {value.name}, which lives on {list(value.gpus)}:"
+            " a value crosses groups only through a transfer"
+        )
+
+
+def _check_partial(context: _Context, value: Value) -> None:
+    if value.placement.kind is PlacementKind.PARTIAL and context.kind not in REDUCTIONS:
+        raise context.fail(
+            f"reads the partial sum {value.name}; only a reduction"
+            " (all-reduce, combine, return) may read a partial sum"
+        )
+
+
+def _check_writes(context: _Context, written: dict[str, Value], transfers_pending: bool) -> None:
+    step = context.step
+    if not step.writes:
+        raise context.fail("writes no value")
+    for value in step.writes:
+        if value.name in written:
+            raise context.fail(f"writes {value.name}, which an earlier step already writes")
+        placed = transfers_pending or context.kind in SENDERS
+        # after a symmetric collapse the step runs on the kept GPUs of the value's
+        if not placed and set(context.restrict(value.gpus)) != set(context.restrict(step.gpus)):
+            raise context.fail(
+                f"runs on {list(step.gpus)} but writes {value.name} onto"
+                f" {list(value.gpus)}: only a transfer writes onto other GPUs"
+            )
+        written[value.name] = value
+
+
+def _check_contraction(context: _Context) -> None:
+    """K of each rank's matmul is the product of the last dims its activation holds there."""
+    step = context.step
+    if step.joint or not step.reads or step.terms[0].kind is not TermKind.MATMUL:
+        return
+    activation = step.reads[0]
+    for rank, gpu in enumerate(step.gpus):
+        contracted = step.terms[rank].args[1]
+        if gpu not in activation.gpus:
+            continue  # reported by the location check (or a transfer is still pending)
+        held = activation.local_sizes(activation.gpus.index(gpu))
+        suffixes = {math.prod(held[i:]) for i in range(len(held))}
+        if contracted not in suffixes:
+            raise context.fail(
+                f"contracts K={contracted} on gpu {gpu}, but its input {activation.name}"
+                f" holds {list(held)} there ({activation.describe()}):"
+                " no trailing dims of that size"
+            )
