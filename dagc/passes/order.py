@@ -29,29 +29,48 @@ from dagc.ir.steps import Step, Stream
 def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU and stream."""
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
-    pingpong = _pingpong_gpus(graph.steps)
+    pingpong = np.asarray(sorted(_pingpong_gpus(graph.steps)), dtype=np.int64)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
-    m, width, n_steps = graph.microbatches, graph.template_size, len(graph.steps)
-
-    mb = np.repeat(np.arange(m, dtype=np.int64), len(occ_template))
-    op = mb * width + np.tile(occ_template, m)
-    gpu = np.tile(occ_gpu, m)
-    step = np.tile(occ_step, m)
-    segment = np.tile(occ_segment, m)
-    is_pingpong = np.isin(gpu, np.asarray(sorted(pingpong), dtype=np.int64))
-    layer = layer_of_step[step]
-    unit = layer + (segment > 0)
-    pingpong_key = (unit * m + mb) * n_steps + step
-    key = np.where(is_pingpong, pingpong_key, mb * n_steps + step)
-
-    # one chain per (GPU, stream); a GPU's streams are 2·gpu and 2·gpu + 1
     on_comm = np.asarray([s.stream is Stream.COMM for s in graph.steps], dtype=np.int64)
-    lane = gpu * 2 + on_comm[step]
-    sort = np.lexsort((key, lane))
-    op, lane = op[sort], lane[sort]
-    same_lane = lane[1:] == lane[:-1]
-    order_src, order_dst = op[:-1][same_lane], op[1:][same_lane]
-    return _merge(graph, order_src, order_dst)
+    # one chain per (GPU, stream), a lane: a GPU's streams are 2·gpu and 2·gpu + 1
+    lane = occ_gpu * 2 + on_comm[occ_step]
+    # A lane runs its units in turn, each unit for every micro-batch, each micro-batch's
+    # part of a unit in step order. A pipeline stage's GPUs have one unit (micro-batch by
+    # micro-batch); ping-pong GPUs one per layer, a later segment joining the next layer's.
+    unit = np.where(np.isin(occ_gpu, pingpong), layer_of_step[occ_step] + (occ_segment > 0), 0)
+    sort = np.lexsort((occ_step, unit, lane))
+    template, lane, unit = occ_template[sort], lane[sort], unit[sort]
+    src, dst = _chains(template, lane, unit, graph.microbatches, graph.template_size)
+    return _merge(graph, src, dst)
+
+
+def _chains(
+    template: np.ndarray, lane: np.ndarray, unit: np.ndarray, m: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The program-order edges of every lane, from its template operations in order.
+
+    Works on one micro-batch's template and repeats it arithmetically, so nothing of the
+    size of the whole graph is sorted: inside a (lane, unit) group each micro-batch's
+    operations follow each other; the group's last operation of micro-batch j leads to its
+    first of micro-batch j + 1; the last of micro-batch m − 1 leads to the lane's next
+    group's first of micro-batch 0.
+    """
+    shift = np.arange(m, dtype=np.int64)[:, None] * np.int64(width)
+    same_group = (lane[1:] == lane[:-1]) & (unit[1:] == unit[:-1])
+    inside_src = (shift + template[:-1][same_group][None, :]).ravel()
+    inside_dst = (shift + template[1:][same_group][None, :]).ravel()
+    starts = np.flatnonzero(np.concatenate(([True], ~same_group)))
+    ends = np.concatenate((starts[1:] - 1, [len(template) - 1]))
+    first, last = template[starts], template[ends]
+    across_src = (shift[:-1] + last[None, :]).ravel()
+    across_dst = (shift[1:] + first[None, :]).ravel()
+    next_in_lane = lane[starts[1:]] == lane[starts[:-1]]
+    units_src = (m - 1) * np.int64(width) + last[:-1][next_in_lane]
+    units_dst = first[1:][next_in_lane]
+    return (
+        np.concatenate([inside_src, across_src, units_src]),
+        np.concatenate([inside_dst, across_dst, units_dst]),
+    )
 
 
 def _occurrences(
