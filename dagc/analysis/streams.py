@@ -65,14 +65,5 @@ def _spread(graph: DeviceGraph, overlap: dict[int, float]) -> dict[int, float]:
     """Give each GPU left out by a symmetric collapse the figure of its representative."""
     if graph.symmetry is None:
         return overlap
-    signatures: dict[int, list[object]] = defaultdict(list)
-    for index, step in enumerate(graph.symmetry.full_steps):
-        for rank, gpu in enumerate(step.gpus):
-            signatures[gpu].append((index, None if step.joint else step.terms[rank]))
-    representative: dict[tuple[object, ...], int] = {}
-    for gpu in sorted(signatures):  # the lowest GPU of a class is the one kept
-        representative.setdefault(tuple(signatures[gpu]), gpu)
-    return {
-        gpu: overlap.get(representative[tuple(signature)], 0.0)
-        for gpu, signature in signatures.items()
-    }
+    kept = graph.symmetry.representative
+    return {gpu: overlap.get(kept[gpu], 0.0) for gpu in kept}

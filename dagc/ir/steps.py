@@ -146,11 +146,13 @@ class Symmetry:
     """How a collapsed program stands for the full one (see passes/symmetry.py).
 
     `full_steps` are the steps before collapsing; `class_size[g]` is how many GPUs the kept
-    representative GPU g stands for (itself included).
+    representative GPU g stands for (itself included); `representative[g]` is the kept GPU
+    that stands for GPU g (g itself when kept).
     """
 
     full_steps: tuple[Step, ...]
     class_size: dict[int, int]
+    representative: dict[int, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,11 @@ def collapse_symmetric(steps: StepProgram) -> StepProgram:
     for gpu in sorted(signatures):
         classes[tuple(signatures[gpu])].append(gpu)
     class_size = {members[0]: len(members) for members in classes.values()}
+    representative = {gpu: members[0] for members in classes.values() for gpu in members}
     keep = set(class_size)
     blocks = tuple(_restrict_block(block, keep) for block in steps.blocks)
-    return replace(steps, blocks=blocks, symmetry=Symmetry(tuple(all_steps), class_size))
+    symmetry = Symmetry(tuple(all_steps), class_size, representative)
+    return replace(steps, blocks=blocks, symmetry=symmetry)
 
 
 def _restrict_block(block: BlockSteps, keep: set[int]) -> BlockSteps:
