@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dagc.blocks import module as block_module
+from dagc.blocks.shapes import expert_tokens, tokens
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
 from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.toposort import find_cycle
-from dagc.passes.common import expert_tokens, tokens
 from dagc.passes.manager import PIPELINE, PassOptions, run_passes
 
 DEFAULT_MAX_OPS = 50_000_000
@@ -58,7 +58,7 @@ def expand(
         collapse = least_operations(compiled.program, collapsed=False) > SYMMETRY_THRESHOLD
     decided = symmetric is not None or collapse
 
-    def after_transfers(steps: StepProgram) -> None:
+    def after_front_half(steps: StepProgram) -> None:
         nonlocal collapse
         if not decided:
             collapse = _operations(steps) > SYMMETRY_THRESHOLD
@@ -69,7 +69,7 @@ def expand(
     # to collapse is taken on its result, then the back half runs on it.
     steps = run_passes(
         compiled.program,
-        _hooked(options, {"assign-streams": after_transfers}),
+        _hooked(options, {"assign-streams": after_front_half}),
         "assign-streams",
     )
     back = _hooked(
@@ -173,7 +173,7 @@ def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
     """Report a cycle of program order and data edges as an error, and raise it."""
     if graph.levels is not None:
         return
-    cycle = _find_cycle(graph)
+    cycle = find_cycle(graph.num_ops, graph.src, graph.dst)
     order_edges = {
         (int(s), int(d))
         for s, d, k in zip(graph.src, graph.dst, graph.edge_kind, strict=True)
@@ -200,11 +200,6 @@ def _check_deadlock(graph: DeviceGraph, bag: DiagnosticBag) -> None:
         notes=notes,
     )
     bag.raise_if_errors()
-
-
-def _find_cycle(graph: DeviceGraph) -> list[int]:
-    """One cycle among the operations that cannot be sorted, as op ids in order."""
-    return find_cycle(graph.num_ops, graph.src, graph.dst)
 
 
 __all__ = ["DEFAULT_MAX_OPS", "PIPELINE", "Expansion", "expand"]

@@ -14,12 +14,9 @@ reduced o and x.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, Values, communicate_after, joint, per_gpu, same
+from dagc.blocks.base import BlockModule, Values, all_reduce_after, per_gpu, same
 from dagc.blocks.shapes import (
-    activation_bytes,
-    communication,
     count,
     dims,
     hidden_shape,
@@ -31,7 +28,7 @@ from dagc.blocks.shapes import (
 )
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
-from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
+from dagc.ir.terms import CostTerm, Label, elementwise, matmul
 from dagc.ir.values import PARTIAL, REPLICATED, Value, split
 from dagc.split import split_evenly
 
@@ -151,25 +148,6 @@ def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
         "attn": value(program, block, "attn", (*rows, ("head_dim", d)), heads),
         "o": value(program, block, "o", hidden_shape(program), o_placement),
     }
-
-
-def all_reduce_after(anchor: str, base: str) -> Callable[[Program, BlockSteps], tuple[Step, ...]]:
-    """The collectives of a tensor-parallel block: an all-reduce of T·H·w after `anchor`.
-
-    The all-reduce reads the partial sum `anchor` writes and writes it replicated (`_sum`);
-    the steps after it read that."""
-
-    def collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
-        if block.degree == 1:
-            return block.steps
-        payload, ranks = activation_bytes(program), count(block.degree)
-        term = communication(program, TermKind.ALL_REDUCE, payload, ranks, gpus=block.gpus)
-        (partial,) = next(s for s in reversed(block.steps) if s.base == anchor).writes
-        reduced = replace(partial, name=partial.name + "_sum", placement=REPLICATED)
-        step = joint(base, block, term, reads=(partial,), writes=(reduced,))
-        return communicate_after(block.steps, anchor, step, {partial.name: reduced})
-
-    return collectives
 
 
 def _split_items(model: Model) -> list[tuple[str, int]]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from dagc.blocks.shapes import activation_bytes, communication, count
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
-from dagc.ir.terms import CostTerm
-from dagc.ir.values import Value
+from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.values import REPLICATED, Value
 
 # A block's compute or communication: the block (with the steps it has so far) in, its steps
 # out.
@@ -154,3 +155,22 @@ def communicate_after(
     """`new` after the last `anchor` step; the steps after it read through it (`via`)."""
     inserted = insert_after(steps, anchor, new)
     return reroute(inserted, inserted.index(new) + 1, via)
+
+
+def all_reduce_after(anchor: str, base: str) -> Callable[[Program, BlockSteps], tuple[Step, ...]]:
+    """The collectives of a tensor-parallel block: an all-reduce of T·H·w after `anchor`.
+
+    The all-reduce reads the partial sum `anchor` writes and writes it replicated (`_sum`);
+    the steps after it read that."""
+
+    def collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
+        if block.degree == 1:
+            return block.steps
+        payload, ranks = activation_bytes(program), count(block.degree)
+        term = communication(program, TermKind.ALL_REDUCE, payload, ranks, gpus=block.gpus)
+        (partial,) = next(s for s in reversed(block.steps) if s.base == anchor).writes
+        reduced = replace(partial, name=partial.name + "_sum", placement=REPLICATED)
+        step = joint(base, block, term, reads=(partial,), writes=(reduced,))
+        return communicate_after(block.steps, anchor, step, {partial.name: reduced})
+
+    return collectives

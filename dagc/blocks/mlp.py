@@ -10,8 +10,7 @@ down and x.
 
 from __future__ import annotations
 
-from dagc.blocks.attention import all_reduce_after
-from dagc.blocks.base import BlockModule, per_gpu, same
+from dagc.blocks.base import BlockModule, all_reduce_after, per_gpu, same
 from dagc.blocks.shapes import (
     count,
     dims,

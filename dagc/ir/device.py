@@ -150,11 +150,6 @@ class DeviceGraph:
         return self.blocks[self.block_index(op)].kind
 
     @cached_property
-    def template_block(self) -> npt.NDArray[np.int32]:
-        """The block index of every template operation."""
-        return self.step_block[self.template_step]
-
-    @cached_property
     def template_layer(self) -> IntArray:
         """The layer of every template operation (its step's layer)."""
         layers = np.asarray([step.layer for step in self.steps], dtype=np.int64)

@@ -1,42 +1,11 @@
-"""Helpers shared by the expansion passes (the shape helpers live in dagc.blocks.shapes)."""
+"""Helpers shared by the expansion passes (the shape helpers are in dagc.blocks.shapes)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.blocks.shapes import (
-    Dims,
-    activation_bytes,
-    communication,
-    count,
-    dims,
-    element_bytes,
-    expert_tokens,
-    held_tokens,
-    nodes_spanned,
-    times,
-    tokens,
-    tokens_held_by_expert_gpu,
-)
 from dagc.ir.logical import BlockKind
 from dagc.ir.steps import BlockSteps, StepProgram
-
-__all__ = [
-    "Dims",
-    "activation_bytes",
-    "communication",
-    "count",
-    "dims",
-    "element_bytes",
-    "expert_tokens",
-    "held_tokens",
-    "map_blocks",
-    "nodes_spanned",
-    "times",
-    "tokens",
-    "tokens_held_by_expert_gpu",
-    "with_steps",
-]
 
 
 def map_blocks(steps: StepProgram, kind: BlockKind, rewrite: object) -> StepProgram:

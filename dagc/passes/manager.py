@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.verify import verify
@@ -62,13 +61,6 @@ class PassOptions:
     stream: TextIO | None = None
     after: dict[str, Callable[[Any], None]] = field(default_factory=dict)
     enable: frozenset[str] = frozenset()
-
-
-def run_pipeline(program: Program, options: PassOptions | None = None) -> DeviceGraph:
-    """Run every pass over `program` and return the device DAG."""
-    result = run_passes(program, options)
-    assert isinstance(result, DeviceGraph)
-    return result
 
 
 def lower_to_steps(program: Program, options: PassOptions | None = None) -> StepProgram:

@@ -20,12 +20,22 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
-from dagc.blocks.shapes import hidden_shape, residual_in, residual_out, value
+from dagc.blocks.shapes import (
+    activation_bytes,
+    communication,
+    count,
+    dims,
+    held_tokens,
+    hidden_shape,
+    residual_in,
+    residual_out,
+    times,
+    value,
+)
 from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.values import Value
-from dagc.passes.common import activation_bytes, communication, count, dims, held_tokens, times
 
 SYNC = CostTerm(TermKind.SYNC, ())
 

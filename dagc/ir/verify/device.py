@@ -6,10 +6,10 @@
 - Data edges stay inside one micro-batch and go forward in template order (every input is
   produced by an operation that comes earlier in the step program).
 - Acyclic: a topological order exists (dagc.ir.toposort).
-- Program order (once the order pass has run): the operations touching one GPU form a
-  single chain of edges, so the GPU runs them one at a time in one order; in particular a
-  joint operation (collective or transfer) has an edge from each participant's previous
-  operation and to its next one.
+- Program order (once the order pass has run): the operations of one stream of one GPU form
+  a single chain of edges, so the stream runs them one at a time in one order; in particular
+  a joint operation (collective or transfer) has an edge from each participant's previous
+  operation on its stream and to its next one.
 - FLOP conservation: per layer and block, the matmul FLOPs summed over every GPU equal what
   the program alone says they must be (dagc.ir.verify.flops); the micro-batches repeat one
   template, so the check runs once per template, not per operation.
@@ -236,30 +236,19 @@ def _step_kinds(graph: DeviceGraph) -> list[str]:
 
 def _check_flops(graph: DeviceGraph) -> None:
     """Matmul FLOPs per (layer, block) of one micro-batch template, against the program."""
-    step_kinds = _step_kinds(graph)
-    by_block = all(step_kinds)  # graphs built without block kinds compare per layer
     expected = expected_flops_per_block(graph.program)
-    if not by_block:
-        expected = _per_layer(expected)
-    actual = _template_flops(graph, by_block)
+    actual = _template_flops(graph)
     for key in sorted(set(expected) | set(actual)):
         have, want = actual.get(key, 0), expected.get(key, 0)
         if have != want:
             layer, kind = key
             raise VerificationError(
-                f"layer {layer}{' ' + kind if kind else ''}: matmul FLOPs per micro-batch are"
+                f"layer {layer} {kind}: matmul FLOPs per micro-batch are"
                 f" {have:,}, the program needs {want:,} ({want - have:+,})"
             )
 
 
-def _per_layer(table: FlopTable) -> FlopTable:
-    layers: FlopTable = {}
-    for (layer, _), flops in table.items():
-        layers[(layer, "")] = layers.get((layer, ""), 0) + flops
-    return layers
-
-
-def _template_flops(graph: DeviceGraph, by_block: bool) -> FlopTable:
+def _template_flops(graph: DeviceGraph) -> FlopTable:
     """FLOPs of the template's operations as the graph holds them (their interned terms),
     a kept GPU counting for its whole class after a symmetric collapse.
 
@@ -280,6 +269,6 @@ def _template_flops(graph: DeviceGraph, by_block: bool) -> FlopTable:
             continue
         step = graph.steps[step_index]
         weight = 1 if step.joint else class_size.get(step.gpus[rank], 1)
-        key = (step.layer, step_kinds[step_index] if by_block else "")
+        key = (step.layer, step_kinds[step_index])
         table[key] = table.get(key, 0) + flops * weight
     return table
