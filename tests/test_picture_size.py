@@ -91,7 +91,13 @@ def test_the_note_names_what_was_left_out(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(EXAMPLES / "llama70b_tp8_pp4.dag"), "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     note = result.stderr.splitlines()[0]
-    assert note.startswith("dagc: note: the device view has 68,016 nodes")
+    # Device-view nodes (q, k and v drawn as one qkv node): per layer 8 ranks x 13 nodes
+    # (ln1, qkv, scores, softmax, out, o_proj, res1, ln2, up, gate, act, down, res2) and 2
+    # all-reduces; 80 layers, plus embed and lm_head on 8 ranks each and 6 stage transfers
+    # (send and recv at 3 boundaries); 8 micro-batches.
+    nodes = 8 * (80 * (13 * 8 + 2) + 16 + 6)
+    assert nodes == 68_016
+    assert note.startswith(f"dagc: note: the device view has {nodes:,} nodes")
     # Llama-70B's four stages hold layers 0..19, 20..39, 40..59 and 60..79: the slice is
     # the first layer, the first stage boundary and the last layer, in micro-batch 0.
     assert "block view of layers {0, 19..20, 79}" in note
