@@ -37,6 +37,13 @@ class InputKind:
 
 
 DAG_FILE = InputKind("file", "a .dag file", "model.dag", "no such file", "check the path")
+COST_PLUGIN = InputKind(
+    "plugin",
+    "a cost plugin",
+    "costs.py",
+    "no such cost plugin",
+    "check the path given to --cost-plugin",
+)
 COST_TABLE = InputKind(
     "table",
     "a cost table",

@@ -498,22 +498,22 @@ SYNTAX_ERROR = "def get_time(m, k, n):\n    return 2 * * m\n"
 @pytest.mark.parametrize(
     ("plugin_text", "first_line"),
     [
-        (None, "{path}: error: cannot read the cost plugin: "),
+        (None, "{path}: error: no such cost plugin"),
         (SYNTAX_ERROR, "{path}:{line}:{column}: error: the cost plugin has a syntax error: {msg}"),
         (
             "x = 1 / 0\n",
-            "{path}: error: the cost plugin failed while loading:"
+            "{path}:1:1: error: the cost plugin failed while loading:"
             " ZeroDivisionError: division by zero",
         ),
         (
             "import dagc_no_such_module\n",
-            "{path}: error: the cost plugin failed while loading: ModuleNotFoundError:",
+            "{path}:1:1: error: the cost plugin failed while loading: ModuleNotFoundError:",
         ),
         ("def get_tme(m, k, n):\n    return 1.0\n", "{path}:1:1: error: the cost plugin defines"),
         ("get_time = 3\n", "{path}:1:1: error: the cost plugin defines no cost function"),
         (
             "def get_time(m, k, n):\n    raise RuntimeError('boom')\n",
-            "{path}: error: get_time(",
+            "{path}:2:1: error: get_time(",  # the line of the raise
         ),
         ("def get_time(m, k, n):\n    return -1.0\n", "{path}: error: get_time("),
         ("def get_time(m, k, n):\n    return float('nan')\n", "{path}: error: get_time("),
@@ -558,7 +558,9 @@ def test_plugin_call_errors_name_the_call(tmp_path: Path, body: str, message: st
     plugin, result = _plugin_run(tmp_path, f"def get_time(m, k, n):\n    {body}\n")
     assert result.exit_code == 2
     first = result.stderr.splitlines()[0]
-    assert first.startswith(f"{plugin}: error: ")
+    # A raise points at its line (2, the function's body); a bad value at no line.
+    where = ":2:1" if body.startswith("raise") else ""
+    assert first.startswith(f"{plugin}{where}: error: ")
     assert re.search(message, first), first
 
 
@@ -585,7 +587,7 @@ def test_plugin_errors_from_the_library(tmp_path: Path) -> None:
     base = roofline_for("h100", DType.BF16)
     with pytest.raises(dagc.DiagnosticError) as info:
         load_plugin(tmp_path / "missing.py", base)
-    assert "cannot read the cost plugin" in info.value.render()
+    assert "no such cost plugin" in info.value.render()
 
     plugin = tmp_path / "p.py"
     plugin.write_text("def get_time(m, k, n):\n    return -1\n")

@@ -91,6 +91,7 @@ def test_output_into_a_folder_is_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["analyze", str(BASELINE), "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert f"cannot write {tmp_path}" in result.stderr
+    assert f"-o names a file, not a folder, e.g. `-o {tmp_path / 'report.txt'}`" in result.stderr
 
 
 def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -492,3 +493,18 @@ def test_a_nul_byte_is_reported_where_it_is(text: str, line: int, column: int) -
     first = diagnostics_of(text)[0]
     assert first.message == "unexpected character U+0000"
     assert first.span is not None and (first.span.line, first.span.column) == (line, column)
+
+
+def test_a_plugin_that_is_a_fifo_or_folder_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "costs.py"
+    os.mkfifo(fifo)
+    for plugin, message in ((fifo, "is not a regular file"), (tmp_path, "is a directory")):
+        done = subprocess.run(
+            [sys.executable, "-m", "dagc", "analyze", str(BASELINE), "--cost-plugin", str(plugin)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert f"{plugin}: error: {message}" in done.stderr

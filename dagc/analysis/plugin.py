@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import runpy
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from dagc.analysis.costs import (
@@ -26,6 +24,7 @@ from dagc.analysis.costs import (
     PluginModel,
 )
 from dagc.diagnostics import DiagnosticBag, DiagnosticError
+from dagc.inputs import COST_PLUGIN, read_input
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.source import SourceFile, Span
 
@@ -39,26 +38,21 @@ def _fail(source: SourceFile, span: Span | None, message: str, help: str) -> Dia
 def load_plugin(path: str | os.PathLike[str], base: CostModel) -> PluginModel:
     """Run the plugin file and wrap `base` with the cost functions it defines."""
     name = str(path)
+    source = read_input(path, COST_PLUGIN)  # regular files only: a FIFO must not hang dagc
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise _fail(
-            SourceFile(name, ""),
-            None,
-            f"cannot read the cost plugin: {error}",
-            "check the path given to --cost-plugin",
-        ) from None
-    source = SourceFile(name, text)
-    try:
-        with _stdout_to_stderr():
-            namespace = runpy.run_path(name, run_name="dagc_cost_plugin")
+        code = compile(source.text, name, "exec")
     except SyntaxError as error:
         span = Span.point(error.lineno or 1, max(error.offset or 1, 1))
         message = f"the cost plugin has a syntax error: {error.msg}"
         raise _fail(source, span, message, "fix the Python syntax") from None
+    namespace: dict[str, Any] = {"__name__": "dagc_cost_plugin", "__file__": name}
+    try:
+        with _stdout_to_stderr():
+            exec(code, namespace)  # the user's own plugin, run with the user's rights
     except (Exception, SystemExit) as error:  # the user's code failed while loading
         message = f"the cost plugin failed while loading: {_describe(error)}"
-        raise _fail(source, None, message, "run it with python to see why") from None
+        where = _line_in_plugin(error, name)
+        raise _fail(source, where, message, "run it with python to see why") from None
     functions: dict[TermKind, CostFunction] = {}
     for kind, function_name in PLUGIN_NAMES.items():
         candidate = namespace.get(function_name)
@@ -95,7 +89,8 @@ class CheckedPlugin(PluginModel):
         except (Exception, SystemExit) as error:  # the user's function failed
             message = f"{call} raised {_describe(error)}"
             hint = "a cost function must return seconds for every term"
-            raise _fail(self.source, None, message, hint) from None
+            where = _line_in_plugin(error, self.source.path)
+            raise _fail(self.source, where, message, hint) from None
         value = self._seconds(call, result)
         if not math.isfinite(value) or value < 0:
             hint = "a cost function must return a finite, non-negative number of seconds"
@@ -128,6 +123,17 @@ def _stdout_to_stderr() -> Iterator[None]:
     """The plugin's prints go to stderr: stdout carries only dagc's output."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+def _line_in_plugin(error: BaseException, path: str) -> Span | None:
+    """The plugin's line where `error` was raised (its deepest frame in the plugin file)."""
+    line = None
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == path:
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return Span.point(line, 1) if line else None
 
 
 def _describe(error: BaseException) -> str:
