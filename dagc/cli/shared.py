@@ -151,10 +151,12 @@ def emit(output: Path | None, write: Callable[[TextIO], object]) -> None:
     try:
         write_atomically(output, write)
     except OSError as error:
-        usage_error(
-            f"cannot write {output}: {error.strerror}",
-            "check that the folder exists and is writable",
+        help = (
+            f"-o names a file, not a folder, e.g. `-o {output / 'report.txt'}`"
+            if output.is_dir()
+            else "check that the folder exists and is writable"
         )
+        usage_error(f"cannot write {output}: {error.strerror}", help)
 
 
 @contextmanager
