@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 
-from dagc.diagnostics import Diagnostic, DiagnosticError
+from dagc.diagnostics import Diagnostic, DiagnosticError, Severity
 
 ISSUES_URL = "https://github.com/dagc/dagc/issues"
 # The closing line of every command that stops because of --werror.
@@ -133,11 +133,7 @@ def run_library(action: Callable[[], T]) -> T:
 
 def usage_error(message: str, help: str) -> NoReturn:
     """A problem with the command line: the message and a fix, as diagnostics show them."""
-    from dagc.diagnostics import DiagnosticBag
-
-    bag = DiagnosticBag(None)
-    bag.error(None, message, help=help)
-    typer.echo(bag.diagnostics[0].render(), err=True)
+    typer.echo(Diagnostic(Severity.ERROR, message, None, help=help).render(), err=True)
     raise typer.Exit(2)
 
 
