@@ -95,7 +95,7 @@ def formula_compiled(
 
     def include(term: Any) -> bool:
         if matmul_only:
-            return bool(term.kind is TermKind.MATMUL)
+            return bool(term.kind.does_products)
         return bool(term.kind is not TermKind.SYNC)
 
     path = symbolic_longest_path(

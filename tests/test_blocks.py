@@ -33,10 +33,10 @@ def test_the_front_end_takes_options_and_needs_from_the_modules() -> None:
     # Written out by hand from docs/language.md's block table; `overlap` is the front end's
     # own flag of every block that can communicate (all but embed).
     assert {k: set(v) for k, v in BLOCK_OPTIONS.items()} == {
-        BlockKind.EMBED: set(),
-        BlockKind.ATTENTION: {"tp", "fused_qkv", "overlap"},
+        BlockKind.EMBED: {"vocab_parallel"},
+        BlockKind.ATTENTION: {"tp", "fused_qkv", "kernel", "mask", "overlap"},
         BlockKind.MLP: {"tp", "overlap"},
-        BlockKind.MOE: {"ep", "overlap"},
+        BlockKind.MOE: {"ep", "dispatch", "overlap"},
         BlockKind.LM_HEAD: {"tp", "overlap"},
     }
     assert BLOCK_NEEDS == {

@@ -333,7 +333,7 @@ def test_duplicate_key() -> None:
             16,
             9,
             "unknown `embed` block key `x`",
-            "`embed` block takes no options",
+            "`embed` block accepts `vocab_parallel`",
         ),
         (
             {15: "layers 0..1 on g0 tp=4 {"},
@@ -355,7 +355,7 @@ def test_duplicate_key() -> None:
             16,
             13,
             "unknown `attention` block key `mlp`",
-            "`attention` block accepts `fused_qkv`, `overlap` or `tp`",
+            "`attention` block accepts `fused_qkv`, `kernel`, `mask`, `overlap` or `tp`",
         ),
     ],
 )
@@ -369,22 +369,21 @@ def test_unknown_key(
     ("lines", "line", "column", "where", "key", "help"),
     [
         (
-            {5: "  ffn = 4096; shared_experts = 1"},
+            {5: "  ffn = 4096; num_nextn_predict_layers = 1"},
             5,
             15,
             "model",
-            "shared_experts",
-            "MoE layers have routed experts only (`experts`, `top_k`, `expert_ffn`); remove"
-            " the key (the shared experts' work is then not counted)",
+            "num_nextn_predict_layers",
+            "the multi-token-prediction module is not modelled (it is not part of the main"
+            " model); remove the key",
         ),
         (
-            {5: "  ffn = 4096; kv_lora_rank = 512"},
+            {5: "  ffn = 4096; mlp_bias = true"},
             5,
             15,
             "model",
-            "kv_lora_rank",
-            "latent attention (MLA) is not modelled: attention has `heads`, `kv_heads` and"
-            " `head_dim`; remove the key",
+            "mlp_bias",
+            "MLP and expert projections have no biases in dagc's models; remove the key",
         ),
         (
             {5: "  ffn = 4096; sliding_window = 4096"},
@@ -446,8 +445,9 @@ def test_unknown_key_far_from_every_key_lists_the_keys() -> None:
         5,
         15,
         "unknown model key `dense_ffn`",
-        help="model accepts `activation`, `capacity_factor`, `expert_ffn`, `experts`, `ffn`,"
-        " `head_dim`, `heads`, `hidden`, `kv_heads`, `layers`, `top_k` or `vocab`",
+        help="model accepts 27 keys, listed in docs/language.md; the common ones are `layers`,"
+        " `hidden`, `heads`, `head_dim`, `kv_heads`, `ffn`, `activation`, `experts`, `top_k`,"
+        " `expert_ffn`, `capacity_factor`, `vocab`",
     )
 
 

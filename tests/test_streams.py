@@ -69,7 +69,7 @@ layers 0..1 on x overlap { embed; attention tp=2; mlp tp=2 overlap=false; lm_hea
     flags = {block.kind.value: block.overlap for block in only.blocks}
     # embed never communicates, so the statement's flag skips it
     assert flags == {"embed": False, "attention": True, "mlp": False, "lm_head": True}
-    assert "attention on @x tp=2 overlap" in str(program)
+    assert "attention on @x tp=2 kernel=explicit mask=full overlap" in str(program)
     assert "mlp on @x tp=2\n" in str(program)
 
 

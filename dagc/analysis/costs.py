@@ -38,8 +38,11 @@ PLUGIN_NAMES: dict[TermKind, str] = {
     TermKind.ELEMENTWISE: "elem_time",
     TermKind.ALL_REDUCE: "all_reduce_time",
     TermKind.ALL_TO_ALL: "all_to_all_time",
+    TermKind.ALL_GATHER: "all_gather_time",
     TermKind.BROADCAST: "broadcast_time",
     TermKind.P2P: "p2p_time",
+    TermKind.ATTENTION: "attn_time",
+    TermKind.CAUSAL_ATTENTION: "causal_attn_time",
 }
 
 
@@ -155,7 +158,7 @@ def bus_factor(kind: TermKind, ranks: int) -> float:
     """The nccl-tests factor for a collective of `ranks` ranks."""
     if kind is TermKind.ALL_REDUCE:
         return 2 * (ranks - 1) / ranks
-    if kind is TermKind.ALL_TO_ALL:
+    if kind in (TermKind.ALL_TO_ALL, TermKind.ALL_GATHER):
         return (ranks - 1) / ranks
     return 1.0
 
@@ -171,7 +174,7 @@ class Roofline(CostModel):
 
     def term_seconds(self, term: CostTerm) -> float:
         p = self.params
-        if term.kind is TermKind.MATMUL:
+        if term.kind.does_products:  # a fused attention kernel is priced like a product
             compute = term.flops() / (p.peak_flops * p.matmul_efficiency)
             memory = term.bytes_moved(self.element_bytes) / (p.hbm_bandwidth * p.memory_efficiency)
             return max(compute, memory)
@@ -188,14 +191,15 @@ class Roofline(CostModel):
 
 
 class MatmulOnly(CostModel):
-    """Only matrix products cost time (the seed's accounting); the rest costs 0."""
+    """Only matrix products (and fused attention kernels, which are two products in one)
+    cost time (the seed's accounting); the rest costs 0."""
 
     def __init__(self, base: CostModel) -> None:
         self.base = base
         self.name = f"{base.name}, matmul only"
 
     def term_seconds(self, term: CostTerm) -> float:
-        return self.base.term_seconds(term) if term.kind is TermKind.MATMUL else 0.0
+        return self.base.term_seconds(term) if term.kind.does_products else 0.0
 
     def notes(self) -> list[str]:
         return [*self.base.notes(), "matmul only: every other operation costs 0"]

@@ -54,6 +54,10 @@ def shape_text(term: CostTerm) -> str:
     if term.kind is TermKind.MATMUL:
         m, k, n = term.args
         return f"[{m}, {k}] x [{k}, {n}]"
+    if term.kind.is_fused_attention:
+        batch, heads, kv, seq, d_qk, d_v = term.args
+        mask = "causal" if term.kind is TermKind.CAUSAL_ATTENTION else "full"
+        return f"{batch} x {heads} heads ({kv} kv) x {seq} tokens, d {d_qk}/{d_v}, {mask}"
     if term.kind is TermKind.ELEMENTWISE:
         return f"{term.args[0]} elements"
     if term.kind is TermKind.P2P:

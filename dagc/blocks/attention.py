@@ -160,7 +160,11 @@ MODULE = BlockModule(
     summary="ln1, q/k/v, scores, softmax, weights·V, o_proj, res1; all-reduce when tp > 1",
     compute=_compute,
     needs=("heads",),
-    options={"fused_qkv": "bool"},
+    options={
+        "fused_qkv": "bool",
+        "kernel": ("explicit", "fused"),
+        "mask": ("full", "causal"),
+    },
     split_items=_split_items,
     collectives=all_reduce_after("o_proj", "all_reduce_attn"),
     weight_products=frozenset({"qkv", "o_proj"}),

@@ -39,8 +39,9 @@ def _no_held_weights(model: Model, step_base: str) -> int:
 class BlockModule:
     """One block kind: its options, needs, split, steps, collectives and weights.
 
-    - `options`: the block's options besides its degree (`fused_qkv`), name -> "bool" or
-      "int"; the degree option is `kind.degree_key` (`tp`, `ep`).
+    - `options`: the block's options besides its degree (`fused_qkv`), name -> "bool",
+      "int" or a tuple of the values it may take; the degree option is `kind.degree_key`
+      (`tp`, `ep`).
     - `needs`: model keys the block cannot do without.
     - `split_items(model)`: what a degree splits, as (what, how many) (`heads`, 32); the
       front end warns on uneven splits and refuses more ranks than items.
@@ -60,7 +61,7 @@ class BlockModule:
     summary: str
     compute: StepsOf
     needs: tuple[str, ...] = ()
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     split_items: Callable[[Model], list[tuple[str, int]]] = _no_split
     collectives: StepsOf = _no_collectives
     weight_products: frozenset[str] = frozenset()

@@ -30,5 +30,6 @@ MODULE = BlockModule(
     kind=BlockKind.EMBED,
     summary="the embedding lookup on every rank",
     compute=_compute,
+    options={"vocab_parallel": "bool"},
     held_weights=_held_weights,
 )

@@ -170,6 +170,7 @@ MODULE = BlockModule(
     summary="ln2, gate, the local experts in turn, expert_agg, res2; dispatch and combine",
     compute=_compute,
     needs=("experts", "top_k", "expert_ffn"),
+    options={"dispatch": ("broadcast", "routed")},
     collectives=_collectives,
     weight_products=frozenset({"gate", "expert"}),
     least_ops_per_rank=3,  # ln2, gate, expert_agg

@@ -26,6 +26,8 @@ from dagc.hardware import (
 )
 from dagc.ir.logical import (
     Activation,
+    AttentionKernel,
+    AttentionMask,
     Block,
     BlockKind,
     DeviceGroup,
@@ -33,6 +35,7 @@ from dagc.ir.logical import (
     Hardware,
     LayerRange,
     Model,
+    MoeDispatch,
     Program,
     Workload,
 )
@@ -80,7 +83,38 @@ MODEL_KEYS: dict[str, KeySpec] = {
         "number", meaning="expert capacity factor", maximum=MAX_CAPACITY_FACTOR
     ),
     "vocab": KeySpec("int", meaning="vocabulary size", maximum=MAX_INNER),
+    "tied_embeddings": KeySpec("bool", meaning="embed and lm_head share one table"),
+    "attention_kernel": KeySpec(
+        "choice", choices=tuple(k.value for k in AttentionKernel), meaning="attention kernel"
+    ),
+    "attention_mask": KeySpec(
+        "choice", choices=tuple(k.value for k in AttentionMask), meaning="attention mask"
+    ),
+    "qkv_bias": KeySpec("bool", meaning="biases on the q, k and v projections"),
+    "o_bias": KeySpec("bool", meaning="a bias on the output projection"),
+    "qk_norm": KeySpec("bool", meaning="RMSNorm of each query and key head"),
+    "q_lora_rank": KeySpec("int", meaning="MLA query compression rank", maximum=MAX_INNER),
+    "kv_lora_rank": KeySpec("int", meaning="MLA key/value compression rank", maximum=MAX_INNER),
+    "qk_nope_head_dim": KeySpec(
+        "int", meaning="MLA query/key size per head without RoPE", maximum=MAX_WIDTH
+    ),
+    "qk_rope_head_dim": KeySpec(
+        "int", meaning="MLA query/key size per head with RoPE", maximum=MAX_WIDTH
+    ),
+    "v_head_dim": KeySpec("int", meaning="MLA value size per head", maximum=MAX_WIDTH),
+    "shared_experts": KeySpec("int", meaning="shared experts per MoE layer", maximum=MAX_EXPERTS),
+    "shared_expert_ffn": KeySpec(
+        "int", meaning="inner size of one shared expert", maximum=MAX_INNER
+    ),
+    "shared_expert_gate": KeySpec("bool", meaning="a sigmoid gate on the shared experts"),
+    "router_bias": KeySpec("bool", meaning="a per-expert bias in the router"),
 }
+# A help that lists more keys than this names the common ones and points at the docs.
+MAX_KEYS_LISTED = 12
+# The largest head size FlashAttention-style kernels handle (FlashAttention-2 and -3).
+MAX_FUSED_HEAD_DIM = 256
+# Keys of multi-head latent attention, which only mean something with `kv_lora_rank`.
+MLA_KEYS = ("q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 WORKLOAD_KEYS: dict[str, KeySpec] = {
     "batch": KeySpec("int", True, meaning="sequences in the batch", maximum=MAX_TOKENS),
     "seq": KeySpec("int", True, meaning="tokens per sequence", maximum=MAX_TOKENS),
@@ -103,6 +137,9 @@ ROOFLINE_KEYS: dict[str, str] = {
 DEVICES_KEYS: dict[str, KeySpec] = {
     "gpu": KeySpec("choice", choices=tuple(sorted(PRESETS))),
     "node_size": KeySpec("int", meaning="GPUs per node", maximum=MAX_GPUS),
+    "split_sends": KeySpec(
+        "bool", meaning="pipeline sends split over the tensor-parallel ranks' links"
+    ),
     **{key: KeySpec("number", meaning=meaning) for key, meaning in ROOFLINE_KEYS.items()},
 }
 # `overlap` puts communication on the communication stream: a flag of every block (it is
@@ -113,11 +150,20 @@ LAYERS_OPTIONS: dict[str, KeySpec] = {
     "pp": KeySpec("int", meaning="pipeline stages"),
     OVERLAP: KeySpec("bool"),
 }
+
+
+def _option_spec(value_kind: str | tuple[str, ...]) -> KeySpec:
+    """A block module's option (`"bool"`, `"int"`, or a tuple of choices) as a KeySpec."""
+    if isinstance(value_kind, tuple):
+        return KeySpec("choice", choices=value_kind)
+    return KeySpec(value_kind)
+
+
 # What each block kind takes and needs comes from its module (dagc/blocks/).
 BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
     kind: {
         **({m.degree_key: KeySpec("int")} if m.degree_key else {}),
-        **{name: KeySpec(value_kind) for name, value_kind in m.options.items()},
+        **{name: _option_spec(value_kind) for name, value_kind in m.options.items()},
         # `embed` never communicates: nothing reaches it, it has no collective, and the
         # transfer out of it belongs to the block it reaches (see `_unknown_key`)
         **({OVERLAP: KeySpec("bool")} if kind is not BlockKind.EMBED else {}),
@@ -148,6 +194,10 @@ KEY_ALIASES: dict[str, str] = {
     "num_local_experts": "experts",
     "num_experts_per_tok": "top_k",
     "moe_intermediate_size": "expert_ffn",
+    "n_shared_experts": "shared_experts",
+    "num_shared_experts": "shared_experts",
+    "shared_expert_intermediate_size": "shared_expert_ffn",
+    "tie_word_embeddings": "tied_embeddings",
     "hidden_act": "activation",
     "batch_size": "batch",
     "global_batch_size": "batch",
@@ -157,35 +207,20 @@ KEY_ALIASES: dict[str, str] = {
     "micro_batches": "microbatches",
     "num_microbatches": "microbatches",
 }
-_SHARED_EXPERTS = (
-    "MoE layers have routed experts only (`experts`, `top_k`, `expert_ffn`); remove the key"
-    " (the shared experts' work is then not counted)"
-)
-_LATENT_ATTENTION = (
-    "latent attention (MLA) is not modelled: attention has `heads`, `kv_heads` and"
-    " `head_dim`; remove the key"
-)
 _NOT_COSTED = "dagc does not model it, as it barely changes time or memory; remove the key"
 # Keys people write for features dagc does not model yet. Saying so beats suggesting a key
 # that is spelt alike but means something else (`shared_experts` is not `experts`).
 UNSUPPORTED_KEYS: dict[str, str] = {
-    "shared_experts": _SHARED_EXPERTS,
-    "n_shared_experts": _SHARED_EXPERTS,
-    "num_shared_experts": _SHARED_EXPERTS,
-    "shared_expert_ffn": _SHARED_EXPERTS,
-    "q_lora_rank": _LATENT_ATTENTION,
-    "kv_lora_rank": _LATENT_ATTENTION,
-    "qk_rope_head_dim": _LATENT_ATTENTION,
-    "qk_nope_head_dim": _LATENT_ATTENTION,
-    "v_head_dim": _LATENT_ATTENTION,
     "sliding_window": "attention spans the whole sequence (`seq`); remove the key",
+    "num_nextn_predict_layers": "the multi-token-prediction module is not modelled (it is"
+    " not part of the main model); remove the key",
+    "mlp_bias": "MLP and expert projections have no biases in dagc's models; remove the key",
     "rope_theta": _NOT_COSTED,
     "rope_scaling": _NOT_COSTED,
     "max_position_embeddings": _NOT_COSTED,
     "rms_norm_eps": _NOT_COSTED,
     "norm_eps": _NOT_COSTED,
     "dropout": _NOT_COSTED,
-    "tie_word_embeddings": "`embed` and `lm_head` hold separate weights; remove the key",
     "dp": "data-parallel replicas are not modelled: each group runs one copy of its layers",
     "sp": "sequence parallelism is not modelled: `tp` splits the block's weights and heads",
     "cp": "context parallelism is not modelled: each GPU of a block sees the whole sequence",
@@ -364,6 +399,12 @@ class _Lowering:
                 f"`{key.text}` is a block of its own: put each block on its own line, or"
                 f" separate them with `;` (`{block.value}; {key.text}`)"
             )
+        if hint is None and len(schema) > MAX_KEYS_LISTED:
+            common = list(schema)[:MAX_KEYS_LISTED]  # in the order the schema declares them
+            hint = (
+                f"{where} accepts {len(schema)} keys, listed in docs/language.md; the common"
+                f" ones are {', '.join(f'`{k}`' for k in common)}"
+            )
         if hint is None:
             hint = f"{where} accepts {one_of(schema)}" if schema else f"{where} takes no options"
         self.bag.error(key.span, f"unknown {where} key `{key.text}`", help=hint)
@@ -497,8 +538,20 @@ class _Lowering:
                 f"top_k={top_k} is more than the {experts} experts",
                 help=f"a token visits at most every expert: use top_k <= {experts}",
             )
+        ok = self._check_latent_attention(section, s) and ok
+        shared = get("shared_experts") if experts is not None else None
+        if shared is None:
+            self._ignored_keys(
+                section, s, ("shared_expert_ffn", "shared_expert_gate"), "shared_experts",
+                "shared experts",
+            )  # fmt: skip
         if not ok:
             return None
+        latent = get("kv_lora_rank") is not None
+        if latent:
+            head_dim = get("qk_nope_head_dim") + get("qk_rope_head_dim")
+            kv_heads = heads
+        expert_ffn = get("expert_ffn") or get("ffn") if experts is not None else None
         return Model(
             name=section.name.text if section.name else "model",
             layers=get("layers"),
@@ -510,10 +563,71 @@ class _Lowering:
             activation=Activation(get("activation") or "gelu"),
             experts=experts,
             top_k=top_k,
-            expert_ffn=get("expert_ffn") or get("ffn") if experts is not None else None,
+            expert_ffn=expert_ffn,
             capacity_factor=(get("capacity_factor") if experts is not None else None) or 1.0,
             vocab=get("vocab"),
+            attention_kernel=AttentionKernel(get("attention_kernel") or "explicit"),
+            attention_mask=AttentionMask(get("attention_mask") or "full"),
+            qkv_bias=bool(get("qkv_bias")),
+            o_bias=bool(get("o_bias")),
+            qk_norm=bool(get("qk_norm")),
+            q_lora_rank=get("q_lora_rank") if latent else None,
+            kv_lora_rank=get("kv_lora_rank") if latent else None,
+            qk_nope_head_dim=get("qk_nope_head_dim") if latent else None,
+            qk_rope_head_dim=get("qk_rope_head_dim") if latent else None,
+            v_head_dim=get("v_head_dim") if latent else None,
+            shared_experts=shared,
+            shared_expert_ffn=(get("shared_expert_ffn") or expert_ffn) if shared else None,
+            shared_expert_gate=bool(get("shared_expert_gate")) if shared else False,
+            router_bias=bool(get("router_bias")) if experts is not None else False,
+            tied_embeddings=bool(get("tied_embeddings")),
         )
+
+    def _check_latent_attention(self, section: ast.Section, s: Settings) -> bool:
+        """MLA's keys: `kv_lora_rank` turns it on and needs its head sizes; the other MLA
+        keys need it; `head_dim` and `kv_heads` have no meaning beside it."""
+        if "kv_lora_rank" not in s:
+            for key in MLA_KEYS:
+                if key in s:
+                    self.bag.error(
+                        s[key].span,
+                        f"`{key}` belongs to multi-head latent attention, which `kv_lora_rank`"
+                        " turns on",
+                        help="add `kv_lora_rank = ...` (with qk_nope_head_dim,"
+                        f" qk_rope_head_dim and v_head_dim), or remove `{key}`",
+                    )
+            return not any(key in s for key in MLA_KEYS)
+        ok = True
+        if "heads" not in s:
+            ok = False
+            self.bag.error(
+                s["kv_lora_rank"].span,
+                "multi-head latent attention needs `heads`",
+                help="add `heads = ...` (DeepSeek-V3 has 128)",
+            )
+        for key in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if key not in s:
+                ok = False
+                self.bag.error(
+                    s["kv_lora_rank"].span,
+                    f"multi-head latent attention needs `{key}` ({MODEL_KEYS[key].meaning})",
+                    help=f"add `{key} = ...` to the model (DeepSeek-V3:"
+                    " qk_nope_head_dim = 128, qk_rope_head_dim = 64, v_head_dim = 128)",
+                )
+        for key, why in (
+            ("head_dim", "a head's sizes are qk_nope_head_dim + qk_rope_head_dim (queries"
+             " and keys) and v_head_dim (values)"),
+            ("kv_heads", "every query head has its own key and value, decompressed from"
+             " the shared latent"),
+        ):  # fmt: skip
+            if key in s:
+                ok = False
+                self.bag.error(
+                    s[key].span,
+                    f"`{key}` means nothing with multi-head latent attention",
+                    help=f"remove it: {why}",
+                )
+        return ok
 
     def _ignored_keys(
         self,
@@ -565,7 +679,7 @@ class _Lowering:
                 )
                 del overrides[key]
         gpu, node_size = get("gpu") or DEFAULT_GPU, get("node_size") or DEFAULT_NODE_SIZE
-        return Hardware(gpu, node_size, overrides)
+        return Hardware(gpu, node_size, overrides, split_sends=bool(get("split_sends")))
 
     def _check_name_lengths(self, tree: ast.File) -> None:
         """Model and group names end up in reports and pictures: keep them printable."""
@@ -1021,7 +1135,56 @@ class _Lowering:
         if degree is None:
             return None
         fused = bool(options["fused_qkv"].value) if "fused_qkv" in options else False
-        return Block(kind, group_name, degree, fused, overlap, block.span)
+        kernel, mask = self._attention_kernel(kind, options, model)
+        if kernel is None or mask is None:
+            return None
+        dispatch = MoeDispatch(options["dispatch"].value) if "dispatch" in options else None
+        vocab_parallel = (
+            bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
+        )
+        return Block(
+            kind,
+            group_name,
+            degree,
+            fused,
+            overlap,
+            kernel=kernel,
+            mask=mask,
+            dispatch=dispatch or MoeDispatch.BROADCAST,
+            vocab_parallel=vocab_parallel,
+            span=block.span,
+        )
+
+    def _attention_kernel(
+        self, kind: BlockKind, options: Settings, model: Model
+    ) -> tuple[AttentionKernel | None, AttentionMask | None]:
+        """The block's kernel and mask: its own options, else the model's defaults. A fused
+        kernel cannot take heads larger than FlashAttention-style kernels handle."""
+        if kind is not BlockKind.ATTENTION:
+            return AttentionKernel.EXPLICIT, AttentionMask.FULL
+        entry = options.get("kernel")
+        kernel = AttentionKernel(entry.value) if entry else model.attention_kernel
+        mask_entry = options.get("mask")
+        mask = AttentionMask(mask_entry.value) if mask_entry else model.attention_mask
+        largest = max(model.head_dim or 0, model.value_head_dim or 0)
+        if kernel is AttentionKernel.FUSED and largest > MAX_FUSED_HEAD_DIM:
+            where = entry.span if entry else self._model_key_span("attention_kernel")
+            self.bag.error(
+                where,
+                f"a fused attention kernel handles heads of at most {MAX_FUSED_HEAD_DIM},"
+                f" but this model's heads are {largest} wide",
+                help="write `kernel=explicit` on this block (products and softmax, with the"
+                " scores in memory), or check `head_dim`",
+            )
+            return None, mask
+        return kernel, mask
+
+    def _model_key_span(self, key: str) -> Span | None:
+        """Where the model section sets `key`, if it does."""
+        for setting in self.model_section.settings if self.model_section else ():
+            if setting.key.text == key:
+                return setting.value.span if setting.value else setting.key.span
+        return None
 
     def _block_overlap(self, kind: BlockKind, options: Settings, statement: bool) -> bool:
         """The block's `overlap`: its own setting, else its `layers` statement's (which

@@ -18,6 +18,33 @@ class Activation(enum.Enum):
     SWIGLU = "swiglu"
 
 
+class AttentionKernel(enum.Enum):
+    """How attention's core runs: explicit products and softmax with the S×S scores in
+    memory (the seed's), or one fused FlashAttention-style kernel that never stores them."""
+
+    EXPLICIT = "explicit"
+    FUSED = "fused"
+
+
+class AttentionMask(enum.Enum):
+    """Which keys a query sees: all of the sequence (the seed's), or those up to its own
+    position (causal: S·(S+1)/2 score entries per head and sequence)."""
+
+    FULL = "full"
+    CAUSAL = "causal"
+
+
+class MoeDispatch(enum.Enum):
+    """How a moe block on another group than its input gets its tokens.
+
+    BROADCAST: every token to every MoE GPU, the gate on the MoE side (the seed's).
+    ROUTED: ln2 and the gate run on the sending side, each token goes only to the GPUs of
+    its top-k experts (M:N dispatch)."""
+
+    BROADCAST = "broadcast"
+    ROUTED = "routed"
+
+
 class DType(enum.Enum):
     BF16 = "bf16"
     FP16 = "fp16"
@@ -58,7 +85,14 @@ def _require_positive(owner: object, *names: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """Model dimensions (symbols of the semantics: L, H, nh, d, nkv, F, E, k, Fe, V)."""
+    """Model dimensions (symbols of the semantics: L, H, nh, d, nkv, F, E, k, Fe, V).
+
+    Multi-head latent attention (MLA) is on when `kv_lora_rank` is set: then `head_dim` is
+    qk_nope_head_dim + qk_rope_head_dim (the query/key size of a head), `kv_heads` equals
+    `heads`, and `v_head_dim` is the value size of a head. `shared_experts` (count, each of
+    inner size `shared_expert_ffn`) run beside the routed experts of every moe block.
+    `attention_kernel` and `attention_mask` are the defaults of attention blocks.
+    """
 
     name: str
     layers: int
@@ -73,14 +107,46 @@ class Model:
     expert_ffn: int | None = None
     capacity_factor: float = 1.0
     vocab: int | None = None
+    attention_kernel: AttentionKernel = AttentionKernel.EXPLICIT
+    attention_mask: AttentionMask = AttentionMask.FULL
+    qkv_bias: bool = False  # biases on the q, k and v projections (Qwen2)
+    o_bias: bool = False  # a bias on the output projection (Llama's attention_bias)
+    qk_norm: bool = False
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    shared_experts: int | None = None
+    shared_expert_ffn: int | None = None
+    shared_expert_gate: bool = False
+    router_bias: bool = False
+    tied_embeddings: bool = False
 
     def __post_init__(self) -> None:
         _require_positive(
             self, "layers", "hidden", "heads", "head_dim", "kv_heads", "ffn", "experts",
-            "top_k", "expert_ffn", "capacity_factor", "vocab",
+            "top_k", "expert_ffn", "capacity_factor", "vocab", "q_lora_rank", "kv_lora_rank",
+            "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "shared_experts",
+            "shared_expert_ffn",
         )  # fmt: skip
         if self.top_k is not None and self.experts is not None and self.top_k > self.experts:
             raise ValueError("top_k exceeds experts")
+        if self.kv_lora_rank is not None:
+            if None in (self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim):
+                raise ValueError("MLA needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim")
+        elif self.q_lora_rank is not None:
+            raise ValueError("q_lora_rank without kv_lora_rank")
+
+    @property
+    def latent_attention(self) -> bool:
+        """Multi-head latent attention (DeepSeek-V2/V3)."""
+        return self.kv_lora_rank is not None
+
+    @property
+    def value_head_dim(self) -> int | None:
+        """The value size of a head: v_head_dim under MLA, else head_dim."""
+        return self.v_head_dim if self.latent_attention else self.head_dim
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +181,9 @@ class Hardware:
     gpu: str = "h100"
     node_size: int = 8
     overrides: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    # pipeline sends split over the tensor-parallel ranks' links, gathered on arrival
+    # (Megatron's scatter/gather); False: the whole activation through one link
+    split_sends: bool = False
 
     def __post_init__(self) -> None:
         _require_positive(self, "node_size")
@@ -142,7 +211,10 @@ class DeviceGroup:
 class Block:
     """One block of a layer, placed on a group with its parallel degree (tp or ep).
 
-    `overlap` puts the block's communication on its GPUs' communication stream.
+    `overlap` puts the block's communication on its GPUs' communication stream. `kernel`
+    and `mask` are an attention block's (resolved from the model's defaults); `dispatch`
+    is a moe block's; `vocab_parallel` is an embed block's (rows split over its GPUs, an
+    all-reduce after the lookup).
     """
 
     kind: BlockKind
@@ -150,6 +222,10 @@ class Block:
     degree: int = 1
     fused_qkv: bool = False
     overlap: bool = False
+    kernel: AttentionKernel = AttentionKernel.EXPLICIT
+    mask: AttentionMask = AttentionMask.FULL
+    dispatch: MoeDispatch = MoeDispatch.BROADCAST
+    vocab_parallel: bool = False
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -223,14 +299,27 @@ def format_gpus(gpus: tuple[int, ...]) -> str:
 def print_program(program: Program) -> str:
     """The logical IR as text (one canonical form, every default spelled out)."""
     m, w, hw = program.model, program.workload, program.hardware
-    model_fields = [
+    model_fields: list[tuple[str, object]] = [
         ("layers", m.layers), ("hidden", m.hidden), ("heads", m.heads),
         ("head_dim", m.head_dim), ("kv_heads", m.kv_heads), ("ffn", m.ffn),
         ("activation", m.activation.value), ("experts", m.experts), ("top_k", m.top_k),
         ("expert_ffn", m.expert_ffn),
         ("capacity_factor", m.capacity_factor if m.experts is not None else None),
         ("vocab", m.vocab),
+        ("q_lora_rank", m.q_lora_rank), ("kv_lora_rank", m.kv_lora_rank),
+        ("qk_nope_head_dim", m.qk_nope_head_dim), ("qk_rope_head_dim", m.qk_rope_head_dim),
+        ("v_head_dim", m.v_head_dim), ("shared_experts", m.shared_experts),
+        ("shared_expert_ffn", m.shared_expert_ffn),
     ]  # fmt: skip
+    flags = [
+        ("qkv_bias", "true", m.qkv_bias),
+        ("o_bias", "true", m.o_bias),
+        ("qk_norm", "true", m.qk_norm),
+        ("shared_expert_gate", "true", m.shared_expert_gate),
+        ("router_bias", "true", m.router_bias),
+        ("tied_embeddings", "true", m.tied_embeddings),
+    ]
+    model_fields += [(k, v) for k, v, shown in flags if shown]
     model_text = " ".join(f"{k}={v}" for k, v in model_fields if v is not None)
     lines = [
         f"program @{m.name} {{",
@@ -238,6 +327,7 @@ def print_program(program: Program) -> str:
         f"  workload batch={w.batch} seq={w.seq} dtype={w.dtype.value}"
         f" microbatches={w.microbatches}",
         f"  hardware gpu={hw.gpu} node_size={hw.node_size}"
+        + (" split_sends" if hw.split_sends else "")
         + "".join(f" {key}={value:g}" for key, value in sorted(hw.overrides.items())),
     ]
     lines += [f"  group @{g.name} = {format_gpus(g.gpus)}" for g in program.groups]
@@ -254,8 +344,14 @@ def _format_block(block: Block) -> str:
     text = f"{block.kind.value} on @{block.group}"
     if block.kind.degree_key:
         text += f" {block.kind.degree_key}={block.degree}"
+    if block.kind is BlockKind.ATTENTION:
+        text += f" kernel={block.kernel.value} mask={block.mask.value}"
     if block.fused_qkv:
         text += " fused_qkv"
+    if block.dispatch is not MoeDispatch.BROADCAST:
+        text += f" dispatch={block.dispatch.value}"
+    if block.vocab_parallel:
+        text += " vocab_parallel"
     if block.overlap:
         text += " overlap"
     return text

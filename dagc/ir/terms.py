@@ -26,17 +26,36 @@ class TermKind(enum.Enum):
     ELEMENTWISE = "Elem_Time"
     ALL_REDUCE = "AllReduce_Time"
     ALL_TO_ALL = "AllToAll_Time"
+    ALL_GATHER = "AllGather_Time"
     BROADCAST = "Broadcast_Time"
     P2P = "P2P_Time"
     SYNC = "Sync"
+    # A fused (FlashAttention-style) attention kernel over all keys, or under a causal mask.
+    ATTENTION = "Attn_Time"
+    CAUSAL_ATTENTION = "Causal_Attn_Time"
 
     @property
     def is_communication(self) -> bool:
         return self in _COMMUNICATION
 
+    @property
+    def is_fused_attention(self) -> bool:
+        return self in (TermKind.ATTENTION, TermKind.CAUSAL_ATTENTION)
+
+    @property
+    def does_products(self) -> bool:
+        """Matrix products (Get_Time) or a fused attention kernel: work counted in FLOPs."""
+        return self is TermKind.MATMUL or self.is_fused_attention
+
 
 _COMMUNICATION = frozenset(
-    {TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL, TermKind.BROADCAST, TermKind.P2P}
+    {
+        TermKind.ALL_REDUCE,
+        TermKind.ALL_TO_ALL,
+        TermKind.ALL_GATHER,
+        TermKind.BROADCAST,
+        TermKind.P2P,
+    }
 )
 
 
@@ -63,19 +82,30 @@ _ARITY = {
     TermKind.ELEMENTWISE: 1,
     TermKind.ALL_REDUCE: 2,
     TermKind.ALL_TO_ALL: 2,
+    TermKind.ALL_GATHER: 2,
     TermKind.BROADCAST: 2,
     TermKind.P2P: 1,
     TermKind.SYNC: 0,
+    TermKind.ATTENTION: 6,
+    TermKind.CAUSAL_ATTENTION: 6,
 }
+
+
+def causal_pairs(seq: int) -> int:
+    """Query-key pairs one head of one sequence computes under a causal mask: S·(S+1)/2."""
+    return seq * (seq + 1) // 2
 
 
 @dataclass(frozen=True, slots=True)
 class CostTerm:
     """One cost term.
 
-    MATMUL (M, K, N); ELEMENTWISE (elements written); ALL_REDUCE, ALL_TO_ALL and BROADCAST
-    (bytes per rank, ranks); P2P (bytes); SYNC () costs nothing: it marks where a receiving
-    side waits for a transfer whose time is counted on the sending side. `nodes` > 1 means
+    MATMUL (M, K, N); ELEMENTWISE (elements written); ALL_REDUCE, ALL_TO_ALL, ALL_GATHER
+    and BROADCAST (bytes per rank, ranks); P2P (bytes); SYNC () costs nothing: it marks
+    where a receiving side waits for a transfer whose time is counted on the sending side.
+    ATTENTION and CAUSAL_ATTENTION (Bm, h, kv, S, d_qk, d_v): one fused kernel computing,
+    for Bm sequences of S tokens, h query heads against kv key/value heads, Q·Kᵀ (size
+    d_qk) and weights·V (size d_v) without storing the scores. `nodes` > 1 means
     the communication crosses node boundaries (inter-node network instead of NVLink).
     """
 
@@ -99,10 +129,16 @@ class CostTerm:
             raise ValueError("only communication terms can span nodes")
 
     def flops(self) -> int:
-        """Floating-point operations: 2·M·K·N for a matrix product, else 0."""
+        """Floating-point operations: 2·M·K·N for a matrix product; for a fused attention
+        kernel 2·Bm·h·P·(d_qk + d_v), P the query-key pairs per head and sequence (S·S, or
+        S·(S+1)/2 under a causal mask); else 0."""
         if self.kind is TermKind.MATMUL:
             m, k, n = self.args
             return 2 * m * k * n
+        if self.kind.is_fused_attention:
+            batch, heads, _, seq, d_qk, d_v = self.args
+            pairs = causal_pairs(seq) if self.kind is TermKind.CAUSAL_ATTENTION else seq * seq
+            return 2 * batch * heads * pairs * (d_qk + d_v)
         return 0
 
     def bytes_moved(self, element_bytes: int) -> int:
@@ -112,6 +148,10 @@ class CostTerm:
             return (m * k + k * n + m * n) * element_bytes
         if self.kind is TermKind.ELEMENTWISE:
             return 2 * self.args[0] * element_bytes  # one read and one write per element
+        if self.kind.is_fused_attention:
+            # Q, K and V read once, O written once; the scores never reach memory
+            batch, heads, kv, seq, d_qk, d_v = self.args
+            return batch * seq * (heads * (d_qk + d_v) + kv * (d_qk + d_v)) * element_bytes
         if self.kind.is_communication:
             return self.args[0]
         return 0
@@ -179,6 +219,16 @@ def matmul(m: Label, k: Label, n: Label) -> CostTerm:
 
 
 @functools.cache
+def fused_attention(
+    batch: Label, heads: Label, kv_heads: Label, seq: Label, d_qk: Label, d_v: Label, causal: bool
+) -> CostTerm:
+    """Attn_Time or Causal_Attn_Time(Bm, h, kv, S, d_qk, d_v) from labelled dimensions."""
+    kind = TermKind.CAUSAL_ATTENTION if causal else TermKind.ATTENTION
+    labels = (batch, heads, kv_heads, seq, d_qk, d_v)
+    return CostTerm(kind, tuple(_value(label) for label in labels), labels=labels)
+
+
+@functools.cache
 def elementwise(elements: Label) -> CostTerm:
     """Elem_Time(n) from a labelled element count."""
     return CostTerm(TermKind.ELEMENTWISE, (_value(elements),), labels=(elements,))
@@ -186,10 +236,10 @@ def elementwise(elements: Label) -> CostTerm:
 
 def op_kind(term: CostTerm) -> OpKind:
     """The kind of operation a term makes: matmul, elementwise, collective or transfer."""
-    if term.kind is TermKind.MATMUL:
+    if term.kind.does_products:  # a fused attention kernel is two products in one
         return OpKind.MATMUL
     if term.kind is TermKind.ELEMENTWISE:
         return OpKind.ELEMENTWISE
-    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL):
+    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL, TermKind.ALL_GATHER):
         return OpKind.COLLECTIVE
     return OpKind.TRANSFER
