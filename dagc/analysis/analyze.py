@@ -13,6 +13,7 @@ import numpy.typing as npt
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.analysis.streams import stream_overlap
+from dagc.analysis.totals import ModelTotals, model_totals
 from dagc.blocks import MODULES, weight_products
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind
@@ -99,7 +100,7 @@ class GpuFigures:
     bubble: float
     matmul_flops: int
     tflops: float
-    mfu: float
+    hfu: float  # hardware FLOPs utilisation: the products it executes, over its peak
     weight_bytes: int
     activation_bytes: int
 
@@ -121,8 +122,11 @@ class Analysis:
     compute_s: float
     communication_s: float
     gpus: tuple[GpuFigures, ...]
+    totals: ModelTotals
+    executed_flops: int
     cost_notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
     by_kind: tuple[Share, ...] = ()
     by_block: tuple[Share, ...] = ()
     table_reach: TableReach | None = None
@@ -147,14 +151,41 @@ class Analysis:
 
     @property
     def matmul_flops(self) -> int:
-        return self.graph.total_matmul_flops()
+        """The FLOPs of every product the device DAG runs (the same as executed_flops)."""
+        return self.executed_flops
+
+    @property
+    def model_flops(self) -> int:
+        """The model's FLOPs for the whole batch, whatever the sharding (ModelTotals)."""
+        return self.totals.model_flops
+
+    @property
+    def params(self) -> int:
+        return self.totals.params
+
+    @property
+    def active_params(self) -> int:
+        return self.totals.active_params
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        return self.totals.kv_cache_bytes_per_token
+
+    def _utilisation(self, flops: int) -> float:
+        if not self.gpus or self.total_s == 0:
+            return 0.0
+        return flops / self.total_s / (self.peak_flops * len(self.gpus))
 
     @property
     def mfu(self) -> float:
-        """Model FLOPs utilisation over all GPUs: achieved FLOP/s over their summed peak."""
-        if not self.gpus or self.total_s == 0:
-            return 0.0
-        return self.matmul_flops / self.total_s / (self.peak_flops * len(self.gpus))
+        """Model FLOPs utilisation: the model's FLOPs over time x peak x GPUs."""
+        return self._utilisation(self.model_flops)
+
+    @property
+    def hfu(self) -> float:
+        """Hardware FLOPs utilisation: the executed FLOPs (replicated and padded work
+        included) over time x peak x GPUs."""
+        return self._utilisation(self.executed_flops)
 
     def bottleneck(self) -> tuple[str, float]:
         """The operation family (name stem) with the largest share of the critical path."""
@@ -177,7 +208,8 @@ def analyze(
     nodes = _path_nodes(graph, path, costs)
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
-    gpus = _gpu_figures(graph, term_costs, path, peak_flops)
+    weights, activations, peaks = _memory(graph)
+    gpus = _gpu_figures(graph, term_costs, path, peak_flops, weights, activations)
     warnings = _memory_warnings(gpus, memory_limit)
     reach = _table_reach(graph, path, costs, model.extrapolated())
     if reach is not None:
@@ -192,8 +224,11 @@ def analyze(
         compute_s=compute,
         communication_s=communication,
         gpus=gpus,
+        totals=model_totals(graph.program),
+        executed_flops=graph.total_matmul_flops(),
         cost_notes=tuple(model.notes()),
         warnings=warnings,
+        notes=_score_notes(graph, path, costs, gpus, peaks),
         by_kind=_split(graph, path, costs, lambda op: op_kind(graph.term_of(op)), KINDS),
         by_block=_split(graph, path, costs, _block_name(graph), ()),
         table_reach=reach,
@@ -317,7 +352,12 @@ def _path_nodes(
 
 
 def _gpu_figures(
-    graph: DeviceGraph, term_costs: npt.NDArray[np.float64], path: CriticalPath, peak_flops: float
+    graph: DeviceGraph,
+    term_costs: npt.NDArray[np.float64],
+    path: CriticalPath,
+    peak_flops: float,
+    weights: dict[int, int],
+    activations: dict[int, int],
 ) -> tuple[GpuFigures, ...]:
     m, total = graph.microbatches, path.time
     busy: dict[int, float] = defaultdict(float)
@@ -330,7 +370,6 @@ def _gpu_figures(
     # busy is the time at least one stream runs: overlapped communication counts once
     for gpu, both in stream_overlap(graph, path).items():
         busy[gpu] -= both
-    weights, activations = _memory(graph)
     figures = []
     for gpu in graph.gpus():
         achieved = flops[gpu] / total if total else 0.0
@@ -343,7 +382,7 @@ def _gpu_figures(
                 bubble=idle / total if total else 0.0,
                 matmul_flops=flops[gpu],
                 tflops=achieved / 1e12,
-                mfu=achieved / peak_flops,
+                hfu=achieved / peak_flops,
                 weight_bytes=weights[gpu],
                 activation_bytes=activations[gpu],
             )
@@ -351,8 +390,9 @@ def _gpu_figures(
     return tuple(figures)
 
 
-def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int]]:
-    """Weight bytes and the peak activation working set of one micro-batch, per GPU.
+def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int], dict[int, Step]]:
+    """Weight bytes, the peak activation working set of one micro-batch, and the step that
+    has that peak (the first one), per GPU.
 
     Weights: the K x N operand of every weight product the GPU runs (each layer and expert
     has its own), plus the embedding table. Activations: the largest inputs-plus-outputs of
@@ -362,17 +402,77 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int]]:
     model = graph.program.model
     weights: dict[int, int] = defaultdict(int)
     activations: dict[int, int] = defaultdict(int)
+    peaks: dict[int, Step] = {}
     for step in graph.full_steps():
         if step.joint:
             continue
         for rank, gpu in enumerate(step.gpus):
             term = step.terms[rank]
             weights[gpu] += held_weights(model, step.base) * w
-            activations[gpu] = max(activations[gpu], _activation_bytes(step, rank, w))
+            working = _activation_bytes(step, rank, w)
+            if working > activations[gpu]:
+                activations[gpu] = working
+                peaks[gpu] = step
             if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
                 _, k, n = term.args
                 weights[gpu] += k * n * w
-    return weights, activations
+    return weights, activations, peaks
+
+
+# A value with this dim holds attention scores: a row per query token and head, a column
+# per key (Bm·S·h x S). Only an explicit attention kernel has such values; a fused one
+# keeps them in on-chip memory.
+SCORE_DIM = "keys"
+# The critical path's share in steps holding the scores at which analyze notes it.
+SCORE_PATH_SHARE = 0.25
+
+
+def holds_scores(step: Step) -> bool:
+    """Whether `step` reads or writes the S×S attention scores (explicit kernel)."""
+    return any(dim.name == SCORE_DIM for value in (*step.reads, *step.writes) for dim in value.dims)
+
+
+def _score_notes(
+    graph: DeviceGraph,
+    path: CriticalPath,
+    costs: npt.NDArray[np.float64],
+    gpus: tuple[GpuFigures, ...],
+    peaks: dict[int, Step],
+) -> tuple[str, ...]:
+    """A note when explicit attention's S×S work dominates: its steps take at least
+    SCORE_PATH_SHARE of the critical path, or the GPU with the largest activation working
+    set has it from one of them. Not a warning: the explicit kernel is a valid choice."""
+    names: list[str] = []  # the steps holding scores, in program order
+    for step in graph.steps:
+        if holds_scores(step) and step.base not in names:
+            names.append(step.base)
+    if not names:
+        return ()
+    on_path = sum(float(costs[op]) for op in path.ops if holds_scores(graph.step_of(int(op))))
+    share = on_path / path.time if path.time else 0.0
+    facts = []
+    if share >= SCORE_PATH_SHARE:
+        facts.append(f"{_joined(names)} take {share:.1%} of the critical path")
+    largest = max(gpus, key=lambda g: g.activation_bytes, default=None)
+    peak = peaks.get(largest.gpu) if largest is not None else None
+    if largest is not None and peak is not None and holds_scores(peak):
+        facts.append(
+            f"gpu{largest.gpu}'s largest activation working set,"
+            f" {largest.activation_bytes / 1e9:.2f} GB, is {peak.base}'s"
+        )
+    if not facts:
+        return ()
+    return (
+        "attention's explicit kernel keeps the S×S scores in memory: "
+        + "; ".join(facts)
+        + ". A fused kernel (`attention_kernel = fused` in the model, or `kernel=fused` on"
+        " the block) keeps the scores out of memory",
+    )
+
+
+def _joined(names: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def held_weights(model: ModelDims, step_base: str) -> int:

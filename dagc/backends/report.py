@@ -43,6 +43,19 @@ def _bytes(value: float) -> str:
     return f"{value / 1e9:.2f} GB"
 
 
+def _count(value: int) -> str:
+    """A count in 4 significant digits with a suffix (`805.3M`, `671.0B`) for tables."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return str(value)
+
+
+def _kv(value: int) -> str:
+    """KV-cache bytes per token, in KB (1000 bytes) as memory is in GB."""
+    return f"{value / 1e3:.2f} KB"
+
+
 def summary_lines(program: Program) -> list[str]:
     """The configuration in a few lines."""
     m, w, hw = program.model, program.workload, program.hardware
@@ -108,7 +121,10 @@ def write_text(
     out.append(f"by kind        {_shares(analysis.by_kind)}")
     out.append(f"by block       {_shares(analysis.by_block)}")
     out.append(f"throughput     {_throughput(analysis)}")
-    out.append(f"matmul FLOPs   {analysis.matmul_flops:.4e}   MFU {analysis.mfu:.1%}")
+    out.append(f"params         {analysis.params:,} (active {analysis.active_params:,})")
+    out.append(f"KV cache       {analysis.kv_cache_bytes_per_token:,} bytes per token")
+    out.append(f"model FLOPs    {analysis.model_flops:.4e}   MFU {analysis.mfu:.1%}")
+    out.append(f"executed FLOPs {analysis.executed_flops:.4e}   HFU {analysis.hfu:.1%}")
     out.append("")
     out.append(f"  {'#':>4}  {'node':<34} {'kind':<11} {'time':>12} {'share':>6}")
     shown = analysis.path if path_limit <= 0 else analysis.path[:path_limit]
@@ -121,16 +137,19 @@ def write_text(
     if hidden > 0:
         out.append(f"  ... {hidden} more nodes (--path-limit 0 shows all)")
     out.append("")
-    out.append("per GPU   (idle: waiting for other GPUs; MFU: matmul FLOP/s over peak)")
+    out.append("per GPU   (idle: waiting for other GPUs; HFU: executed FLOP/s over peak)")
     out.append(
         f"  {'gpus':<14} {'busy':>11} {'idle':>11} {'bubble':>7} {'TFLOP/s':>8}"
-        f" {'MFU':>6} {'memory':>10}"
+        f" {'HFU':>6} {'memory':>10}"
     )
     for label, g in gpu_rows(analysis.gpus):
         out.append(
             f"  {_clip(label, 14):<14} {_seconds(g.busy_s):>11} {_seconds(g.idle_s):>11}"
-            f" {g.bubble:>7.1%} {g.tflops:>8.1f} {g.mfu:>6.1%} {_bytes(g.memory_bytes):>10}"
+            f" {g.bubble:>7.1%} {g.tflops:>8.1f} {g.hfu:>6.1%} {_bytes(g.memory_bytes):>10}"
         )
+    if analysis.notes:
+        out.append("")
+        out += [f"note: {n}" for n in analysis.notes]
     if analysis.warnings:
         out.append("")
         out += [f"warning: {w}" for w in analysis.warnings]
@@ -208,8 +227,10 @@ def write_markdown(
     out += [
         "",
         f"**Critical path: {_seconds(total)}** (compute {1 - comm:.1%}, communication"
-        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%};"
-        f" throughput {_throughput(analysis)}.",
+        f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%},"
+        f" HFU {analysis.hfu:.1%}; throughput {_throughput(analysis)}.",
+        "",
+        *_markdown_totals(analysis),
         "",
         *_markdown_split("kind", analysis.by_kind),
         "",
@@ -227,14 +248,16 @@ def write_markdown(
         )
     out += [
         "",
-        "| GPUs | busy | idle | bubble | TFLOP/s | MFU | memory |",
+        "| GPUs | busy | idle | bubble | TFLOP/s | HFU | memory |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, g in gpu_rows(analysis.gpus):
         out.append(
             f"| {label} | {_seconds(g.busy_s)} | {_seconds(g.idle_s)} | {g.bubble:.1%}"
-            f" | {g.tflops:.1f} | {g.mfu:.1%} | {_bytes(g.memory_bytes)} |"
+            f" | {g.tflops:.1f} | {g.hfu:.1%} | {_bytes(g.memory_bytes)} |"
         )
+    if analysis.notes:
+        out += ["", *[f"> note: {n}" for n in analysis.notes]]
     if analysis.warnings:
         out += ["", *[f"> warning: {w}" for w in analysis.warnings]]
     if formula is not None:
@@ -242,6 +265,20 @@ def write_markdown(
         out += ["", f"**Formula** ({exact}):", "", "```", formula.text, "```"]
         out += [f"> note: {note}" for note in formula.notes]
     stream.write("\n".join(out) + "\n")
+
+
+def _markdown_totals(analysis: Analysis) -> list[str]:
+    """The model's totals and the two utilisations as a markdown table."""
+    rows = [
+        ("params", f"{analysis.params:,}"),
+        ("active params", f"{analysis.active_params:,}"),
+        ("KV cache per token", f"{analysis.kv_cache_bytes_per_token:,} bytes"),
+        ("model FLOPs", f"{analysis.model_flops:.4e}"),
+        ("executed FLOPs", f"{analysis.executed_flops:.4e}"),
+        ("MFU", f"{analysis.mfu:.1%}"),
+        ("HFU", f"{analysis.hfu:.1%}"),
+    ]
+    return ["| total | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
 def _markdown_split(what: str, parts: Sequence[Share]) -> list[str]:
@@ -310,7 +347,13 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "ops": graph.full_num_ops,
             "edges": graph.full_num_edges,
             "matmul_flops": analysis.matmul_flops,
+            "executed_flops": analysis.executed_flops,
+            "model_flops": analysis.model_flops,
+            "params": analysis.params,
+            "active_params": analysis.active_params,
+            "kv_cache_bytes_per_token": analysis.kv_cache_bytes_per_token,
             "mfu": analysis.mfu,
+            "hfu": analysis.hfu,
             "gpus": len(analysis.gpus),
             "tokens": analysis.tokens,
             "tokens_per_s": analysis.tokens_per_s,
@@ -324,7 +367,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
                 "bubble": g.bubble,
                 "matmul_flops": g.matmul_flops,
                 "tflops": g.tflops,
-                "mfu": g.mfu,
+                "hfu": g.hfu,
                 "weight_bytes": g.weight_bytes,
                 "activation_bytes": g.activation_bytes,
                 "memory_bytes": g.memory_bytes,
@@ -332,6 +375,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             for g in analysis.gpus
         ],
         "memory_limit_bytes": analysis.memory_limit,
+        "notes": list(analysis.notes),
         "warnings": list(analysis.warnings),
     }
 
@@ -392,7 +436,8 @@ def _comparison_rows(analyses: Sequence[Analysis]) -> tuple[list[str], list[list
     speedups = _speedups(analyses)
     header = ["config", "time", "tokens/s", "tokens/s/GPU", "GPUs"]
     header += ["speedup"] if speedups is not None else []
-    header += ["bottleneck", "MFU", "max memory"]
+    header += ["bottleneck", "MFU", "HFU", "params", "active", "model FLOPs", "executed FLOPs"]
+    header += ["max memory", "KV/token"]
     rows = []
     for index, a in enumerate(analyses):
         family, share = a.bottleneck()
@@ -406,7 +451,17 @@ def _comparison_rows(analyses: Sequence[Analysis]) -> tuple[list[str], list[list
         if speedups is not None:
             ratio = speedups[index]
             row.append("-" if ratio is None else f"{ratio:.2f}x")
-        row += [f"{family} {share:.0%}", f"{a.mfu:.1%}", _bytes(_peak_memory(a))]
+        row += [
+            f"{family} {share:.0%}",
+            f"{a.mfu:.1%}",
+            f"{a.hfu:.1%}",
+            _count(a.params),
+            _count(a.active_params),
+            f"{a.model_flops:.3e}",
+            f"{a.executed_flops:.3e}",
+            _bytes(_peak_memory(a)),
+            _kv(a.kv_cache_bytes_per_token),
+        ]
         rows.append(row)
     return header, rows
 
@@ -467,8 +522,15 @@ def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
                 "by_kind": _json_split(a.by_kind),
                 "by_block": _json_split(a.by_block),
                 "mfu": a.mfu,
+                "hfu": a.hfu,
+                "params": a.params,
+                "active_params": a.active_params,
+                "model_flops": a.model_flops,
+                "executed_flops": a.executed_flops,
+                "kv_cache_bytes_per_token": a.kv_cache_bytes_per_token,
                 "max_memory_bytes": _peak_memory(a),
                 "cost_extrapolation": _json_reach(a),
+                "notes": list(a.notes),
                 "warnings": list(a.warnings),
             }
         )
