@@ -236,7 +236,8 @@ def test_baseline_per_gpu(baseline: dict[str, Any]) -> None:
         assert x["bubble"] == pytest.approx((total - two_layers) / total, rel=1e-9)
         assert x["matmul_flops"] == per_gpu_flops
         assert x["tflops"] == pytest.approx(per_gpu_flops / total / 1e12)
-        assert x["mfu"] == pytest.approx(per_gpu_flops / total / 989e12)
+        assert x["hfu"] == pytest.approx(per_gpu_flops / total / 989e12)
+        assert "mfu" not in x  # per GPU only executed FLOPs exist: it was renamed hfu
         assert x["memory_bytes"] == x["weight_bytes"] + x["activation_bytes"]
     assert sum(x["matmul_flops"] for x in gpus) == BASELINE_FLOPS
 
@@ -600,7 +601,7 @@ def test_markdown_report_has_the_tables() -> None:
     lines = stdout.splitlines()
     assert lines[0] == f"# dagc analyze: `{BASELINE_FILE}`"
     assert "| # | node | kind | term | time | share |" in lines
-    assert "| GPUs | busy | idle | bubble | TFLOP/s | MFU | memory |" in lines
+    assert "| GPUs | busy | idle | bubble | TFLOP/s | HFU | memory |" in lines
     path_rows = [line for line in lines if line.startswith("| ") and "`" in line.split("|")[2]]
     assert len(path_rows) == 58  # markdown lists the whole path
     assert any(row.startswith("| 29 | `send_stage1` | transfer |") for row in path_rows)
@@ -689,8 +690,16 @@ def test_compare_rows_speedup_and_throughput() -> None:
         "speedup",
         "bottleneck",
         "MFU",
+        "HFU",
+        "params",
+        "active",
+        "model",
+        "FLOPs",
+        "executed",
+        "FLOPs",
         "max",
         "memory",
+        "KV/token",
     ]
     first, second = lines[1].split(), lines[2].split()
     assert first[0] == str(BASELINE_FILE) and second[0] == str(MA_FILE)
@@ -764,10 +773,10 @@ def test_compare_markdown() -> None:
     result = _run("compare", str(MA_FILE), str(BASELINE_FILE), "--markdown", *SEED_COSTS)
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        "| config | time | tokens/s | tokens/s/GPU | GPUs | speedup | bottleneck | MFU |"
-        " max memory |"
+        "| config | time | tokens/s | tokens/s/GPU | GPUs | speedup | bottleneck | MFU | HFU |"
+        " params | active | model FLOPs | executed FLOPs | max memory | KV/token |"
     )
-    assert lines[1] == "|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---|" + "---:|" * 8
     assert lines[2].startswith(f"| {MA_FILE} | {MA_TIME:.4f} s | {T / MA_TIME:,.0f} |")
     assert "| 1.00x |" in lines[2]
     assert lines[3].startswith(f"| {BASELINE_FILE} | {BASELINE_TIME * 1e3:.3f} ms |")
