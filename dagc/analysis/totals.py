@@ -132,9 +132,9 @@ def _attention(model: Model, block: Block, batch: int, seq: int, sums: _Sums) ->
         products = h * nh * d_qk + h * nkv * (d_qk + d_v) + nh * d_v * h  # q, k, v, o
         norms = 0
         sums.kv_elements += nkv * (d_qk + d_v)  # 2·nkv·d
-    biases = (nh * d_qk + nkv * (d_qk + d_v) if model.qkv_bias else 0) + (
-        h if model.o_bias else 0
-    )
+    # biases are fused into the products' epilogues: parameters without FLOPs
+    biases = nh * d_qk + nkv * (d_qk + d_v) if model.qkv_bias else 0
+    biases += h if model.o_bias else 0
     qk_norm = 2 * d_qk if model.qk_norm else 0
     sums.params += h + products + norms + biases + qk_norm  # h: ln1
     sums.product_weights += products
