@@ -306,7 +306,7 @@ layers 0..1 on g {
   mlp tp=2
 }
 """
-NOTE = "attention's explicit kernel keeps the S×S scores in memory"
+NOTE = "attention's explicit kernel writes the S×S scores to memory"
 
 
 def test_score_note_fires_on_a_long_explicit_sequence(tmp_path: Path) -> None:

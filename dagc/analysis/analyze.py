@@ -463,7 +463,7 @@ def _score_notes(
     if not facts:
         return ()
     return (
-        "attention's explicit kernel keeps the S×S scores in memory: "
+        "attention's explicit kernel writes the S×S scores to memory: "
         + "; ".join(facts)
         + ". A fused kernel (`attention_kernel = fused` in the model, or `kernel=fused` on"
         " the block) keeps the scores out of memory",
