@@ -101,6 +101,16 @@ def test_untied_table_counts_twice() -> None:
     assert untied.params == DENSE_PARAMS + 1000 * 64
 
 
+def test_o_bias_and_qk_norm_are_parameters_without_flops() -> None:
+    text = dense("full").replace(
+        "qkv_bias = true", "qkv_bias = true\n  o_bias = true\n  qk_norm = true"
+    )
+    totals = model_totals(_program(text))
+    # per layer: o_bias H = 64, qk_norm 2·d = 32 (one weight per q and k head dimension)
+    assert totals.params == DENSE_PARAMS + 2 * (64 + 2 * 16)
+    assert totals.model_flops == DENSE_PRODUCTS + DENSE_FULL_CORE
+
+
 def test_an_explicit_kernel_under_a_causal_mask_executes_every_pair() -> None:
     # The extra of an explicit kernel under a causal mask: S·S − S·(S+1)/2 pairs per head
     # and sequence, 2·B·nh·(64 − 36)·(d + d) FLOPs per layer.
