@@ -10,16 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import dagc
 from dagc.analysis.costs import CostModel, roofline_for
 from dagc.analysis.selection import CostOptions, cost_model
 from dagc.analysis.table import TableModel, load_cost_table
+from dagc.cli import app
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import DType
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.passes.manager import PassOptions
+from helpers import check_golden
 
 # -- the fused term by hand ------------------------------------------------------------
 
@@ -319,3 +322,21 @@ def test_cost_table_leaves_fused_kernels_to_its_fallback(tmp_path: Path) -> None
     assert model.term_seconds(attn(TermKind.ATTENTION, 1, 1, 1, 64, 32, 32)) == 42.0
     assert model.term_seconds(attn(TermKind.CAUSAL_ATTENTION, 1, 1, 1, 64, 32, 32)) == 42.0
     assert model.term_seconds(mm(64, 32, 64)) == 1.0
+
+
+# -- golden step IR ------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "steps"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("fused_causal", dense(extra="  qk_norm = true\n")), ("mla", mla(kernel="fused"))],
+)
+def test_golden_steps(tmp_path: Path, name: str, text: str) -> None:
+    """`dagc lower --emit steps` of a fused causal and an MLA file, reviewed line by line."""
+    path = tmp_path / f"{name}.dag"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["lower", str(path), "--emit", "steps"])
+    assert result.exit_code == 0, result.stderr
+    check_golden(GOLDEN / f"{name}.txt", result.stdout, "the step IR, step by step")
