@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import dagc
@@ -233,6 +235,13 @@ def test_mla_fused_kernel() -> None:
     assert terms["attn_core"] == attn(TermKind.ATTENTION, 2, 4, 4, 32, 48, 32)
 
 
+def test_mla_heads_need_not_divide_hidden() -> None:
+    # d = qk_nope_head_dim + qk_rope_head_dim = 48, whatever hidden/heads (512/6) would be
+    text = mla().replace("heads = 8", "heads = 6")
+    terms = rank_terms(graph_of(text), 0)
+    assert terms["qkv.q_b"] == mm(64, 96, 3 * 48)
+
+
 @pytest.mark.parametrize("q_lora", [True, False])
 def test_mla_executes_the_closed_form_with_replicated_down_projections(q_lora: bool) -> None:
     T, H, nh, B, S, tp = 64, 512, 8, 2, 32, 2
@@ -285,6 +294,64 @@ def test_mla_executes_the_closed_form_with_replicated_down_projections(q_lora: b
 def test_verifier_passes(text: str, symmetric: bool) -> None:
     compiled = dagc.compile_text(text, "t.dag")
     expand(compiled, options=PassOptions(verify_each=True), symmetric=symmetric)
+
+
+@st.composite
+def attention_configs(draw: st.DrawFn) -> tuple[str, int]:
+    """A random attention + mlp file (kernel, mask, qk_norm, fused_qkv, GQA or MLA, tp,
+    micro-batches) and the matmul FLOPs it must execute, by the closed forms of the
+    semantics (written here, not asked of dagc)."""
+    layers, heads = draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 3, 4, 6]))
+    tp = draw(st.integers(1, heads))
+    hidden, ffn = draw(st.sampled_from([8, 16, 24])), draw(st.integers(4, 20))
+    m, bm, seq = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 9))
+    kernel, mask = (
+        draw(st.sampled_from(["explicit", "fused"])),
+        draw(st.sampled_from(["full", "causal"])),
+    )
+    qk_norm, fused_qkv, latent = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    T, pairs = bm * seq, seq * seq
+    if kernel == "fused" and mask == "causal":
+        pairs = seq * (seq + 1) // 2
+    if latent:
+        r_q = draw(st.none() | st.integers(2, 12))
+        r_kv, nope, rope, dv = (draw(st.integers(1, 8)) for _ in range(4))
+        keys = f"kv_lora_rank = {r_kv}; qk_nope_head_dim = {nope}; qk_rope_head_dim = {rope};"
+        keys += f" v_head_dim = {dv};" + (f" q_lora_rank = {r_q};" if r_q else "")
+        d = nope + rope
+        down = 2 * T * hidden * (r_kv + rope) + (2 * T * hidden * r_q if r_q else 0)
+        query = 2 * T * r_q * heads * d if r_q else 2 * T * hidden * heads * d
+        attention = tp * down + query + 2 * T * r_kv * heads * (nope + dv)
+        attention += 2 * bm * heads * pairs * (d + dv) + 2 * T * heads * dv * hidden
+    else:
+        d = draw(st.integers(1, 8))
+        kv = draw(st.sampled_from([k for k in range(1, heads + 1) if heads % k == 0]))
+        keys = f"head_dim = {d}; kv_heads = {kv};"
+        attention = 2 * T * hidden * heads * d + 2 * 2 * T * hidden * kv * d
+        attention += 2 * bm * heads * pairs * (d + d) + 2 * T * heads * d * hidden
+        attention += 2 * 2 * T * hidden * d * max(tp - kv, 0)
+    flags = " fused_qkv" if fused_qkv else ""
+    text = (
+        f"model m {{ layers = {layers}; hidden = {hidden}; heads = {heads}; {keys}"
+        f" ffn = {ffn}; qk_norm = {str(qk_norm).lower()} }}\n"
+        f"workload {{ batch = {bm * m}; seq = {seq}; microbatches = {m} }}\n"
+        f"devices {{ group g = gpu[0..{tp - 1}] }}\n"
+        f"layers 0..{layers - 1} on g {{ attention kernel={kernel} mask={mask}{flags}; mlp }}\n"
+    )
+    mlp = 2 * T * hidden * ffn * 2
+    return text, layers * m * (attention + mlp)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(attention_configs(), st.booleans())
+def test_generated_attention_verifies_and_executes_its_closed_form(
+    config: tuple[str, int], symmetric: bool
+) -> None:
+    text, flops = config
+    compiled = dagc.compile_text(text, "t.dag")
+    graph = expand(compiled, options=PassOptions(verify_each=True), symmetric=symmetric).graph
+    if not symmetric:
+        assert graph.total_matmul_flops() == flops, text
 
 
 # -- costs ---------------------------------------------------------------------------------
