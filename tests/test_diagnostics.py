@@ -776,6 +776,88 @@ def test_batch_not_divisible_by_microbatches() -> None:
     )
 
 
+# Multi-head latent attention on lines 4-8 (heads, kv_lora_rank and its three head sizes);
+# the base's lines after 4 shift down by 4.
+MLA = (
+    "  heads = 16\n  kv_lora_rank = 64\n  qk_nope_head_dim = 32\n  qk_rope_head_dim = 16\n"
+    "  v_head_dim = 32"
+)
+
+
+def test_mla_key_without_kv_lora_rank() -> None:
+    found = only_diagnostic(config({4: "  heads = 16\n  q_lora_rank = 64"}))
+    check(
+        found,
+        5,
+        17,  # the value: 2 spaces + `q_lora_rank = ` (14) before it
+        "`q_lora_rank` belongs to multi-head latent attention, which `kv_lora_rank` turns on",
+        help="add `kv_lora_rank = ...` (with qk_nope_head_dim, qk_rope_head_dim and"
+        " v_head_dim), or remove `q_lora_rank`",
+    )
+
+
+def test_kv_lora_rank_needs_its_head_sizes() -> None:
+    without_rope = MLA.replace("  qk_rope_head_dim = 16\n", "")
+    found = only_diagnostic(config({4: without_rope}))
+    check(
+        found,
+        5,
+        18,  # kv_lora_rank's value: 2 spaces + `kv_lora_rank = ` (15) before it
+        "multi-head latent attention needs `qk_rope_head_dim` (MLA query/key size per head"
+        " with RoPE)",
+        help="add `qk_rope_head_dim = ...` to the model (DeepSeek-V3: qk_nope_head_dim = 128,"
+        " qk_rope_head_dim = 64, v_head_dim = 128)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        (
+            "head_dim",
+            "a head's sizes are qk_nope_head_dim + qk_rope_head_dim (queries and keys) and"
+            " v_head_dim (values)",
+        ),
+        (
+            "kv_heads",
+            "every query head has its own key and value, decompressed from the shared latent",
+        ),
+    ],
+)
+def test_head_sizes_mean_nothing_with_mla(key: str, why: str) -> None:
+    found = only_diagnostic(config({4: f"{MLA}\n  {key} = 4"}))
+    check(
+        found,
+        9,
+        len(f"  {key} = ") + 1,  # the value, on the line after MLA's five
+        f"`{key}` means nothing with multi-head latent attention",
+        help=f"remove it: {why}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "column"),
+    [
+        # the model's default: `attention_kernel = fused` at its value, column 49
+        # (`  heads = 4; ` 13, `head_dim = 320; ` 16, `attention_kernel = ` 19)
+        ({4: "  heads = 4; head_dim = 320; attention_kernel = fused"}, 4, 49),
+        # the block's option, at its value (`  attention tp=4 kernel=` is 24 characters)
+        ({4: "  heads = 4; head_dim = 320", 16: "  attention tp=4 kernel=fused"}, 16, 25),
+    ],
+)
+def test_fused_kernel_heads_too_wide(lines: dict[int, str], line: int, column: int) -> None:
+    found = only_diagnostic(config(lines))
+    check(
+        found,
+        line,
+        column,
+        "a fused attention kernel handles heads of at most 256, but this model's heads are"
+        " 320 wide",
+        help="write `kernel=explicit` on this block (products and softmax, with the scores in"
+        " memory), or check `head_dim`",
+    )
+
+
 # -- device groups ---------------------------------------------------------------------
 
 

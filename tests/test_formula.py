@@ -130,6 +130,21 @@ def _elementwise(rng: random.Random) -> Function:
     return lambda x, _: a * step(x[0]) ** p + c
 
 
+def _attention(rng: random.Random) -> Function:
+    """A fused attention kernel (Bm, h, kv, S, d_qk, d_v): compute in Bm·h·S²·(d_qk + d_v)
+    beside memory in Bm·S·(h + kv)·(d_qk + d_v), each to a random power; monotone in each."""
+    a, b, c = (_log_uniform(rng, 1e-9, 1e-3) for _ in range(3))
+    p, q = rng.uniform(0.3, 1.2), rng.choice([0.0, rng.uniform(0.3, 1.2)])
+
+    def f(x: tuple[int, ...], _: int) -> float:
+        batch, h, kv, seq, d_qk, d_v = x
+        work = batch * h * seq * seq * (d_qk + d_v)
+        memory = batch * seq * (h + kv) * (d_qk + d_v)
+        return max(a * work**p, b * memory**q) + c
+
+    return f
+
+
 def _communication(rng: random.Random) -> Function:
     latency = rng.choice([0.0, _log_uniform(rng, 1e-6, 1.0)])
     a, s = _log_uniform(rng, 1e-9, 1e-3), rng.uniform(0.3, 1.2)
@@ -200,6 +215,8 @@ class RandomModel(CostModel):
                 self.functions[kind] = _matmul(rng)
             elif kind is TermKind.ELEMENTWISE:
                 self.functions[kind] = _elementwise(rng)
+            elif kind.is_fused_attention:
+                self.functions[kind] = _attention(rng)
             else:
                 self.functions[kind] = _communication(rng)
 
@@ -507,6 +524,63 @@ def test_uneven_heads_keep_only_the_busiest_rank(matmul_only: bool) -> None:
     assert "Get_Time(2097152, 256, 4096)" not in formula
     assert "3 * Get_Time(2097152, 4096, 384)" in formula
     assert "max(" not in formula
+
+
+# A fused causal kernel with uneven heads (10 over tp=4: 3, 3, 2, 2; one shared kv head per
+# rank), qk_norm, two micro-batches over two pipeline stages.
+FUSED = """\
+model m {
+  layers = 2
+  hidden = 640
+  heads = 10
+  head_dim = 64
+  kv_heads = 2
+  ffn = 1024
+  attention_kernel = fused
+  attention_mask = causal
+  qk_norm = true
+}
+workload { batch = 4; seq = 128; microbatches = 2 }
+devices {
+  group a = gpu[0..3]
+  group b = gpu[4..7]
+}
+layers 0 on a { attention tp=4; mlp tp=4 }
+layers 1 on b { attention tp=4 fused_qkv; mlp tp=4 }
+"""
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("formula") / "fused.dag"
+    path.write_text(FUSED)
+    return path
+
+
+@pytest.mark.parametrize("matmul_only", [False, True])
+def test_fused_kernel_formula_is_the_critical_path(fused: Path, matmul_only: bool) -> None:
+    compiled, graph = _compiled(fused)
+    result = dagc.api.formula_compiled(compiled, matmul_only=matmul_only)
+    assert result.exact
+    formula = printers.python(result.expression)
+    # the busiest ranks' kernel (3 heads); the 2-head one is dominated
+    assert "Causal_Attn_Time(2, 3, 1, 128, 64, 64)" in formula
+    assert "Causal_Attn_Time(2, 2, 1, 128, 64, 64)" not in formula
+    roofline, _ = dagc.api.cost_model(compiled.program)
+    terms = graph.terms.terms
+    models: list[CostModel] = [roofline, *(RandomModel(seed, terms) for seed in range(6))]
+    check_models(graph, formula, matmul_only, [*models, *up_set_models(terms, 0)])
+
+
+def test_fused_kernel_formula_text(fused: Path) -> None:
+    text = invoke(fused).stdout
+    assert "Causal_Attn_Time(2, 3, 1, 128, 64, 64)" in text
+    symbolic = invoke(fused, "--symbolic-dims").stdout
+    # Bm (B/m with two micro-batches), the rank's heads and kv heads, S, d_qk and d_v
+    assert "Causal_Attn_Time(B/m, 3, 1, S, d, d)" in symbolic
+    assert "Elem_Time(B/m*S*4*d)" in symbolic  # qk_norm: T·(h_i + kv_i)·d
+    latex = invoke(fused, "--symbolic-dims", "--format", "latex").stdout
+    assert r"\mathrm{Causal\_Attn\_Time}(B/m, 3, 1, S, d, d)" in latex
 
 
 # -- 3. domination between sums of terms -------------------------------------------------------

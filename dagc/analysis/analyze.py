@@ -488,4 +488,6 @@ def _activation_bytes(step: Step, rank: int, w: int) -> int:
         return (m * k + k * n + m * n - weight) * w
     if term.kind is TermKind.ELEMENTWISE:
         return 2 * term.args[0] * w
+    if term.kind.is_fused_attention:  # Q, K, V in and O out; the scores never reach memory
+        return term.bytes_moved(w)
     return 0

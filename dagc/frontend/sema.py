@@ -507,7 +507,8 @@ class _Lowering:
         get = _getter(s)
         hidden, heads, head_dim = get("hidden"), get("heads"), get("head_dim")
         ok = True
-        if heads is not None and head_dim is None:
+        # under MLA a head's size is qk_nope_head_dim + qk_rope_head_dim, not hidden/heads
+        if heads is not None and head_dim is None and "kv_lora_rank" not in s:
             if hidden % heads:
                 ok = False
                 self.bag.error(

@@ -23,8 +23,8 @@ def _shard(steps: StepProgram, kind: BlockKind) -> StepProgram:
 
 
 def shard_attention(steps: StepProgram) -> StepProgram:
-    """shard-attention: ln1, qkv (three products, or one when fused), scores, softmax,
-    weights·V, o_proj and res1 on every rank."""
+    """shard-attention: ln1, qkv (three products, or one when fused; MLA's parts), qk_norm,
+    scores, softmax and weights·V (or one fused attn_core), o_proj and res1 on every rank."""
     return _shard(steps, BlockKind.ATTENTION)
 
 

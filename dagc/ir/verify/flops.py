@@ -1,10 +1,14 @@
 """The matmul FLOPs a program must expand to, from the logical IR alone.
 
 FLOP conservation (docs/semantics.md): summed over all GPUs and micro-batches, matmul FLOPs
-equal the unsharded model's plus exactly three extras: the gate replicated on every GPU of
-an MoE group, K/V projections replicated when nkv < tp, and expert tokens rounded up by the
-capacity rule. This module derives that sum from the model, the workload and the placement,
-without the passes' helpers, so that the device verifier compares two independent answers.
+(matrix products and fused attention kernels) equal the unsharded model's plus exactly
+these extras: the gate replicated on every GPU of an MoE group, K/V projections replicated
+when nkv < tp, MLA's down-projections (q_a, kv_a) replicated on every tp rank ((tp − 1)
+copies), expert tokens rounded up by the capacity rule, and explicit attention under a
+causal mask computing all S·S query-key pairs (a fused kernel computes S·(S+1)/2). Norms
+(qk_norm, MLA's latent norms) are elementwise: no FLOPs. This module derives that sum from
+the model, the workload and the placement, without the passes' helpers, so that the device
+verifier compares two independent answers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dagc.ir.logical import Activation, Block, BlockKind, Program
+from dagc.ir.logical import (
+    Activation,
+    AttentionKernel,
+    AttentionMask,
+    Block,
+    BlockKind,
+    Program,
+)
 
 # (layer, block kind) -> matmul FLOPs of one micro-batch
 FlopTable = dict[tuple[int, str], int]
@@ -54,7 +65,7 @@ def expected_flops_per_block(program: Program) -> FlopTable:
 
 def _block_flops(program: Program, block: Block, shape: _Shape) -> int:
     if block.kind is BlockKind.ATTENTION:
-        return _attention_flops(program, block.degree, shape)
+        return _attention_flops(program, block, shape)
     if block.kind is BlockKind.MLP:
         ffn = program.model.ffn or 0
         return 2 * shape.tokens * shape.hidden * ffn * _products(program)
@@ -70,18 +81,50 @@ def _products(program: Program) -> int:
     return 3 if program.model.activation is Activation.SWIGLU else 2
 
 
-def _attention_flops(program: Program, tp: int, shape: _Shape) -> int:
+def _attention_flops(program: Program, block: Block, shape: _Shape) -> int:
     model = program.model
+    if model.kv_lora_rank is not None:
+        return _latent_attention_flops(program, block, shape)
+    tp = block.degree
     heads = model.heads or 0
     kv_heads = model.kv_heads or heads
     d = model.head_dim or shape.hidden // max(heads, 1)
     t, h = shape.tokens, shape.hidden
     projections = 2 * t * h * heads * d + 2 * 2 * t * h * kv_heads * d + 2 * t * heads * d * h
-    # Q·Kᵀ and weights·V: Bm·nh·S rows against d and S.
-    products = 2 * 2 * (shape.batch * heads * shape.seq) * d * shape.seq
+    core = _core_flops(block, shape, heads, d, d)
     # With fewer KV heads than ranks each rank computes one: tp - nkv extra K and V heads.
     replicated_kv = 2 * 2 * t * h * d * max(tp - kv_heads, 0)
-    return projections + products + replicated_kv
+    return projections + core + replicated_kv
+
+
+def _core_flops(block: Block, shape: _Shape, heads: int, d_qk: int, d_v: int) -> int:
+    """Q·Kᵀ and weights·V of every head. Explicit products compute all S·S query-key pairs
+    (masked or not); a fused kernel computes S·(S+1)/2 under a causal mask."""
+    s = shape.seq
+    causal = block.kernel is AttentionKernel.FUSED and block.mask is AttentionMask.CAUSAL
+    pairs = s * (s + 1) // 2 if causal else s * s
+    return 2 * shape.batch * heads * pairs * (d_qk + d_v)
+
+
+def _latent_attention_flops(program: Program, block: Block, shape: _Shape) -> int:
+    """Multi-head latent attention: the down-projections (q_a, kv_a) run whole on every
+    one of the tp ranks, (tp - 1) copies beyond the model's; the up-projections, the core
+    and o_proj split by heads."""
+    model = program.model
+    assert model.kv_lora_rank is not None and model.heads is not None
+    nope, rope = model.qk_nope_head_dim or 0, model.qk_rope_head_dim or 0
+    d_v, heads, tp = model.v_head_dim or 0, model.heads, block.degree
+    t, h = shape.tokens, shape.hidden
+    if model.q_lora_rank is None:
+        query = 2 * t * h * heads * (nope + rope)
+    else:
+        q_a = 2 * t * h * model.q_lora_rank
+        query = tp * q_a + 2 * t * model.q_lora_rank * heads * (nope + rope)
+    kv_a = 2 * t * h * (model.kv_lora_rank + rope)
+    kv_b = 2 * t * model.kv_lora_rank * heads * (nope + d_v)
+    o_proj = 2 * t * heads * d_v * h
+    core = _core_flops(block, shape, heads, nope + rope, d_v)
+    return query + tp * kv_a + kv_b + o_proj + core
 
 
 def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:

@@ -30,7 +30,9 @@ from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
 
-_COMPUTE = frozenset({TermKind.MATMUL, TermKind.ELEMENTWISE})
+_COMPUTE = frozenset(
+    {TermKind.MATMUL, TermKind.ELEMENTWISE, TermKind.ATTENTION, TermKind.CAUSAL_ATTENTION}
+)
 # Which side of its block each joint step joins: the block's GPUs or its input GPUs.
 _JOINT_SIDE = {
     "all_reduce_attn": "gpus",
