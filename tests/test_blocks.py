@@ -50,16 +50,18 @@ def test_the_front_end_takes_options_and_needs_from_the_modules() -> None:
 
 def test_weight_products_are_the_products_that_read_a_weight() -> None:
     assert weight_products() == {
-        "qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "lm_head",
+        "qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "shared_expert",
+        "lm_head",
     }  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(BlockKind), ids=lambda k: k.value)
 def test_each_module_makes_the_steps_it_declares(kind: BlockKind) -> None:
-    # A small model every kind can run on, with swiglu so that mlp_gate exists.
+    # A small model every kind can run on, with swiglu so that mlp_gate exists, and a
+    # shared expert.
     text = (
         "model m { layers = 2; hidden = 64; heads = 4; ffn = 128; activation = swiglu;"
-        " experts = 4; top_k = 2; vocab = 100 }\n"
+        " experts = 4; top_k = 2; shared_experts = 1; vocab = 100 }\n"
         "workload { batch = 2; seq = 8 }\ndevices { group g = gpu[0..1] }\n"
         "layers 0..1 on g { embed; attention; moe; lm_head }\n"
         "\n"

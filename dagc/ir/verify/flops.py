@@ -95,7 +95,14 @@ def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:
     # Balanced routing with capacity: every expert gets T_e = ceil(T·k/E·cf) token slots.
     capacity = Fraction(repr(model.capacity_factor))
     slots = experts * math.ceil(Fraction(routed, max(experts, 1)) * capacity)
-    return gate + replicated_gate + routed * per_token + (slots - routed) * per_token
+    # Shared experts: every token once through n_s experts of inner Fs (token-split over
+    # the ranks, so no extra), and Qwen2-MoE's [H, 1] shared gate per token.
+    shared = 0
+    if model.shared_experts:
+        inner = model.shared_experts * (model.shared_expert_ffn or ffn)
+        shared = 2 * t * h * inner * _products(program)
+        shared += 2 * t * h if model.shared_expert_gate else 0
+    return gate + replicated_gate + routed * per_token + (slots - routed) * per_token + shared
 
 
 def expected_flops(program: Program) -> int:
