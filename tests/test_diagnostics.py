@@ -333,7 +333,7 @@ def test_duplicate_key() -> None:
             16,
             9,
             "unknown `embed` block key `x`",
-            "`embed` block accepts `vocab_parallel`",
+            "`embed` block accepts `overlap` or `vocab_parallel`",
         ),
         (
             {15: "layers 0..1 on g0 tp=4 {"},
@@ -459,9 +459,19 @@ def test_overlap_on_embed_means_nothing() -> None:
         16,
         9,
         "`overlap` means nothing on `embed`: it has no communication to overlap",
-        help="remove it; `overlap` on the next block moves the transfer into that block",
+        help="remove it; `overlap` on the next block moves the transfer into that block"
+        " (a `vocab_parallel` embed has an all-reduce to overlap)",
         width=7,
     )
+
+
+def test_overlap_on_a_vocab_parallel_embed_is_allowed() -> None:
+    text = config({16: "  embed vocab_parallel overlap; attention tp=4"}, append="")
+    text = text.replace("  ffn = 4096", "  ffn = 4096; vocab = 1000")
+    compiled = dagc.compile_text(text, "t.dag")
+    assert not compiled.warnings
+    embed = compiled.program.ranges[0].blocks[0]
+    assert embed.vocab_parallel and embed.overlap
 
 
 def test_overlap_is_a_flag() -> None:

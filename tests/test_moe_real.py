@@ -9,6 +9,7 @@ import dagc
 from dagc.api import analyze_compiled
 from dagc.expand import expand
 from dagc.ir.steps import Step, StepProgram
+from dagc.ir.terms import TermKind
 from dagc.ir.verify.flops import expected_flops
 from dagc.passes.manager import PassOptions, run_passes
 
@@ -140,3 +141,86 @@ def test_shared_experts_verify_and_conserve_flops() -> None:
     experts = 8 * 4 * 2 * h * 32 * 3  # 8 experts x T_e = 4 slots x 3 products
     shared_ = 2 * t * h * 48 * 3 + 2 * t * h
     assert expected_flops(program) == 2 * (attention + gate + experts + shared_)
+
+
+# -- vocab-parallel embed and tied tables ---------------------------------------------------
+
+# V = 101 rows over 3 GPUs: split(101, 3) = 34, 34, 33; T = 2·8/2 = 8 tokens per micro-batch
+EMBED = """
+model m {{ layers = 2; hidden = 64; heads = 6; head_dim = 16; ffn = 96; vocab = 101{tied} }}
+workload {{ batch = 2; seq = 8; microbatches = 2 }}
+devices {{ group g = gpu[0..2]{more} }}
+{layers}
+"""
+SAME_GPUS = "layers 0..1 on g {{ embed{vp}; attention tp=3; mlp tp=3; lm_head tp=3 }}"
+PIPELINED = (
+    "layers 0..0 on g {{ embed{vp}; attention tp=3; mlp tp=3 }}\n"
+    "layers 1..1 on h {{ attention tp=3; mlp tp=3; lm_head tp=3 }}"
+)
+# per layer on each GPU: q, k, v 64·32 (2 heads of 16), o 32·64, up and down 64·32
+LAYER = 4 * 64 * 32 + 2 * 64 * 32
+ROWS = [34, 34, 33]
+
+
+def embed_text(*, vp: bool, tied: bool, pipelined: bool = False) -> str:
+    layers = (PIPELINED if pipelined else SAME_GPUS).format(vp=" vocab_parallel" if vp else "")
+    return EMBED.format(
+        tied="; tied_embeddings = true" if tied else "",
+        more="; group h = gpu[3..5]" if pipelined else "",
+        layers=layers,
+    )
+
+
+def test_vocab_parallel_embed_splits_rows_and_all_reduces() -> None:
+    steps = lowered(embed_text(vp=True, tied=False))
+    lookup = step(steps, "embed")
+    assert [t.args for t in lookup.terms] == [(8 * 64,)] * 3  # Elem(T·H) on each rank
+    reduce = step(steps, "all_reduce_embed")
+    assert reduce.joint and reduce.gpus == (0, 1, 2)
+    assert reduce.terms[0].kind is TermKind.ALL_REDUCE
+    assert reduce.terms[0].args == (8 * 64 * W, 3)
+    assert [v.name for v in reduce.reads] == ["embed_part_l0"]
+    assert [v.name for v in reduce.writes] == ["x_l0_embed"]
+    # the whole table on every GPU without vocab_parallel: no all-reduce
+    assert not steps_named(lowered(embed_text(vp=False, tied=False)), "all_reduce_embed")
+
+
+def test_vocab_parallel_embed_on_one_gpu_has_no_all_reduce() -> None:
+    text = embed_text(vp=True, tied=False).replace("gpu[0..2]", "gpu[0..0]")
+    text = text.replace("tp=3", "tp=1")
+    assert not steps_named(lowered(text), "all_reduce_embed")
+
+
+def test_embed_weights_per_gpu() -> None:
+    # untied: embed's table (all of it, or its rows) plus lm_head's rows, 2 layers
+    whole = weights_per_gpu(embed_text(vp=False, tied=False))
+    assert [whole[g] for g in range(3)] == [(2 * LAYER + 101 * 64 + r * 64) * W for r in ROWS]
+    split_ = weights_per_gpu(embed_text(vp=True, tied=False))
+    assert [split_[g] for g in range(3)] == [(2 * LAYER + 2 * r * 64) * W for r in ROWS]
+
+
+def test_tied_table_counts_once_on_a_gpu_running_embed_and_lm_head() -> None:
+    # vocab-parallel: embed and lm_head hold the same rows, once
+    split_ = weights_per_gpu(embed_text(vp=True, tied=True))
+    assert [split_[g] for g in range(3)] == [(2 * LAYER + r * 64) * W for r in ROWS]
+    # the whole table for embed: lm_head's rows are part of it
+    whole = weights_per_gpu(embed_text(vp=False, tied=True))
+    assert [whole[g] for g in range(3)] == [(2 * LAYER + 101 * 64) * W] * 3
+
+
+def test_tied_table_is_a_copy_on_each_stage() -> None:
+    weights = weights_per_gpu(embed_text(vp=True, tied=True, pipelined=True))
+    # stage 0: one layer and embed's rows; stage 1: one layer and lm_head's rows
+    assert [weights[g] for g in range(3)] == [(LAYER + r * 64) * W for r in ROWS]
+    assert [weights[g] for g in range(3, 6)] == [(LAYER + r * 64) * W for r in ROWS]
+    untied = weights_per_gpu(embed_text(vp=True, tied=False, pipelined=True))
+    assert untied == weights
+
+
+def test_vocab_parallel_embed_verifies() -> None:
+    verified(embed_text(vp=True, tied=True))
+    verified(
+        embed_text(vp=True, tied=False, pipelined=True).replace(
+            "vocab_parallel", "vocab_parallel overlap"
+        )
+    )

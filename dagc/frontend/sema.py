@@ -164,9 +164,9 @@ BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
     kind: {
         **({m.degree_key: KeySpec("int")} if m.degree_key else {}),
         **{name: _option_spec(value_kind) for name, value_kind in m.options.items()},
-        # `embed` never communicates: nothing reaches it, it has no collective, and the
-        # transfer out of it belongs to the block it reaches (see `_unknown_key`)
-        **({OVERLAP: KeySpec("bool")} if kind is not BlockKind.EMBED else {}),
+        # `embed` communicates only when vocab_parallel (its all-reduce): `overlap` on any
+        # other embed is refused in `_block_overlap`
+        OVERLAP: KeySpec("bool"),
     }
     for kind, m in BLOCK_MODULES.items()
 }
@@ -375,13 +375,6 @@ class _Lowering:
         block: BlockKind | None = None,
     ) -> None:
         key = setting.key
-        if block is BlockKind.EMBED and key.text == OVERLAP:
-            self.bag.error(
-                key.span,
-                "`overlap` means nothing on `embed`: it has no communication to overlap",
-                help="remove it; `overlap` on the next block moves the transfer into that block",
-            )
-            return
         if key.text in UNSUPPORTED_KEYS and key.text not in schema:
             self.bag.error(
                 key.span,
@@ -1125,7 +1118,10 @@ class _Lowering:
         statement_overlap: bool = False,
     ) -> Block | None:
         options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind)
-        overlap = self._block_overlap(kind, options, statement_overlap)
+        vocab_parallel = (
+            bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
+        )
+        overlap = self._block_overlap(kind, options, statement_overlap, vocab_parallel)
         group_name = self._block_group(block, kind, decl, stage_group, groups)
         ok = self._check_model_needs(block, kind, model)
         if group_name is None or model is None or not ok:
@@ -1139,9 +1135,6 @@ class _Lowering:
         if kernel is None or mask is None:
             return None
         dispatch = MoeDispatch(options["dispatch"].value) if "dispatch" in options else None
-        vocab_parallel = (
-            bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
-        )
         return Block(
             kind,
             group_name,
@@ -1186,12 +1179,24 @@ class _Lowering:
                 return setting.value.span if setting.value else setting.key.span
         return None
 
-    def _block_overlap(self, kind: BlockKind, options: Settings, statement: bool) -> bool:
+    def _block_overlap(
+        self, kind: BlockKind, options: Settings, statement: bool, vocab_parallel: bool
+    ) -> bool:
         """The block's `overlap`: its own setting, else its `layers` statement's (which
-        skips `embed`, the one block that never communicates)."""
+        skips an `embed` that never communicates: one without `vocab_parallel`)."""
+        silent = kind is BlockKind.EMBED and not vocab_parallel
         entry = options.get(OVERLAP)
         if entry is None:
-            return statement and kind is not BlockKind.EMBED
+            return statement and not silent
+        if silent:
+            assert entry.setting is not None
+            self.bag.error(
+                entry.setting.key.span,
+                "`overlap` means nothing on `embed`: it has no communication to overlap",
+                help="remove it; `overlap` on the next block moves the transfer into that"
+                " block (a `vocab_parallel` embed has an all-reduce to overlap)",
+            )
+            return False
         return bool(entry.value)
 
     def _block_group(

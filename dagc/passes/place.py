@@ -50,6 +50,8 @@ def place(program: Program) -> StepProgram:
                         input_gpus=source,
                         output_gpus=output,
                         excursion=excursion,
+                        dispatch=block.dispatch,
+                        vocab_parallel=block.vocab_parallel,
                         input_value=previous_value,
                         span=block.span,
                     )

@@ -35,6 +35,7 @@ _COMPUTE = frozenset({TermKind.MATMUL, TermKind.ELEMENTWISE})
 _JOINT_SIDE = {
     "all_reduce_attn": "gpus",
     "all_reduce_mlp": "gpus",
+    "all_reduce_embed": "gpus",
     "dispatch": "gpus",
     "combine": "gpus",
     "broadcast": "input",

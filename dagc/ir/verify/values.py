@@ -32,7 +32,9 @@ from dagc.ir.verify.errors import VerificationError
 # Joint steps that write onto another group's GPUs (a transfer's sending side).
 SENDERS = frozenset({"send_stage", "broadcast", "return"})
 # Joint steps that may read a partial sum: they sum it.
-REDUCTIONS = frozenset({"all_reduce_attn", "all_reduce_mlp", "combine", "return"})
+REDUCTIONS = frozenset(
+    {"all_reduce_attn", "all_reduce_mlp", "all_reduce_embed", "combine", "return"}
+)
 
 Restrict = Callable[[tuple[int, ...]], tuple[int, ...]]
 
