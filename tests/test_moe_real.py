@@ -5,6 +5,10 @@ Every expected number is hand arithmetic from the semantics, written in the test
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 import dagc
 from dagc.api import analyze_compiled
 from dagc.expand import expand
@@ -224,3 +228,65 @@ def test_vocab_parallel_embed_verifies() -> None:
             "vocab_parallel", "vocab_parallel overlap"
         )
     )
+
+
+# -- split pipeline sends ----------------------------------------------------------------
+
+# T = 3·7 = 21 tokens of H = 64 at 2 bytes: T·H·w = 2688 bytes per micro-batch
+SPLIT = """
+model m {{ layers = 2; hidden = 64; heads = 4; ffn = 128 }}
+workload {{ batch = 6; seq = 7; microbatches = 2 }}
+devices {{ group a = gpu[0..{last_a}]; group b = gpu[8..{last_b}]{split} }}
+layers 0..0 on a {{ attention tp={tp_a}; mlp tp={tp_a} }}
+layers 1..1 on b {{ attention tp={tp_b}; mlp tp={tp_b} }}
+"""
+
+
+def split_text(tp_a: int, tp_b: int, *, on: bool = True) -> str:
+    return SPLIT.format(
+        last_a=tp_a - 1,
+        last_b=8 + tp_b - 1,
+        tp_a=tp_a,
+        tp_b=tp_b,
+        split="; split_sends = true" if on else "",
+    )
+
+
+@pytest.mark.parametrize(("tp_a", "tp_b", "t"), [(4, 2, 2), (2, 4, 2), (4, 4, 4), (1, 4, 1)])
+def test_split_sends_carry_a_piece_per_link_and_gather_it(tp_a: int, tp_b: int, t: int) -> None:
+    steps = lowered(split_text(tp_a, tp_b))
+    [send] = steps_named(steps, "send_stage1", 0)
+    piece = math.ceil(21 * 64 * W / t)
+    assert send.terms[0].kind is TermKind.P2P and send.terms[0].args == (piece,)
+    gathers = steps_named(steps, "gather_stage1", 1)
+    if t == 1:
+        assert not gathers  # one link: the whole activation, nothing to gather
+        return
+    [gather] = gathers
+    assert gather.gpus == tuple(range(8, 8 + tp_b))
+    assert gather.terms[0].kind is TermKind.ALL_GATHER
+    assert gather.terms[0].args == (piece, t)
+    # the gather writes the value the block then reads
+    [recv] = steps_named(steps, "recv_stage1", 1)
+    assert gather.reads == recv.writes
+    ln1 = step(steps, "ln1", layer=1)
+    assert ln1.reads == gather.writes
+
+
+def test_uneven_split_sends_round_up() -> None:
+    # 4 GPUs send, 3 receive: t = 3 links of ceil(2688 / 3) = 896 bytes
+    text = split_text(4, 3).replace("heads = 4", "heads = 6; head_dim = 16")
+    [send] = steps_named(lowered(text), "send_stage1", 0)
+    assert send.terms[0].args == (896,)
+
+
+def test_without_split_sends_the_whole_activation_goes_through_one_link() -> None:
+    steps = lowered(split_text(4, 2, on=False))
+    [send] = steps_named(steps, "send_stage1", 0)
+    assert send.terms[0].args == (21 * 64 * W,)
+    assert not steps_named(steps, "gather_stage1", 1)
+
+
+def test_split_sends_verify() -> None:
+    verified(split_text(4, 2))
+    verified(split_text(2, 4).replace("tp=4 }", "tp=4 overlap }"))

@@ -6,7 +6,10 @@ A block whose input lives on other GPUs is reached by a transfer:
   `return_l{l}` (each MoE GPU's tokens, summed over its experts), and res2 runs where the
   residual stream lives, on the sending group;
 - any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
-  the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them.
+  the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them. With the
+  devices key `split_sends`, t = min(|sending group|, |receiving group|) links each carry
+  ceil(T·H·w/t) bytes and `gather_stage{s}` (AllGather_Time(ceil(T·H·w/t), t) over the
+  receiving group, absent when t = 1) reassembles the activations the block reads.
 
 A value crosses groups only through a transfer: the sending step reads the value where it
 lives and writes it onto the receiving GPUs (`_sent`), the receiving step reads that and
@@ -17,6 +20,7 @@ partial sum and writes it, summed, onto the residual side, where res2 reads it a
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
@@ -35,7 +39,7 @@ from dagc.blocks.shapes import (
 from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
-from dagc.ir.values import Value
+from dagc.ir.values import Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
 
@@ -66,9 +70,20 @@ def _stage_transfer(
     program: Program, block: BlockSteps, stage: int, previous_layer: int
 ) -> BlockSteps:
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
-    send_term = communication(program, TermKind.P2P, activation_bytes(program), gpus=both)
     (x,) = residual_in(program, block)
+    # split_sends: t = min(|sending|, |receiving|) links each carry ceil(T·H·w/t) bytes,
+    # and the receiving group all-gathers the pieces (Megatron's scatter/gather)
+    links = min(len(block.input_gpus), len(block.gpus)) if program.hardware.split_sends else 1
+    payload = activation_bytes(program)
+    if links > 1:
+        payload = count(math.ceil(math.prod(v for _, v in payload) / links))
+    send_term = communication(program, TermKind.P2P, payload, gpus=both)
     sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, f"_s{stage}")
+    gathered = received
+    if links > 1:
+        # what arrives is one piece per receiving GPU (the IR records it split by tokens)
+        sent = Value(sent.name, x.dims, x.dtype, block.gpus, split("tokens"))
+        received = Value(received.name + "_part", x.dims, x.dtype, block.gpus, split("tokens"))
     send = Step(
         f"send_stage{stage}",
         previous_layer,
@@ -91,6 +106,23 @@ def _stage_transfer(
         writes=(received,),
         span=block.span,
     )
+    steps: tuple[Step, ...] = (send, recv)
+    if links > 1:
+        gather_term = communication(
+            program, TermKind.ALL_GATHER, payload, count(links), gpus=block.gpus
+        )
+        gather = Step(
+            f"gather_stage{stage}",
+            block.layer,
+            block.gpus,
+            (gather_term,),
+            joint=True,
+            layer_in_name=False,
+            reads=(received,),
+            writes=(gathered,),
+            span=block.span,
+        )
+        steps = (send, recv, gather)
     return BlockSteps(
         kind=TransferKind.TRANSFER,
         layer=block.layer,
@@ -100,7 +132,7 @@ def _stage_transfer(
         input_gpus=block.input_gpus,
         output_gpus=block.gpus,
         input_value=block.input_value,
-        steps=(send, recv),
+        steps=steps,
         span=block.span,
     )
 

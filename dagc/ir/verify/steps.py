@@ -43,6 +43,7 @@ _JOINT_SIDE = {
     "return": "gpus",
     "send_stage": "input",
     "recv_stage": "gpus",
+    "gather_stage": "gpus",
 }
 
 
