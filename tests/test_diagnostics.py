@@ -1591,3 +1591,26 @@ def test_byte_order_mark_is_not_part_of_the_text(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + config().encode())
     assert dagc.read_source(path).text == config()
     assert dagc.compile_file(path).program.model.name == "m"
+
+
+def test_routed_dispatch_on_the_moe_blocks_own_gpus_changes_nothing() -> None:
+    text = config(
+        {16: "  attention tp=4", 17: "  moe ep=4 dispatch=routed", 21: "  moe ep=4"}
+    ).replace("  ffn = 4096", "  ffn = 4096; experts = 8; top_k = 2")
+    (warning,) = dagc.compile_text(text, "t.dag").warnings
+    check(
+        warning,
+        17,
+        12,
+        "`dispatch=routed` changes nothing here: this moe block's tokens are on its own GPUs,"
+        " and it already dispatches them by all-to-all",
+        severity=WARNING,
+        help="remove it; routed dispatch is for a moe block on another group than the block"
+        " before it (attention/MoE separation)",
+        width=15,
+    )
+    # on another group than the block before it, it is what the option is for
+    routed = config(
+        {13: "  group g1 = gpu[4..7]; group e = gpu[8..11]", 17: "  moe on e ep=4 dispatch=routed"}
+    ).replace("  ffn = 4096", "  ffn = 4096; experts = 8; top_k = 2")
+    assert not dagc.compile_text(routed, "t.dag").warnings

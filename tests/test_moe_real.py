@@ -290,3 +290,74 @@ def test_without_split_sends_the_whole_activation_goes_through_one_link() -> Non
 def test_split_sends_verify() -> None:
     verified(split_text(4, 2))
     verified(split_text(2, 4).replace("tp=4 }", "tp=4 overlap }"))
+
+
+# -- routed dispatch ---------------------------------------------------------------------
+
+# T = 2·5 = 10 tokens; E = 8, k = 2: T_e = ceil(10·2/8) = 3; X = 3 attention GPUs, e = 4
+ROUTED = """
+model m {{
+  layers = 2; hidden = 64; heads = 6; head_dim = 16; activation = swiglu
+  experts = 8; top_k = 2; expert_ffn = 32{shared}
+}}
+workload {{ batch = 6; seq = 5; microbatches = 3 }}
+devices {{ group a = gpu[0..2]; group e = gpu[3..6] }}
+layers 0..1 {{ attention on a tp=3; moe on e ep=4 dispatch=routed{overlap} }}
+"""
+
+
+def routed_text(*, shared: bool = False, overlap: bool = False) -> str:
+    return ROUTED.format(
+        shared="; shared_experts = 1" if shared else "", overlap=" overlap" if overlap else ""
+    )
+
+
+def test_routed_dispatch_runs_ln2_and_gate_token_split_on_the_input_gpus() -> None:
+    steps = lowered(routed_text())
+    ln2, gate = step(steps, "ln2"), step(steps, "gate")
+    assert ln2.gpus == gate.gpus == (0, 1, 2)
+    # split(10, 3) = 4, 3, 3 tokens
+    assert [t.args for t in ln2.terms] == [(4 * 64,), (3 * 64,), (3 * 64,)]
+    assert [t.args for t in gate.terms] == [(4, 64, 8), (3, 64, 8), (3, 64, 8)]
+    moe = next(b for b in steps.blocks if str(b.kind) == "moe")
+    order = [s.base for s in moe.steps]
+    assert order[:4] == ["ln2", "gate", "dispatch", "recv_moe"]
+    assert order[-2:] == ["return", "res2"]
+    assert not steps_named(steps, "broadcast")
+
+
+def test_routed_dispatch_payload() -> None:
+    # one X rank sends ceil(10/3)·k = 8 tokens, one MoE GPU receives T_e·E/e = 6: 8·H·w
+    dispatch = step(lowered(routed_text()), "dispatch")
+    assert dispatch.gpus == tuple(range(7))  # joint over X ∪ G
+    assert dispatch.terms[0].kind is TermKind.ALL_TO_ALL
+    assert dispatch.terms[0].args == (8 * 64 * W, 3 + 4)
+    [recv] = steps_named(lowered(routed_text()), "recv_moe")
+    assert recv.gpus == (3, 4, 5, 6) and recv.reads == dispatch.writes
+    # the experts read what arrived
+    ups = [s for s in steps_named(lowered(routed_text()), "expert") if s.part == ".up"]
+    assert len(ups) == 2 and all(up.reads == recv.writes for up in ups)
+
+
+def test_routed_dispatch_payload_with_shared_experts() -> None:
+    # a token also goes to one shared expert: sent ceil(10/3)·(2 + 1) = 12 tokens;
+    # received T_e·E/e + ceil(10/4) = 6 + 3 = 9
+    steps = lowered(routed_text(shared=True))
+    assert step(steps, "dispatch").terms[0].args == (12 * 64 * W, 7)
+    [recv] = steps_named(steps, "recv_moe")
+    assert step(steps, "shared_expert", ".up").reads == recv.writes
+    # return: min(10, 6 + 3) = 9 tokens
+    assert step(steps, "return").terms[0].args == (9 * 64 * W,)
+
+
+def test_routed_dispatch_has_no_replicated_gate() -> None:
+    routed = dagc.compile_text(routed_text(), "t.dag").program
+    broadcast = dagc.compile_text(routed_text().replace(" dispatch=routed", ""), "t.dag").program
+    # per layer and micro-batch the broadcast gate runs on all 4 MoE GPUs: 3 extra copies
+    # of 2·T·H·E = 2·10·64·8, over 2 layers and 3 micro-batches
+    assert expected_flops(broadcast) - expected_flops(routed) == 3 * 2 * 10 * 64 * 8 * 2 * 3
+
+
+def test_routed_dispatch_verifies() -> None:
+    verified(routed_text())
+    verified(routed_text(shared=True, overlap=True))

@@ -32,10 +32,11 @@ from dagc.blocks.shapes import (
     tokens,
     value,
 )
-from dagc.ir.logical import Activation, BlockKind, Program
+from dagc.ir.logical import Activation, BlockKind, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
 from dagc.ir.values import PARTIAL, REPLICATED, Value, split
+from dagc.split import split_evenly
 
 
 def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -64,14 +65,7 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     x = residual_in(program, block)
     agg = v["agg"]
     return (
-        same("ln2", block, elementwise(times(tok, hid)), reads=x, writes=(v["ln2"],)),
-        same(
-            "gate",
-            block,
-            matmul(tok, hid, count(model.experts, "E")),
-            reads=(v["ln2"],),
-            writes=(v["route"],),
-        ),
+        *_router_steps(program, block, x, v),
         *shared,
         *expert_steps,
         same(
@@ -88,6 +82,43 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             reads=(agg, *x),
             writes=(residual_out(program, block, block.gpus),),
         ),
+    )
+
+
+def routed_dispatch(block: BlockSteps) -> bool:
+    """Whether the block routes its tokens from its input GPUs (dispatch=routed on an
+    excursion): ln2 and the gate then run there, token-split, and each token goes only to
+    its experts' GPUs. Anywhere else dispatch=routed is the default's behaviour."""
+    return block.excursion and block.dispatch is MoeDispatch.ROUTED
+
+
+def _router_steps(
+    program: Program, block: BlockSteps, x: tuple[Value, ...], v: dict[str, Value]
+) -> tuple[Step, ...]:
+    """ln2 and the gate: on every GPU of the block, each on all T tokens (the gate is
+    replicated); routed: on the input GPUs, rank r on its split(T, |X|)[r] tokens."""
+    assert program.model.experts is not None
+    D = dims(program)
+    experts = count(program.model.experts, "E")
+    if not routed_dispatch(block):
+        return (
+            same("ln2", block, elementwise(times(D.tokens, D.hidden)), reads=x, writes=(v["ln2"],)),
+            same(
+                "gate",
+                block,
+                matmul(D.tokens, D.hidden, experts),
+                reads=(v["ln2"],),
+                writes=(v["route"],),
+            ),
+        )
+    senders = replace(block, gpus=block.input_gpus)
+    shares = split_evenly(tokens(program), len(block.input_gpus))
+    rows = [D.tokens if t == tokens(program) else count(t) for t in shares]
+    ln2 = [elementwise(times(t, D.hidden)) for t in rows]
+    gate = [matmul(t, D.hidden, experts) for t in rows]
+    return (
+        per_gpu("ln2", senders, ln2, reads=x, writes=(v["ln2"],)),
+        per_gpu("gate", senders, gate, reads=(v["ln2"],), writes=(v["route"],)),
     )
 
 
@@ -177,17 +208,23 @@ def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
     partial sum over the ranks when ep > 1 (combine, or the return, sums it)."""
     assert program.model.experts is not None
     route = (("tokens", tokens(program)), ("experts", program.model.experts))
+    if routed_dispatch(block):  # token-split on the input GPUs
+        by_token, senders = split("tokens"), block.input_gpus
+        return {
+            "ln2": value(program, block, "moe_ln2", hidden_shape(program), by_token, senders),
+            "route": value(program, block, "route", route, by_token, senders),
+            "agg": _agg(program, block),
+        }
     return {
         "ln2": value(program, block, "moe_ln2", hidden_shape(program)),
         "route": value(program, block, "route", route),
-        "agg": value(
-            program,
-            block,
-            "moe_agg",
-            hidden_shape(program),
-            PARTIAL if block.degree > 1 else REPLICATED,
-        ),
+        "agg": _agg(program, block),
     }
+
+
+def _agg(program: Program, block: BlockSteps) -> Value:
+    placement = PARTIAL if block.degree > 1 else REPLICATED
+    return value(program, block, "moe_agg", hidden_shape(program), placement)
 
 
 def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -233,6 +270,7 @@ MODULE = BlockModule(
     options={"dispatch": ("broadcast", "routed")},
     collectives=_collectives,
     weight_products=frozenset({"gate", "expert", "shared_expert"}),
-    least_ops_per_rank=3,  # ln2, gate, expert_agg
+    # expert_agg (ln2 and the gate run on the input GPUs of a routed excursion)
+    least_ops_per_rank=1,
     least_ops_per_expert=3,  # up, act, down
 )

@@ -936,10 +936,32 @@ class _Lowering:
                 self._resolve_block(b, kind, decl, stage_group, groups, model, overlap)
                 for b, kind in stage_blocks
             ]
+            if stage == 0:  # every stage places its blocks alike: say it once
+                self._routed_without_excursion([b for b, _ in stage_blocks], placed)
             if all(p is not None for p in placed):
                 ranges.append(LayerRange(first, last, tuple(p for p in placed if p), decl.span))
             first = last + 1
         return ranges
+
+    def _routed_without_excursion(
+        self, decls: list[ast.BlockDecl], placed: list[Block | None]
+    ) -> None:
+        """`dispatch=routed` only changes a moe block reached from another group's block of
+        the same layer (the excursion); anywhere else its tokens already go by all-to-all."""
+        for index, (decl, block) in enumerate(zip(decls, placed, strict=True)):
+            if block is None or block.dispatch is not MoeDispatch.ROUTED:
+                continue
+            before = placed[index - 1] if index > 0 else None
+            if before is not None and before.group != block.group:
+                continue
+            option = next(o for o in decl.options if o.key.text == "dispatch")
+            self.bag.warning(
+                option.span,
+                "`dispatch=routed` changes nothing here: this moe block's tokens are on its"
+                " own GPUs, and it already dispatches them by all-to-all",
+                help="remove it; routed dispatch is for a moe block on another group than the"
+                " block before it (attention/MoE separation)",
+            )
 
     def _statement_groups(
         self, decl: ast.LayersDecl, groups: dict[str, DeviceGroup]

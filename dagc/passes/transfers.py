@@ -24,16 +24,20 @@ import math
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
+from dagc.blocks.moe import routed_dispatch
 from dagc.blocks.shapes import (
     activation_bytes,
     communication,
     count,
     dims,
+    expert_tokens,
     held_tokens,
     hidden_shape,
     residual_in,
     residual_out,
+    shared_tokens,
     times,
+    tokens,
     value,
 )
 from dagc.ir.logical import Program
@@ -143,6 +147,8 @@ def _moved(x: Value, gpus: tuple[int, ...], suffix: str) -> Value:
 
 
 def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
+    if routed_dispatch(block):
+        return _routed_excursion(program, block)
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     ranks = block.degree + 1  # the sending rank and every MoE GPU
     broadcast_term = communication(
@@ -170,6 +176,18 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         writes=(received,),
         span=block.span,
     )
+    *compute, res2 = block.steps
+    moe_side = reroute(tuple(compute), 0, {x.name: received})
+    return replace(block, steps=(broadcast, receive, *_return(program, block, moe_side, res2)))
+
+
+def _return(
+    program: Program, block: BlockSteps, moe_side: tuple[Step, ...], res2: Step
+) -> tuple[Step, ...]:
+    """The MoE side's steps, `return_l{l}` of each MoE GPU's tokens, and res2 back on the
+    input GPUs, reading what returned and x."""
+    (x,) = residual_in(program, block)
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
     d = dims(program)
     return_bytes = times(held_tokens(program, block.degree), d.hidden, d.width)
     # The MoE GPUs send and their time is counted there; the residual side waits for the
@@ -182,9 +200,8 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         joint=True,
         span=block.span,
     )
-    *compute, res2 = block.steps
     assert res2.base == "res2"
-    (partial,) = compute[-1].writes  # expert_agg's
+    (partial,) = moe_side[-1].writes  # expert_agg's
     returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
     back = replace(back, reads=(partial,), writes=(returned,))
     residual = replace(
@@ -192,5 +209,57 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         reads=(returned, x),
         writes=(residual_out(program, block, block.input_gpus),),
     )
-    moe_side = reroute(tuple(compute), 0, {x.name: received})
-    return replace(block, steps=(broadcast, receive, *moe_side, back, residual))
+    return (*moe_side, back, residual)
+
+
+def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:
+    """dispatch=routed: ln2 and the gate ran token-split on the input GPUs X; `dispatch_l{l}`
+    (one all-to-all over X and the MoE GPUs G) sends each token to its experts' GPUs,
+    `recv_moe_l{l}` is where G waits; then the experts, expert_agg, return and res2.
+
+    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (k + 1 copies with
+    shared experts: a token also goes to one GPU's shared experts), and what one MoE GPU
+    receives, T_e·E/e·H·w (plus its ceil(T/e) shared-expert tokens)."""
+    model = program.model
+    assert model.experts is not None and model.top_k is not None
+    ln2, gate, *compute, res2 = block.steps
+    assert (ln2.base, gate.base) == ("ln2", "gate")
+    d = dims(program)
+    t, senders, ep = tokens(program), len(block.input_gpus), block.degree
+    shared = 1 if model.shared_experts else 0
+    sent_tokens = math.ceil(t / senders) * (model.top_k + shared)
+    received_tokens = expert_tokens(program) * model.experts // ep + max(shared_tokens(program, ep))
+    payload = times(count(max(sent_tokens, received_tokens)), d.hidden, d.width)
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
+    term = communication(program, TermKind.ALL_TO_ALL, payload, count(len(both)), gpus=both)
+    shape = (
+        ("experts", model.experts),
+        ("tokens", expert_tokens(program)),
+        ("hidden", model.hidden),
+    )
+    sent = value(program, block, "moe_in", shape, split("experts"))
+    received = value(program, block, "moe_in_moe", shape, split("experts"))
+    dispatch = Step(
+        "dispatch",
+        block.layer,
+        both,
+        (term,),
+        joint=True,
+        reads=(*ln2.writes, *gate.writes),
+        writes=(sent,),
+        span=block.span,
+    )
+    receive = Step(
+        "recv_moe",
+        block.layer,
+        block.gpus,
+        (SYNC,),
+        joint=True,
+        reads=(sent,),
+        writes=(received,),
+        span=block.span,
+    )
+    via = {v.name: received for v in (*ln2.writes, *gate.writes)}
+    moe_side = reroute(tuple(compute), 0, via)
+    tail = _return(program, block, moe_side, res2)
+    return replace(block, steps=(ln2, gate, dispatch, receive, *tail))
