@@ -781,3 +781,39 @@ def test_steps_transfer_leads_to_its_block(pipeline_steps: StepProgram) -> None:
         lambda: verify_steps(replace(pipeline_steps, blocks=(*pipeline_steps.blocks, dangling))),
         "transfer to l1 leads to no block on its GPUs",
     )
+
+
+# Issue 14's MoE and embedding features, each through every verifier after every pass.
+REAL_FEATURES = {
+    "shared_experts": """\
+model m { layers = 2; hidden = 32; heads = 4; experts = 4; top_k = 2; expert_ffn = 24
+          activation = swiglu; shared_experts = 2; shared_expert_gate = true }
+workload { batch = 3; seq = 8; microbatches = 3 }
+devices { group attn = gpu[0..1]; group moe = gpu[2..4] }
+layers 0..0 { attention on attn tp=2; moe on attn ep=2 }
+layers 1..1 { attention on attn tp=2; moe on moe ep=3 overlap }
+""".replace("experts = 4", "experts = 6"),
+    "routed_dispatch": """\
+model m { layers = 2; hidden = 32; heads = 4; experts = 4; top_k = 2; expert_ffn = 24
+          shared_experts = 1 }
+workload { batch = 4; seq = 8; microbatches = 2 }
+devices { group attn = gpu[0..2]; group moe = gpu[3..4] }
+layers 0..1 { attention on attn tp=2; moe on moe ep=2 dispatch=routed }
+""".replace("tp=2", "tp=3"),
+    "vocab_parallel_tied": """\
+model m { layers = 2; hidden = 32; heads = 4; ffn = 64; vocab = 99; tied_embeddings = true }
+workload { batch = 4; seq = 8; microbatches = 2 }
+devices { group a = gpu[0..3]; group b = gpu[4..5]; split_sends = true }
+layers 0..0 on a { embed vocab_parallel overlap; attention tp=4; mlp tp=4 }
+layers 1..1 on b overlap { attention tp=2; mlp tp=2; lm_head tp=2 }
+""",
+}
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "collapsed"])
+@pytest.mark.parametrize("name", sorted(REAL_FEATURES))
+def test_real_features_verify_after_every_pass(
+    monkeypatch: pytest.MonkeyPatch, name: str, symmetric: bool
+) -> None:
+    seen = verified_levels(monkeypatch, REAL_FEATURES[name], symmetric)
+    assert seen == expected_levels(symmetric)
