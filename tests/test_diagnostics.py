@@ -728,6 +728,20 @@ def test_head_dim_default_needs_divisible_hidden() -> None:
             "experts",
             "add `experts = ...` if the model has MoE layers, or remove `capacity_factor`",
         ),
+        (
+            {5: "  ffn = 4096; shared_experts = 2"},
+            32,
+            "shared_experts",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `shared_experts`",
+        ),
+        (
+            {5: "  ffn = 4096; router_bias = true"},
+            29,
+            "router_bias",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `router_bias`",
+        ),
     ],
 )
 def test_ignored_model_key_warning(
@@ -738,7 +752,7 @@ def test_ignored_model_key_warning(
     (warning,) = result.warnings
     message = f"`{key}` is ignored: the model has no `{needed}`"
     check(warning, line, column, message, severity=WARNING, help=help)
-    assert getattr(result.program.model, key) in (None, 1.0)  # dropped, or the default
+    assert getattr(result.program.model, key) in (None, 1.0, False)  # dropped, or the default
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,13 @@ Rank i holds experts i·E/e … (i+1)·E/e − 1; under balanced routing each ex
 T_e = ceil(T·k/E · capacity_factor) tokens. The experts of one GPU run one after another
 (they share it). A block whose input lives on its own GPUs dispatches tokens with an
 all-to-all after the gate and combines them after expert_agg; a block reached from another
-group (attention/MoE separation) gets its tokens by broadcast instead (insert-transfers).
+group (attention/MoE separation) gets its tokens by broadcast instead (insert-transfers), or,
+with dispatch=routed, by one all-to-all over both groups after ln2 and the gate ran
+token-split on the sending GPUs.
+
+Shared experts (model key shared_experts) run after the gate, before the routed experts, on
+every rank: rank i on its split(T, e)[i] tokens with the whole shared weights. Their output
+joins expert_agg, which then covers min(T, T_e·E/e + ceil(T/e)) tokens.
 
 Values: ln2 reads the residual x; the gate reads ln2 and writes the routing; each local
 expert's up (and gate) read ln2 and the routing (or, once dispatch is inserted, the tokens

@@ -493,7 +493,7 @@ class _Lowering:
 
     def _model(self, section: ast.Section, s: Settings) -> Model | None:
         self._ignored_keys(section, s, ("head_dim", "kv_heads"), "heads", "attention")
-        moe_keys = ("top_k", "expert_ffn", "capacity_factor")
+        moe_keys = ("top_k", "expert_ffn", "capacity_factor", "shared_experts", "router_bias")
         self._ignored_keys(section, s, moe_keys, "experts", "MoE layers")
         if self._missing_required(s, MODEL_KEYS, section):
             return None
