@@ -31,9 +31,10 @@ def test_every_block_kind_has_exactly_one_module() -> None:
 
 def test_the_front_end_takes_options_and_needs_from_the_modules() -> None:
     # Written out by hand from docs/language.md's block table; `overlap` is the front end's
-    # own flag of every block that can communicate (all but embed).
+    # own flag of every block (on embed, only a vocab_parallel one communicates; the front
+    # end refuses it on any other).
     assert {k: set(v) for k, v in BLOCK_OPTIONS.items()} == {
-        BlockKind.EMBED: {"vocab_parallel"},
+        BlockKind.EMBED: {"vocab_parallel", "overlap"},
         BlockKind.ATTENTION: {"tp", "fused_qkv", "kernel", "mask", "overlap"},
         BlockKind.MLP: {"tp", "overlap"},
         BlockKind.MOE: {"ep", "dispatch", "overlap"},
@@ -50,16 +51,18 @@ def test_the_front_end_takes_options_and_needs_from_the_modules() -> None:
 
 def test_weight_products_are_the_products_that_read_a_weight() -> None:
     assert weight_products() == {
-        "qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "lm_head",
+        "qkv", "o_proj", "mlp_up", "mlp_gate", "mlp_down", "gate", "expert", "shared_expert",
+        "lm_head",
     }  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(BlockKind), ids=lambda k: k.value)
 def test_each_module_makes_the_steps_it_declares(kind: BlockKind) -> None:
-    # A small model every kind can run on, with swiglu so that mlp_gate exists.
+    # A small model every kind can run on, with swiglu so that mlp_gate exists, and a
+    # shared expert.
     text = (
         "model m { layers = 2; hidden = 64; heads = 4; ffn = 128; activation = swiglu;"
-        " experts = 4; top_k = 2; vocab = 100 }\n"
+        " experts = 4; top_k = 2; shared_experts = 1; vocab = 100 }\n"
         "workload { batch = 2; seq = 8 }\ndevices { group g = gpu[0..1] }\n"
         "layers 0..1 on g { embed; attention; moe; lm_head }\n"
         "\n"

@@ -333,7 +333,7 @@ def test_duplicate_key() -> None:
             16,
             9,
             "unknown `embed` block key `x`",
-            "`embed` block accepts `vocab_parallel`",
+            "`embed` block accepts `overlap` or `vocab_parallel`",
         ),
         (
             {15: "layers 0..1 on g0 tp=4 {"},
@@ -459,9 +459,19 @@ def test_overlap_on_embed_means_nothing() -> None:
         16,
         9,
         "`overlap` means nothing on `embed`: it has no communication to overlap",
-        help="remove it; `overlap` on the next block moves the transfer into that block",
+        help="remove it; `overlap` on the next block moves the transfer into that block"
+        " (a `vocab_parallel` embed has an all-reduce to overlap)",
         width=7,
     )
+
+
+def test_overlap_on_a_vocab_parallel_embed_is_allowed() -> None:
+    text = config({16: "  embed vocab_parallel overlap; attention tp=4"}, append="")
+    text = text.replace("  ffn = 4096", "  ffn = 4096; vocab = 1000")
+    compiled = dagc.compile_text(text, "t.dag")
+    assert not compiled.warnings
+    embed = compiled.program.ranges[0].blocks[0]
+    assert embed.vocab_parallel and embed.overlap
 
 
 def test_overlap_is_a_flag() -> None:
@@ -718,6 +728,20 @@ def test_head_dim_default_needs_divisible_hidden() -> None:
             "experts",
             "add `experts = ...` if the model has MoE layers, or remove `capacity_factor`",
         ),
+        (
+            {5: "  ffn = 4096; shared_experts = 2"},
+            32,
+            "shared_experts",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `shared_experts`",
+        ),
+        (
+            {5: "  ffn = 4096; router_bias = true"},
+            29,
+            "router_bias",
+            "experts",
+            "add `experts = ...` if the model has MoE layers, or remove `router_bias`",
+        ),
     ],
 )
 def test_ignored_model_key_warning(
@@ -728,7 +752,7 @@ def test_ignored_model_key_warning(
     (warning,) = result.warnings
     message = f"`{key}` is ignored: the model has no `{needed}`"
     check(warning, line, column, message, severity=WARNING, help=help)
-    assert getattr(result.program.model, key) in (None, 1.0)  # dropped, or the default
+    assert getattr(result.program.model, key) in (None, 1.0, False)  # dropped, or the default
 
 
 @pytest.mark.parametrize(
@@ -1663,3 +1687,26 @@ def test_byte_order_mark_is_not_part_of_the_text(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + config().encode())
     assert dagc.read_source(path).text == config()
     assert dagc.compile_file(path).program.model.name == "m"
+
+
+def test_routed_dispatch_on_the_moe_blocks_own_gpus_changes_nothing() -> None:
+    text = config(
+        {16: "  attention tp=4", 17: "  moe ep=4 dispatch=routed", 21: "  moe ep=4"}
+    ).replace("  ffn = 4096", "  ffn = 4096; experts = 8; top_k = 2")
+    (warning,) = dagc.compile_text(text, "t.dag").warnings
+    check(
+        warning,
+        17,
+        12,
+        "`dispatch=routed` changes nothing here: this moe block's tokens are on its own GPUs,"
+        " and it already dispatches them by all-to-all",
+        severity=WARNING,
+        help="remove it; routed dispatch is for a moe block on another group than the block"
+        " before it (attention/MoE separation)",
+        width=15,
+    )
+    # on another group than the block before it, it is what the option is for
+    routed = config(
+        {13: "  group g1 = gpu[4..7]; group e = gpu[8..11]", 17: "  moe on e ep=4 dispatch=routed"}
+    ).replace("  ffn = 4096", "  ffn = 4096; experts = 8; top_k = 2")
+    assert not dagc.compile_text(routed, "t.dag").warnings

@@ -948,7 +948,7 @@ model pp {{ layers = {layers}; hidden = {hidden}; heads = {heads}; head_dim = {d
            experts = {experts}; top_k = {top_k}; expert_ffn = {fe} }}
 workload {{ batch = {batch}; seq = {seq}; microbatches = {m} }}
 devices {{ group x = gpu[0..{x_last}]; group y = gpu[{y_first}..{y_last}] }}
-layers 0..{last_layer} {{ attention on x; moe on y }}
+layers 0..{last_layer} {{ attention on x; moe on y{moe_options} }}
 """
 
 
@@ -966,13 +966,14 @@ class PingPong:
     fe: int = 128
     x: int = 1  # attention GPUs
     y: int = 1  # MoE GPUs
+    routed: bool = False  # dispatch=routed: ln2 and the gate on x, token-split
 
     def text(self) -> str:
         return PINGPONG.format(
             **{k: getattr(self, k) for k in ("layers", "hidden", "heads", "d", "experts")},
             top_k=self.top_k, fe=self.fe, batch=self.batch, seq=self.seq, m=self.m,
             x_last=self.x - 1, y_first=self.x, y_last=self.x + self.y - 1,
-            last_layer=self.layers - 1,
+            last_layer=self.layers - 1, moe_options=" dispatch=routed" if self.routed else "",
         )  # fmt: skip
 
     def unit_times(self) -> tuple[float, float]:
@@ -990,9 +991,14 @@ class PingPong:
         )
         t_e = -(-tokens * self.top_k // self.experts)
         per_gpu = self.experts // self.y
-        b = g(tokens, self.hidden, self.experts, 1) + per_gpu * (
-            g(t_e, self.hidden, self.fe, 1) + g(t_e, self.fe, self.hidden, 1)
-        )
+        b = per_gpu * (g(t_e, self.hidden, self.fe, 1) + g(t_e, self.fe, self.hidden, 1))
+        if self.routed:
+            # the gate moves to the attention GPUs, rank 0 on its ceil(T/x) tokens; the
+            # dispatch joins both sides in each one's unit (res2 l-1, attention, ln2, gate,
+            # dispatch on x; dispatch, experts, return on y)
+            a += g(-(-tokens // self.x), self.hidden, self.experts, 1)
+        else:
+            b += g(tokens, self.hidden, self.experts, 1)  # replicated on every MoE GPU
         return a, b
 
 
@@ -1018,6 +1024,11 @@ PINGPONG_CASES = [
     PingPong(layers=3, m=4, fe=8, seq=64),
     PingPong(layers=6, m=8, fe=16, seq=64, x=3, y=4, heads=6),
     PingPong(layers=2, m=2, fe=4, seq=128, x=2, y=4, experts=8),
+    # dispatch=routed, both regimes
+    PingPong(layers=3, m=2, fe=512, routed=True),
+    PingPong(layers=5, m=8, fe=128, x=3, y=2, routed=True),
+    PingPong(layers=3, m=4, fe=8, seq=64, routed=True),
+    PingPong(layers=6, m=8, fe=16, seq=64, x=3, y=4, heads=6, routed=True),
 ]
 
 
@@ -1038,11 +1049,12 @@ def test_pingpong_closed_forms(case: PingPong) -> None:
     seq=st.sampled_from([16, 64]),
     x=st.integers(1, 3),
     y=st.sampled_from([1, 2, 4]),
+    routed=st.booleans(),
 )
 def test_pingpong_closed_forms_random(
-    layers: int, m: int, fe: int, seq: int, x: int, y: int
+    layers: int, m: int, fe: int, seq: int, x: int, y: int, routed: bool
 ) -> None:
-    case = PingPong(layers=layers, m=m, fe=fe, seq=seq, x=x, y=y)
+    case = PingPong(layers=layers, m=m, fe=fe, seq=seq, x=x, y=y, routed=routed)
     graph = expand_text(case.text())
     path = critical_path(graph, matmul_seconds(graph, 1))
     assert path.time == pytest.approx(pingpong_expected(case), rel=1e-12)

@@ -166,3 +166,27 @@ def test_collapse_symmetric_keeps_one_gpu_per_class(program: Any) -> None:
     steps = collapse_symmetric(run_passes(program, until="insert-transfers"))
     assert sorted({g for s in steps.steps() for g in s.gpus}) == [0, 2]
     assert steps.symmetry is not None and steps.symmetry.class_size == {0: 2, 2: 2}
+
+
+ROUTED = TEXT.replace("moe on moe ep=2", "moe on moe ep=2 dispatch=routed")
+
+
+def test_order_keeps_ping_pong_units_with_routed_dispatch() -> None:
+    """The attention GPUs' unit (l, j) is res2 of l-1, attention l, ln2, gate and dispatch
+    for micro-batch j; the MoE GPUs' is dispatch, recv_moe, experts and return."""
+    assert ROUTED != TEXT
+    routed = dagc.compile_text(ROUTED, "t.dag").program
+    ordered = order(microbatch(run_passes(routed, until="insert-transfers")))
+    added = ordered.edge_kind == ORDER_EDGE
+    names = {
+        (ordered.name(int(s)), ordered.name(int(d)))
+        for s, d in zip(ordered.src[added], ordered.dst[added], strict=True)
+    }
+    # gpu 0: the dispatch of micro-batch 0 ends its unit, micro-batch 1's attention follows;
+    # after the last micro-batch's dispatch, res2 of layer 0 opens layer 1's unit
+    assert ("dispatch_l0_mb0", "ln1_l0_gpu0_mb1") in names
+    assert ("dispatch_l0_mb1", "res2_l0_gpu0_mb0") in names
+    assert ("dispatch_l1_mb0", "res2_l0_gpu0_mb1") in names
+    # gpu 2: micro-batch 0 returned, then the dispatch of micro-batch 1
+    assert ("return_l0_mb0", "dispatch_l0_mb1") in names
+    assert ("return_l0_mb1", "dispatch_l1_mb0") in names

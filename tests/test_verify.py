@@ -781,3 +781,84 @@ def test_steps_transfer_leads_to_its_block(pipeline_steps: StepProgram) -> None:
         lambda: verify_steps(replace(pipeline_steps, blocks=(*pipeline_steps.blocks, dangling))),
         "transfer to l1 leads to no block on its GPUs",
     )
+
+
+# Issue 14's MoE and embedding features, each through every verifier after every pass.
+REAL_FEATURES = {
+    "shared_experts": """\
+model m { layers = 2; hidden = 32; heads = 4; experts = 4; top_k = 2; expert_ffn = 24
+          activation = swiglu; shared_experts = 2; shared_expert_gate = true }
+workload { batch = 3; seq = 8; microbatches = 3 }
+devices { group attn = gpu[0..1]; group moe = gpu[2..4] }
+layers 0..0 { attention on attn tp=2; moe on attn ep=2 }
+layers 1..1 { attention on attn tp=2; moe on moe ep=3 overlap }
+""".replace("experts = 4", "experts = 6"),
+    "routed_dispatch": """\
+model m { layers = 2; hidden = 32; heads = 4; experts = 4; top_k = 2; expert_ffn = 24
+          shared_experts = 1 }
+workload { batch = 4; seq = 8; microbatches = 2 }
+devices { group attn = gpu[0..2]; group moe = gpu[3..4] }
+layers 0..1 { attention on attn tp=2; moe on moe ep=2 dispatch=routed }
+""".replace("tp=2", "tp=3"),
+    "vocab_parallel_tied": """\
+model m { layers = 2; hidden = 32; heads = 4; ffn = 64; vocab = 99; tied_embeddings = true }
+workload { batch = 4; seq = 8; microbatches = 2 }
+devices { group a = gpu[0..3]; group b = gpu[4..5]; split_sends = true }
+layers 0..0 on a { embed vocab_parallel overlap; attention tp=4; mlp tp=4 }
+layers 1..1 on b overlap { attention tp=2; mlp tp=2; lm_head tp=2 }
+""",
+}
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["full", "collapsed"])
+@pytest.mark.parametrize("name", sorted(REAL_FEATURES))
+def test_real_features_verify_after_every_pass(
+    monkeypatch: pytest.MonkeyPatch, name: str, symmetric: bool
+) -> None:
+    seen = verified_levels(monkeypatch, REAL_FEATURES[name], symmetric)
+    assert seen == expected_levels(symmetric)
+
+
+def routed_steps() -> StepProgram:
+    routed = TEXT.replace("moe on moe ep=2", "moe on moe ep=2 dispatch=routed")
+    result = run_passes(dagc.compile_text(routed, "t.dag").program, until="insert-transfers")
+    assert isinstance(result, StepProgram)
+    return result
+
+
+def test_steps_routed_gate_runs_on_the_input_group() -> None:
+    steps = routed_steps()
+    index, step = find_step(steps, 1, "gate")
+    assert step.gpus == (0, 1)
+    fails(
+        lambda: verify_steps(with_step(steps, 1, index, step.with_gpus((2, 3)))),
+        "step gate of moe l0 on @moe runs on [2, 3], expected [0, 1]",
+    )
+
+
+def test_steps_routed_dispatch_joins_both_groups() -> None:
+    steps = routed_steps()
+    index, step = find_step(steps, 1, "dispatch")
+    assert step.gpus == (0, 1, 2, 3)
+    fails(
+        lambda: verify_steps(with_step(steps, 1, index, replace(step, gpus=(2, 3)))),
+        "step dispatch of moe l0 on @moe runs on [2, 3], expected [0, 1, 2, 3]",
+    )
+
+
+def test_steps_split_send_gather_joins_the_receiving_side() -> None:
+    text = """\
+model m { layers = 2; hidden = 32; heads = 4; ffn = 64 }
+workload { batch = 4; seq = 8 }
+devices { group a = gpu[0..1]; group b = gpu[2..3]; split_sends = true }
+layers 0..0 on a { attention tp=2; mlp tp=2 }
+layers 1..1 on b { attention tp=2; mlp tp=2 }
+"""
+    steps = run_passes(dagc.compile_text(text, "t.dag").program, until="insert-transfers")
+    assert isinstance(steps, StepProgram)
+    transfer = next(i for i, b in enumerate(steps.blocks) if b.kind == "transfer")
+    index, step = find_step(steps, transfer, "gather_stage1")
+    fails(
+        lambda: verify_steps(with_step(steps, transfer, index, replace(step, gpus=(0, 1)))),
+        "step gather_stage1 of transfer l1 on @b runs on [0, 1], expected [2, 3]",
+    )

@@ -403,12 +403,13 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int], dict[in
     weights: dict[int, int] = defaultdict(int)
     activations: dict[int, int] = defaultdict(int)
     peaks: dict[int, Step] = {}
+    tables: dict[int, list[int]] = defaultdict(list)  # tied table's parts on each GPU
     for step in graph.full_steps():
         if step.joint:
             continue
         for rank, gpu in enumerate(step.gpus):
             term = step.terms[rank]
-            weights[gpu] += held_weights(model, step.base) * w
+            weights[gpu] += held_weights(model, step, rank) * w
             working = _activation_bytes(step, rank, w)
             if working > activations[gpu]:
                 activations[gpu] = working
@@ -416,6 +417,13 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int], dict[in
             if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
                 _, k, n = term.args
                 weights[gpu] += k * n * w
+            if model.tied_embeddings:
+                tables[gpu] += [
+                    t for m in MODULES.values() if (t := m.tied_table(model, step, rank))
+                ]
+    # A tied table is one tensor: a GPU that runs embed and lm_head holds the larger part once.
+    for gpu, parts in tables.items():
+        weights[gpu] -= (sum(parts) - max(parts)) * w
     return weights, activations, peaks
 
 
@@ -475,9 +483,10 @@ def _joined(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def held_weights(model: ModelDims, step_base: str) -> int:
-    """Weight elements a step holds besides its products (the embedding table)."""
-    return sum(m.held_weights(model, step_base) for m in MODULES.values())
+def held_weights(model: ModelDims, step: Step, rank: int) -> int:
+    """Weight elements rank `rank` of a step holds besides its products (the embedding
+    table, or its rows when vocab-parallel)."""
+    return sum(m.held_weights(model, step, rank) for m in MODULES.values())
 
 
 def _activation_bytes(step: Step, rank: int, w: int) -> int:

@@ -48,26 +48,13 @@ from dagc.blocks.shapes import (
     tokens,
     value,
 )
-from dagc.ir.logical import AttentionKernel, AttentionMask, Block, BlockKind, Model, Program
+from dagc.ir.logical import AttentionKernel, AttentionMask, BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, Label, elementwise, fused_attention, matmul
 from dagc.ir.values import PARTIAL, REPLICATED, Value, split
 from dagc.split import split_evenly
 
 PerRank = Callable[..., Step]
-
-
-def logical_block(program: Program, block: BlockSteps) -> Block:
-    """The logical IR's attention block that `block` places (its kernel and mask live
-    there): the one of its layer on its group, the one written at its span if several."""
-    found = [
-        candidate
-        for layer_range in program.ranges
-        if block.layer in layer_range.layer_indices
-        for candidate in layer_range.blocks
-        if candidate.kind is BlockKind.ATTENTION and candidate.group == block.group
-    ]
-    return next((b for b in found if b.span == block.span), found[0])
 
 
 def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -141,9 +128,8 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     def scores_rows(h: int) -> Label:
         return times(D.batch, D.seq, count(h))  # Bm·S·h, in the seed's order
 
-    written = logical_block(program, block)
-    if written.kernel is AttentionKernel.FUSED:
-        causal = written.mask is AttentionMask.CAUSAL
+    if block.kernel is AttentionKernel.FUSED:
+        causal = block.mask is AttentionMask.CAUSAL
         core = [
             per_rank(
                 "attn_core",

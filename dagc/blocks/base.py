@@ -31,7 +31,7 @@ def _no_collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     return block.steps
 
 
-def _no_held_weights(model: Model, step_base: str) -> int:
+def _no_held_weights(model: Model, step: Step, rank: int) -> int:
     return 0
 
 
@@ -50,8 +50,11 @@ class BlockModule:
     - `collectives(program, block)`: the block's steps with its collectives inserted (each
       reads a value and writes its communicated form, which later steps then read).
     - `weight_products`: step bases whose matrix products read a weight (the K x N operand).
-    - `held_weights(model, base)`: weight elements a step holds besides its products (the
-      embedding table of `embed`).
+    - `held_weights(model, step, rank)`: weight elements rank `rank` of a step holds besides
+      its products (the embedding table of `embed`, or its rows when vocab-parallel).
+    - `tied_table(model, step, rank)`: weight elements of rank `rank` of a step that are the
+      embedding table, which `tied_embeddings` shares between embed and lm_head: a GPU
+      holding it through both counts it once.
     - `least_ops_per_rank`, `least_ops_per_expert`: operations each rank (each expert) makes
       at least, per layer and micro-batch, whatever the options: the size guard's lower
       bound (dagc.expand.least_operations). 0 for blocks that do not run in every layer.
@@ -65,7 +68,8 @@ class BlockModule:
     split_items: Callable[[Model], list[tuple[str, int]]] = _no_split
     collectives: StepsOf = _no_collectives
     weight_products: frozenset[str] = frozenset()
-    held_weights: Callable[[Model, str], int] = _no_held_weights
+    held_weights: Callable[[Model, Step, int], int] = _no_held_weights
+    tied_table: Callable[[Model, Step, int], int] = _no_held_weights
     least_ops_per_rank: int = 0
     least_ops_per_expert: int = 0
 

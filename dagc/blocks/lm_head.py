@@ -25,6 +25,14 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     return (per_gpu("lm_head", block, terms, reads=x, writes=(logits,)),)
 
 
+def _tied_table(model: Model, step: Step, rank: int) -> int:
+    """The vocabulary rows of the table rank `rank` projects onto: its K x N weight."""
+    if step.base != "lm_head":
+        return 0
+    _, k, n = step.terms[rank].args
+    return k * n
+
+
 def _split_items(model: Model) -> list[tuple[str, int]]:
     assert model.vocab is not None
     return [("vocabulary rows", model.vocab)]
@@ -37,4 +45,5 @@ MODULE = BlockModule(
     needs=("vocab",),
     split_items=_split_items,
     weight_products=frozenset({"lm_head"}),
+    tied_table=_tied_table,
 )

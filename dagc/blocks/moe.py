@@ -4,7 +4,13 @@ Rank i holds experts i·E/e … (i+1)·E/e − 1; under balanced routing each ex
 T_e = ceil(T·k/E · capacity_factor) tokens. The experts of one GPU run one after another
 (they share it). A block whose input lives on its own GPUs dispatches tokens with an
 all-to-all after the gate and combines them after expert_agg; a block reached from another
-group (attention/MoE separation) gets its tokens by broadcast instead (insert-transfers).
+group (attention/MoE separation) gets its tokens by broadcast instead (insert-transfers), or,
+with dispatch=routed, by one all-to-all over both groups after ln2 and the gate ran
+token-split on the sending GPUs.
+
+Shared experts (model key shared_experts) run after the gate, before the routed experts, on
+every rank: rank i on its split(T, e)[i] tokens with the whole shared weights. Their output
+joins expert_agg, which then covers min(T, T_e·E/e + ceil(T/e)) tokens.
 
 Values: ln2 reads the residual x; the gate reads ln2 and writes the routing; each local
 expert's up (and gate) read ln2 and the routing (or, once dispatch is inserted, the tokens
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, communicate_after, joint, same
+from dagc.blocks.base import BlockModule, insert_after, joint, per_gpu, reroute, same
 from dagc.blocks.shapes import (
     communication,
     count,
@@ -27,14 +33,16 @@ from dagc.blocks.shapes import (
     hidden_shape,
     residual_in,
     residual_out,
+    shared_tokens,
     times,
     tokens,
     value,
 )
-from dagc.ir.logical import Activation, BlockKind, Program
+from dagc.ir.logical import Activation, BlockKind, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
 from dagc.ir.values import PARTIAL, REPLICATED, Value, split
+from dagc.split import split_evenly
 
 
 def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
@@ -57,23 +65,20 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             step = same("expert", block, term, part, reads=reads, writes=writes)
             expert_steps.append(replace(step, experts=experts))
         outputs.append(expert_steps[-1].writes[0])
+    shared = _shared_expert_steps(program, block, (v["ln2"],))
+    # the shared experts' output (and their gate's score) join expert_agg
+    shared_out = tuple(s.writes[0] for s in shared if s.part in (".down", ".score"))
     x = residual_in(program, block)
     agg = v["agg"]
     return (
-        same("ln2", block, elementwise(times(tok, hid)), reads=x, writes=(v["ln2"],)),
-        same(
-            "gate",
-            block,
-            matmul(tok, hid, count(model.experts, "E")),
-            reads=(v["ln2"],),
-            writes=(v["route"],),
-        ),
+        *_router_steps(program, block, x, v),
+        *shared,
         *expert_steps,
         same(
             "expert_agg",
             block,
             elementwise(times(held_tokens(program, block.degree), hid)),
-            reads=tuple(outputs),
+            reads=(*outputs, *shared_out),
             writes=(agg,),
         ),
         same(
@@ -83,6 +88,43 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             reads=(agg, *x),
             writes=(residual_out(program, block, block.gpus),),
         ),
+    )
+
+
+def routed_dispatch(block: BlockSteps) -> bool:
+    """Whether the block routes its tokens from its input GPUs (dispatch=routed on an
+    excursion): ln2 and the gate then run there, token-split, and each token goes only to
+    its experts' GPUs. Anywhere else dispatch=routed is the default's behaviour."""
+    return block.excursion and block.dispatch is MoeDispatch.ROUTED
+
+
+def _router_steps(
+    program: Program, block: BlockSteps, x: tuple[Value, ...], v: dict[str, Value]
+) -> tuple[Step, ...]:
+    """ln2 and the gate: on every GPU of the block, each on all T tokens (the gate is
+    replicated); routed: on the input GPUs, rank r on its split(T, |X|)[r] tokens."""
+    assert program.model.experts is not None
+    D = dims(program)
+    experts = count(program.model.experts, "E")
+    if not routed_dispatch(block):
+        return (
+            same("ln2", block, elementwise(times(D.tokens, D.hidden)), reads=x, writes=(v["ln2"],)),
+            same(
+                "gate",
+                block,
+                matmul(D.tokens, D.hidden, experts),
+                reads=(v["ln2"],),
+                writes=(v["route"],),
+            ),
+        )
+    senders = replace(block, gpus=block.input_gpus)
+    shares = split_evenly(tokens(program), len(block.input_gpus))
+    rows = [D.tokens if t == tokens(program) else count(t) for t in shares]
+    ln2 = [elementwise(times(t, D.hidden)) for t in rows]
+    gate = [matmul(t, D.hidden, experts) for t in rows]
+    return (
+        per_gpu("ln2", senders, ln2, reads=x, writes=(v["ln2"],)),
+        per_gpu("gate", senders, gate, reads=(v["ln2"],), writes=(v["route"],)),
     )
 
 
@@ -123,32 +165,86 @@ def _expert_parts(
     return parts
 
 
+def _shared_expert_steps(
+    program: Program, block: BlockSteps, reads: tuple[Value, ...]
+) -> list[Step]:
+    """The shared experts on every rank of the group: rank i runs them on its
+    T_s = split(T, e)[i] tokens with the whole shared weights (n_s experts of inner Fs, one
+    product of inner n_s·Fs each); with shared_expert_gate, `.score` Get_Time(T_s, H, 1)."""
+    model = program.model
+    if not model.shared_experts:
+        return []
+    assert model.shared_expert_ffn is not None
+    d = dims(program)
+    n_s, f_s = model.shared_experts, model.shared_expert_ffn
+    inner = count(f_s, "Fs") if n_s == 1 else times(count(n_s, "n_s"), count(f_s, "Fs"))
+    shares = shared_tokens(program, block.degree)
+    rows = [d.tokens if t == tokens(program) else count(t) for t in shares]
+    by_token = split("tokens")
+
+    def out(part: str, last: tuple[str, int]) -> Value:
+        return value(
+            program, block, f"shared_{part}", (("tokens", tokens(program)), last), by_token
+        )
+
+    fs = ("shared_ffn", n_s * f_s)
+    up, act, down = out("up", fs), out("act", fs), out("down", ("hidden", model.hidden))
+
+    def step(part: str, terms: list[CostTerm], r: tuple[Value, ...], w: Value) -> Step:
+        return per_gpu("shared_expert", block, terms, part, reads=r, writes=(w,))
+
+    steps = [step(".up", [matmul(t, d.hidden, inner) for t in rows], reads, up)]
+    act_reads: tuple[Value, ...] = (up,)
+    if model.activation is Activation.SWIGLU:
+        gate = out("gate", fs)
+        steps.append(step(".gate", [matmul(t, d.hidden, inner) for t in rows], reads, gate))
+        act_reads = (up, gate)
+    steps += [
+        step(".act", [elementwise(times(t, inner)) for t in rows], act_reads, act),
+        step(".down", [matmul(t, inner, d.hidden) for t in rows], (act,), down),
+    ]
+    if model.shared_expert_gate:
+        score = out("score", ("one", 1))
+        steps.append(step(".score", [matmul(t, d.hidden, count(1)) for t in rows], reads, score))
+    return steps
+
+
 def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
     """ln2 and the routing, replicated; each rank's expert results summed into agg, a
     partial sum over the ranks when ep > 1 (combine, or the return, sums it)."""
     assert program.model.experts is not None
     route = (("tokens", tokens(program)), ("experts", program.model.experts))
+    if routed_dispatch(block):  # token-split on the input GPUs
+        by_token, senders = split("tokens"), block.input_gpus
+        return {
+            "ln2": value(program, block, "moe_ln2", hidden_shape(program), by_token, senders),
+            "route": value(program, block, "route", route, by_token, senders),
+            "agg": _agg(program, block),
+        }
     return {
         "ln2": value(program, block, "moe_ln2", hidden_shape(program)),
         "route": value(program, block, "route", route),
-        "agg": value(
-            program,
-            block,
-            "moe_agg",
-            hidden_shape(program),
-            PARTIAL if block.degree > 1 else REPLICATED,
-        ),
+        "agg": _agg(program, block),
     }
+
+
+def _agg(program: Program, block: BlockSteps) -> Value:
+    placement = PARTIAL if block.degree > 1 else REPLICATED
+    return value(program, block, "moe_agg", hidden_shape(program), placement)
 
 
 def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     if block.degree == 1 or block.excursion:
         return block.steps  # one GPU needs no all-to-all; an excursion's tokens come by broadcast
     d = dims(program)
-    payload = times(held_tokens(program, block.degree), d.hidden, d.width)
-    term = communication(
-        program, TermKind.ALL_TO_ALL, payload, count(block.degree), gpus=block.gpus
-    )
+    # dispatch brings each GPU its routed tokens (the shared experts' are there already);
+    # combine sends back everything it worked on, the shared experts' tokens included
+    ranks = count(block.degree)
+    sent_tokens = held_tokens(program, block.degree, shared=False)
+    payload = times(sent_tokens, d.hidden, d.width)
+    term = communication(program, TermKind.ALL_TO_ALL, payload, ranks, gpus=block.gpus)
+    back = times(held_tokens(program, block.degree), d.hidden, d.width)
+    back_term = communication(program, TermKind.ALL_TO_ALL, back, ranks, gpus=block.gpus)
     v = _values(program, block)
     assert program.model.experts is not None
     shape = (
@@ -159,10 +255,17 @@ def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     sent = value(program, block, "moe_in", shape, split("experts"))
     dispatch = joint("dispatch", block, term, reads=(v["ln2"], v["route"]), writes=(sent,))
     routed = {v["ln2"].name: sent, v["route"].name: sent}
-    with_dispatch = communicate_after(block.steps, "gate", dispatch, routed)
+    with_dispatch = _reroute_experts(insert_after(block.steps, "gate", dispatch), routed)
     combined = value(program, block, "moe_out", hidden_shape(program))
-    combine = joint("combine", block, term, reads=(v["agg"],), writes=(combined,))
-    return communicate_after(with_dispatch, "expert_agg", combine, {v["agg"].name: combined})
+    combine = joint("combine", block, back_term, reads=(v["agg"],), writes=(combined,))
+    with_combine = insert_after(with_dispatch, "expert_agg", combine)
+    return reroute(with_combine, with_combine.index(combine) + 1, {v["agg"].name: combined})
+
+
+def _reroute_experts(steps: tuple[Step, ...], via: dict[str, Value]) -> tuple[Step, ...]:
+    """The routed experts read what dispatch sends them; the shared experts keep reading
+    the tokens of their own rank (ln2, which every rank holds)."""
+    return tuple(reroute((step,), 0, via)[0] if step.base == "expert" else step for step in steps)
 
 
 MODULE = BlockModule(
@@ -172,7 +275,8 @@ MODULE = BlockModule(
     needs=("experts", "top_k", "expert_ffn"),
     options={"dispatch": ("broadcast", "routed")},
     collectives=_collectives,
-    weight_products=frozenset({"gate", "expert"}),
-    least_ops_per_rank=3,  # ln2, gate, expert_agg
+    weight_products=frozenset({"gate", "expert", "shared_expert"}),
+    # expert_agg (ln2 and the gate run on the input GPUs of a routed excursion)
+    least_ops_per_rank=1,
     least_ops_per_expert=3,  # up, act, down
 )

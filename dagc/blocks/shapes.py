@@ -15,6 +15,7 @@ from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps
 from dagc.ir.terms import CostTerm, Label, TermKind
 from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name
+from dagc.split import split_evenly
 
 
 def tokens(program: Program) -> int:
@@ -35,10 +36,22 @@ def expert_tokens(program: Program) -> int:
     return math.ceil(Fraction(tokens(program) * model.top_k, model.experts) * factor)
 
 
-def tokens_held_by_expert_gpu(program: Program, ep: int) -> int:
-    """Distinct tokens one MoE GPU works on: min(T, T_e·E/e)."""
+def shared_tokens(program: Program, ep: int) -> list[int]:
+    """T_s of each rank: rank i of the moe group runs the shared experts on split(T, e)[i]
+    tokens (none without shared experts)."""
+    if not program.model.shared_experts:
+        return [0] * ep
+    return split_evenly(tokens(program), ep)
+
+
+def tokens_held_by_expert_gpu(program: Program, ep: int, shared: bool = True) -> int:
+    """Tokens one MoE GPU works on: min(T, T_e·E/e), plus its ceil(T/e) shared-expert
+    tokens with shared experts: min(T, T_e·E/e + ceil(T/e)). `shared=False`: the routed
+    tokens alone (what an all-to-all dispatch brings it)."""
     assert program.model.experts is not None
-    return min(tokens(program), expert_tokens(program) * program.model.experts // ep)
+    routed = expert_tokens(program) * program.model.experts // ep
+    extra = max(shared_tokens(program, ep)) if shared else 0
+    return min(tokens(program), routed + extra)
 
 
 def nodes_spanned(program: Program, gpus: tuple[int, ...]) -> int:
@@ -98,9 +111,9 @@ def activation_bytes(program: Program) -> Label:
     return times(d.tokens, d.hidden, d.width)
 
 
-def held_tokens(program: Program, ep: int) -> Label:
-    """min(T, T_e·E/e) as a label: T when every token reaches the GPU."""
-    held = tokens_held_by_expert_gpu(program, ep)
+def held_tokens(program: Program, ep: int, shared: bool = True) -> Label:
+    """tokens_held_by_expert_gpu as a label: T when every token reaches the GPU."""
+    held = tokens_held_by_expert_gpu(program, ep, shared)
     return dims(program).tokens if held == tokens(program) else count(held)
 
 

@@ -164,9 +164,9 @@ BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
     kind: {
         **({m.degree_key: KeySpec("int")} if m.degree_key else {}),
         **{name: _option_spec(value_kind) for name, value_kind in m.options.items()},
-        # `embed` never communicates: nothing reaches it, it has no collective, and the
-        # transfer out of it belongs to the block it reaches (see `_unknown_key`)
-        **({OVERLAP: KeySpec("bool")} if kind is not BlockKind.EMBED else {}),
+        # `embed` communicates only when vocab_parallel (its all-reduce): `overlap` on any
+        # other embed is refused in `_block_overlap`
+        OVERLAP: KeySpec("bool"),
     }
     for kind, m in BLOCK_MODULES.items()
 }
@@ -375,13 +375,6 @@ class _Lowering:
         block: BlockKind | None = None,
     ) -> None:
         key = setting.key
-        if block is BlockKind.EMBED and key.text == OVERLAP:
-            self.bag.error(
-                key.span,
-                "`overlap` means nothing on `embed`: it has no communication to overlap",
-                help="remove it; `overlap` on the next block moves the transfer into that block",
-            )
-            return
         if key.text in UNSUPPORTED_KEYS and key.text not in schema:
             self.bag.error(
                 key.span,
@@ -500,7 +493,7 @@ class _Lowering:
 
     def _model(self, section: ast.Section, s: Settings) -> Model | None:
         self._ignored_keys(section, s, ("head_dim", "kv_heads"), "heads", "attention")
-        moe_keys = ("top_k", "expert_ffn", "capacity_factor")
+        moe_keys = ("top_k", "expert_ffn", "capacity_factor", "shared_experts", "router_bias")
         self._ignored_keys(section, s, moe_keys, "experts", "MoE layers")
         if self._missing_required(s, MODEL_KEYS, section):
             return None
@@ -944,10 +937,32 @@ class _Lowering:
                 self._resolve_block(b, kind, decl, stage_group, groups, model, overlap)
                 for b, kind in stage_blocks
             ]
+            if stage == 0:  # every stage places its blocks alike: say it once
+                self._routed_without_excursion([b for b, _ in stage_blocks], placed)
             if all(p is not None for p in placed):
                 ranges.append(LayerRange(first, last, tuple(p for p in placed if p), decl.span))
             first = last + 1
         return ranges
+
+    def _routed_without_excursion(
+        self, decls: list[ast.BlockDecl], placed: list[Block | None]
+    ) -> None:
+        """`dispatch=routed` only changes a moe block reached from another group's block of
+        the same layer (the excursion); anywhere else its tokens already go by all-to-all."""
+        for index, (decl, block) in enumerate(zip(decls, placed, strict=True)):
+            if block is None or block.dispatch is not MoeDispatch.ROUTED:
+                continue
+            before = placed[index - 1] if index > 0 else None
+            if before is not None and before.group != block.group:
+                continue
+            option = next(o for o in decl.options if o.key.text == "dispatch")
+            self.bag.warning(
+                option.span,
+                "`dispatch=routed` changes nothing here: this moe block's tokens are on its"
+                " own GPUs, and it already dispatches them by all-to-all",
+                help="remove it; routed dispatch is for a moe block on another group than the"
+                " block before it (attention/MoE separation)",
+            )
 
     def _statement_groups(
         self, decl: ast.LayersDecl, groups: dict[str, DeviceGroup]
@@ -1126,7 +1141,10 @@ class _Lowering:
         statement_overlap: bool = False,
     ) -> Block | None:
         options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind)
-        overlap = self._block_overlap(kind, options, statement_overlap)
+        vocab_parallel = (
+            bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
+        )
+        overlap = self._block_overlap(kind, options, statement_overlap, vocab_parallel)
         group_name = self._block_group(block, kind, decl, stage_group, groups)
         ok = self._check_model_needs(block, kind, model)
         if group_name is None or model is None or not ok:
@@ -1140,9 +1158,6 @@ class _Lowering:
         if kernel is None or mask is None:
             return None
         dispatch = MoeDispatch(options["dispatch"].value) if "dispatch" in options else None
-        vocab_parallel = (
-            bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
-        )
         return Block(
             kind,
             group_name,
@@ -1187,12 +1202,24 @@ class _Lowering:
                 return setting.value.span if setting.value else setting.key.span
         return None
 
-    def _block_overlap(self, kind: BlockKind, options: Settings, statement: bool) -> bool:
+    def _block_overlap(
+        self, kind: BlockKind, options: Settings, statement: bool, vocab_parallel: bool
+    ) -> bool:
         """The block's `overlap`: its own setting, else its `layers` statement's (which
-        skips `embed`, the one block that never communicates)."""
+        skips an `embed` that never communicates: one without `vocab_parallel`)."""
+        silent = kind is BlockKind.EMBED and not vocab_parallel
         entry = options.get(OVERLAP)
         if entry is None:
-            return statement and kind is not BlockKind.EMBED
+            return statement and not silent
+        if silent:
+            assert entry.setting is not None
+            self.bag.error(
+                entry.setting.key.span,
+                "`overlap` means nothing on `embed`: it has no communication to overlap",
+                help="remove it; `overlap` on the next block moves the transfer into that"
+                " block (a `vocab_parallel` embed has an all-reduce to overlap)",
+            )
+            return False
         return bool(entry.value)
 
     def _block_group(

@@ -14,7 +14,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from dagc.ir.logical import BlockKind, Program, format_gpus
+from dagc.ir.logical import (
+    AttentionKernel,
+    AttentionMask,
+    BlockKind,
+    MoeDispatch,
+    Program,
+    format_gpus,
+)
 from dagc.ir.terms import CostTerm
 from dagc.ir.values import Value
 from dagc.source import Span
@@ -131,6 +138,12 @@ class BlockSteps:
     input_gpus: tuple[int, ...] = ()
     output_gpus: tuple[int, ...] = ()
     excursion: bool = False
+    # an attention block's kernel and mask, a moe block's dispatch and an embed block's
+    # vocab_parallel (as the logical IR's Block has them)
+    kernel: AttentionKernel = AttentionKernel.EXPLICIT
+    mask: AttentionMask = AttentionMask.FULL
+    dispatch: MoeDispatch = MoeDispatch.BROADCAST
+    vocab_parallel: bool = False
     input_value: str = ""
     steps: tuple[Step, ...] = ()
     span: Span | None = field(default=None, compare=False)

@@ -50,6 +50,10 @@ def place(program: Program) -> StepProgram:
                         input_gpus=source,
                         output_gpus=output,
                         excursion=excursion,
+                        kernel=block.kernel,
+                        mask=block.mask,
+                        dispatch=block.dispatch,
+                        vocab_parallel=block.vocab_parallel,
                         input_value=previous_value,
                         span=block.span,
                     )

@@ -6,7 +6,8 @@ compute stream, so a GPU runs one operation at a time, as before streams existed
 written with `overlap` moves its communication to the communication stream of its GPUs:
 
 - its collectives (all-reduce, dispatch, combine);
-- the transfers that reach it: `send_stage` into it and `broadcast` to it;
+- the transfers that reach it: `send_stage` (and the `gather_stage` of a split send) into
+  it, and `broadcast` (or a routed `dispatch`) to it;
 - the transfer out of it: `return` of a moe excursion.
 
 The receiving halves (`recv_stage`, `recv_moe`) stay on the compute stream (dagc's

@@ -6,7 +6,10 @@ A block whose input lives on other GPUs is reached by a transfer:
   `return_l{l}` (each MoE GPU's tokens, summed over its experts), and res2 runs where the
   residual stream lives, on the sending group;
 - any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
-  the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them.
+  the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them. With the
+  devices key `split_sends`, t = min(|sending group|, |receiving group|) links each carry
+  ceil(T·H·w/t) bytes and `gather_stage{s}` (AllGather_Time(ceil(T·H·w/t), t) over the
+  receiving group, absent when t = 1) reassembles the activations the block reads.
 
 A value crosses groups only through a transfer: the sending step reads the value where it
 lives and writes it onto the receiving GPUs (`_sent`), the receiving step reads that and
@@ -17,25 +20,30 @@ partial sum and writes it, summed, onto the residual side, where res2 reads it a
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
+from dagc.blocks.moe import routed_dispatch
 from dagc.blocks.shapes import (
     activation_bytes,
     communication,
     count,
     dims,
+    expert_tokens,
     held_tokens,
     hidden_shape,
     residual_in,
     residual_out,
+    shared_tokens,
     times,
+    tokens,
     value,
 )
 from dagc.ir.logical import Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
-from dagc.ir.values import Value
+from dagc.ir.values import Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
 
@@ -66,9 +74,20 @@ def _stage_transfer(
     program: Program, block: BlockSteps, stage: int, previous_layer: int
 ) -> BlockSteps:
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
-    send_term = communication(program, TermKind.P2P, activation_bytes(program), gpus=both)
     (x,) = residual_in(program, block)
+    # split_sends: t = min(|sending|, |receiving|) links each carry ceil(T·H·w/t) bytes,
+    # and the receiving group all-gathers the pieces (Megatron's scatter/gather)
+    links = min(len(block.input_gpus), len(block.gpus)) if program.hardware.split_sends else 1
+    payload = activation_bytes(program)
+    if links > 1:
+        payload = count(math.ceil(math.prod(v for _, v in payload) / links))
+    send_term = communication(program, TermKind.P2P, payload, gpus=both)
     sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, f"_s{stage}")
+    gathered = received
+    if links > 1:
+        # what arrives is one piece per receiving GPU (the IR records it split by tokens)
+        sent = Value(sent.name, x.dims, x.dtype, block.gpus, split("tokens"))
+        received = Value(received.name + "_part", x.dims, x.dtype, block.gpus, split("tokens"))
     send = Step(
         f"send_stage{stage}",
         previous_layer,
@@ -91,6 +110,23 @@ def _stage_transfer(
         writes=(received,),
         span=block.span,
     )
+    steps: tuple[Step, ...] = (send, recv)
+    if links > 1:
+        gather_term = communication(
+            program, TermKind.ALL_GATHER, payload, count(links), gpus=block.gpus
+        )
+        gather = Step(
+            f"gather_stage{stage}",
+            block.layer,
+            block.gpus,
+            (gather_term,),
+            joint=True,
+            layer_in_name=False,
+            reads=(received,),
+            writes=(gathered,),
+            span=block.span,
+        )
+        steps = (send, recv, gather)
     return BlockSteps(
         kind=TransferKind.TRANSFER,
         layer=block.layer,
@@ -100,7 +136,7 @@ def _stage_transfer(
         input_gpus=block.input_gpus,
         output_gpus=block.gpus,
         input_value=block.input_value,
-        steps=(send, recv),
+        steps=steps,
         span=block.span,
     )
 
@@ -111,6 +147,8 @@ def _moved(x: Value, gpus: tuple[int, ...], suffix: str) -> Value:
 
 
 def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
+    if routed_dispatch(block):
+        return _routed_excursion(program, block)
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     ranks = block.degree + 1  # the sending rank and every MoE GPU
     broadcast_term = communication(
@@ -138,6 +176,18 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         writes=(received,),
         span=block.span,
     )
+    *compute, res2 = block.steps
+    moe_side = reroute(tuple(compute), 0, {x.name: received})
+    return replace(block, steps=(broadcast, receive, *_return(program, block, moe_side, res2)))
+
+
+def _return(
+    program: Program, block: BlockSteps, moe_side: tuple[Step, ...], res2: Step
+) -> tuple[Step, ...]:
+    """The MoE side's steps, `return_l{l}` of each MoE GPU's tokens, and res2 back on the
+    input GPUs, reading what returned and x."""
+    (x,) = residual_in(program, block)
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
     d = dims(program)
     return_bytes = times(held_tokens(program, block.degree), d.hidden, d.width)
     # The MoE GPUs send and their time is counted there; the residual side waits for the
@@ -150,9 +200,8 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         joint=True,
         span=block.span,
     )
-    *compute, res2 = block.steps
     assert res2.base == "res2"
-    (partial,) = compute[-1].writes  # expert_agg's
+    (partial,) = moe_side[-1].writes  # expert_agg's
     returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
     back = replace(back, reads=(partial,), writes=(returned,))
     residual = replace(
@@ -160,5 +209,57 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         reads=(returned, x),
         writes=(residual_out(program, block, block.input_gpus),),
     )
-    moe_side = reroute(tuple(compute), 0, {x.name: received})
-    return replace(block, steps=(broadcast, receive, *moe_side, back, residual))
+    return (*moe_side, back, residual)
+
+
+def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:
+    """dispatch=routed: ln2 and the gate ran token-split on the input GPUs X; `dispatch_l{l}`
+    (one all-to-all over X and the MoE GPUs G) sends each token to its experts' GPUs,
+    `recv_moe_l{l}` is where G waits; then the experts, expert_agg, return and res2.
+
+    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (k + 1 copies with
+    shared experts: a token also goes to one GPU's shared experts), and what one MoE GPU
+    receives, T_e·E/e·H·w (plus its ceil(T/e) shared-expert tokens)."""
+    model = program.model
+    assert model.experts is not None and model.top_k is not None
+    ln2, gate, *compute, res2 = block.steps
+    assert (ln2.base, gate.base) == ("ln2", "gate")
+    d = dims(program)
+    t, senders, ep = tokens(program), len(block.input_gpus), block.degree
+    shared = 1 if model.shared_experts else 0
+    sent_tokens = math.ceil(t / senders) * (model.top_k + shared)
+    received_tokens = expert_tokens(program) * model.experts // ep + max(shared_tokens(program, ep))
+    payload = times(count(max(sent_tokens, received_tokens)), d.hidden, d.width)
+    both = tuple(sorted({*block.input_gpus, *block.gpus}))
+    term = communication(program, TermKind.ALL_TO_ALL, payload, count(len(both)), gpus=both)
+    shape = (
+        ("experts", model.experts),
+        ("tokens", expert_tokens(program)),
+        ("hidden", model.hidden),
+    )
+    sent = value(program, block, "moe_in", shape, split("experts"))
+    received = value(program, block, "moe_in_moe", shape, split("experts"))
+    dispatch = Step(
+        "dispatch",
+        block.layer,
+        both,
+        (term,),
+        joint=True,
+        reads=(*ln2.writes, *gate.writes),
+        writes=(sent,),
+        span=block.span,
+    )
+    receive = Step(
+        "recv_moe",
+        block.layer,
+        block.gpus,
+        (SYNC,),
+        joint=True,
+        reads=(sent,),
+        writes=(received,),
+        span=block.span,
+    )
+    via = {v.name: received for v in (*ln2.writes, *gate.writes)}
+    moe_side = reroute(tuple(compute), 0, via)
+    tail = _return(program, block, moe_side, res2)
+    return replace(block, steps=(ln2, gate, dispatch, receive, *tail))

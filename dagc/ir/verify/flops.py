@@ -23,6 +23,7 @@ from dagc.ir.logical import (
     AttentionMask,
     Block,
     BlockKind,
+    MoeDispatch,
     Program,
 )
 
@@ -55,22 +56,35 @@ def expected_flops_per_block(program: Program) -> FlopTable:
     table: FlopTable = {}
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
+            previous: Block | None = None  # the block before, in this layer
             for block in layer_range.blocks:
+                if block.kind is BlockKind.EMBED and layer != 0:
+                    continue
                 if block.kind is BlockKind.LM_HEAD and layer != last:
                     continue
                 key = (layer, block.kind.value)
-                table[key] = table.get(key, 0) + _block_flops(program, block, shape)
+                # an excursion: a moe block reached from another group's block of its layer
+                excursion = (
+                    block.kind is BlockKind.MOE
+                    and previous is not None
+                    and previous.group != block.group
+                )
+                # routed, its gate runs once, token-split over the sending GPUs
+                routed = excursion and block.dispatch is MoeDispatch.ROUTED
+                table[key] = table.get(key, 0) + _block_flops(program, block, shape, routed)
+                if not excursion:  # an excursion leaves the tokens where they were
+                    previous = block
     return table
 
 
-def _block_flops(program: Program, block: Block, shape: _Shape) -> int:
+def _block_flops(program: Program, block: Block, shape: _Shape, routed: bool) -> int:
     if block.kind is BlockKind.ATTENTION:
         return _attention_flops(program, block, shape)
     if block.kind is BlockKind.MLP:
         ffn = program.model.ffn or 0
         return 2 * shape.tokens * shape.hidden * ffn * _products(program)
     if block.kind is BlockKind.MOE:
-        return _moe_flops(program, block.degree, shape)
+        return _moe_flops(program, 1 if routed else block.degree, shape)
     if block.kind is BlockKind.LM_HEAD:
         return 2 * shape.tokens * shape.hidden * (program.model.vocab or 0)
     return 0  # embed: a lookup, no matmul
@@ -132,13 +146,22 @@ def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:
     experts, top_k, ffn = model.experts or 0, model.top_k or 0, model.expert_ffn or 0
     t, h = shape.tokens, shape.hidden
     gate = 2 * t * h * experts
-    replicated_gate = (ep - 1) * gate  # every rank of the group runs the whole gate
+    # every rank of the group runs the whole gate (ep = 1 here for a routed excursion,
+    # whose gate is token-split over the sending GPUs)
+    replicated_gate = (ep - 1) * gate
     routed = t * top_k  # token-expert pairs of the unsharded model
     per_token = 2 * h * ffn * _products(program)
     # Balanced routing with capacity: every expert gets T_e = ceil(T·k/E·cf) token slots.
     capacity = Fraction(repr(model.capacity_factor))
     slots = experts * math.ceil(Fraction(routed, max(experts, 1)) * capacity)
-    return gate + replicated_gate + routed * per_token + (slots - routed) * per_token
+    # Shared experts: every token once through n_s experts of inner Fs (token-split over
+    # the ranks, so no extra), and Qwen2-MoE's [H, 1] shared gate per token.
+    shared = 0
+    if model.shared_experts:
+        inner = model.shared_experts * (model.shared_expert_ffn or ffn)
+        shared = 2 * t * h * inner * _products(program)
+        shared += 2 * t * h if model.shared_expert_gate else 0
+    return gate + replicated_gate + routed * per_token + (slots - routed) * per_token + shared
 
 
 def expected_flops(program: Program) -> int:

@@ -11,7 +11,9 @@
   twice; expert steps name one expert per GPU.
 - Where steps run: every per-GPU step of a block runs on the block's GPUs, except res2 of an
   excursion, which runs on the input GPUs once insert-transfers has added the excursion's
-  broadcast; collectives join the block's GPUs; transfers join
+  transfers, and ln2 and gate of a routed excursion (dispatch=routed), which run on the
+  input GPUs; collectives join the block's GPUs (a routed excursion's dispatch joins the
+  input GPUs and the block's); transfers join
   the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
   return the receiving side).
 - Names: the operation names of one micro-batch are unique.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dagc.ir.logical import BlockKind, Program
+from dagc.ir.logical import BlockKind, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
@@ -37,6 +39,7 @@ _COMPUTE = frozenset(
 _JOINT_SIDE = {
     "all_reduce_attn": "gpus",
     "all_reduce_mlp": "gpus",
+    "all_reduce_embed": "gpus",
     "dispatch": "gpus",
     "combine": "gpus",
     "broadcast": "input",
@@ -44,6 +47,7 @@ _JOINT_SIDE = {
     "return": "gpus",
     "send_stage": "input",
     "recv_stage": "gpus",
+    "gather_stage": "gpus",
 }
 
 
@@ -159,22 +163,33 @@ def _check_step_shape(block: BlockSteps, step: Step) -> None:
 def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None:
     """The GPUs each step runs on, from its block and the semantics' rules."""
     where = f"step {step.base}{step.part} of {_label(block)}"
+    routed = block.excursion and block.dispatch is MoeDispatch.ROUTED
     if step.joint:
         side = _JOINT_SIDE.get(step.base.rstrip("0123456789"))
         if side is None:
             raise VerificationError(f"{where} is a joint step dagc does not know")
+        if routed and step.base == "dispatch":
+            side = "both"  # routed dispatch: one all-to-all over the senders and the experts
     elif block.excursion and step.base == "res2" and _has_transfers(block):
         side = "input"  # the residual stream stays where the layer came from
+    elif routed and step.base in ("ln2", "gate"):
+        side = "input"  # routed: the router runs where the tokens are
     else:
         side = "gpus"
-    expected = restrict(block.input_gpus if side == "input" else block.gpus)
+    sides = {
+        "input": block.input_gpus,
+        "gpus": block.gpus,
+        "both": tuple(sorted({*block.input_gpus, *block.gpus})),
+    }
+    expected = restrict(sides[side])
     if restrict(step.gpus) != expected:
         raise VerificationError(f"{where} runs on {list(step.gpus)}, expected {list(expected)}")
 
 
 def _has_transfers(block: BlockSteps) -> bool:
-    """Whether insert-transfers has run on this excursion (it moves res2 back home)."""
-    return any(step.base == "broadcast" for step in block.steps)
+    """Whether insert-transfers has run on this excursion (it moves res2 back home and adds
+    recv_moe, whichever the dispatch)."""
+    return any(step.base == "recv_moe" for step in block.steps)
 
 
 def _check_unique_names(steps: StepProgram) -> None:

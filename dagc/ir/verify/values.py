@@ -5,7 +5,8 @@
   the same shape, dtype, placement and GPUs.
 - Where values live: a step reads values living on its GPUs and writes values onto its own
   GPUs. A value crosses groups only through a transfer: the sending steps (send_stage,
-  broadcast, return) write onto the receiving GPUs. Where values live is checked once
+  broadcast, return, and a routed excursion's dispatch, which reads on the input GPUs)
+  write onto the receiving GPUs. Where values live is checked once
   insert-transfers has run (or when the program needs no transfer): before, a block
   reached from another group still reads its input where the block before left it.
 - A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
@@ -32,7 +33,9 @@ from dagc.ir.verify.errors import VerificationError
 # Joint steps that write onto another group's GPUs (a transfer's sending side).
 SENDERS = frozenset({"send_stage", "broadcast", "return"})
 # Joint steps that may read a partial sum: they sum it.
-REDUCTIONS = frozenset({"all_reduce_attn", "all_reduce_mlp", "combine", "return"})
+REDUCTIONS = frozenset(
+    {"all_reduce_attn", "all_reduce_mlp", "all_reduce_embed", "combine", "return"}
+)
 
 Restrict = Callable[[tuple[int, ...]], tuple[int, ...]]
 
@@ -49,6 +52,19 @@ class _Context:
     def kind(self) -> str:
         """The step's base without a stage number (`send_stage1` -> `send_stage`)."""
         return self.step.base.rstrip("0123456789")
+
+    @property
+    def routed_dispatch(self) -> bool:
+        """The dispatch of a routed excursion: it reads on the input GPUs and writes onto
+        the MoE GPUs, a transfer that joins both sides."""
+        return (
+            self.kind == "dispatch" and self.block.excursion and self.step.gpus != self.block.gpus
+        )
+
+    @property
+    def sends(self) -> bool:
+        """Whether the step writes onto another group's GPUs (a transfer's sending side)."""
+        return self.kind in SENDERS or self.routed_dispatch
 
     def fail(self, message: str) -> VerificationError:
         """An error naming the step, its block and its line in the file."""
@@ -86,7 +102,7 @@ def _transfers_pending(steps: StepProgram) -> bool:
     """Whether some block reads its input on other GPUs and insert-transfers has not run."""
     needed = any(set(b.input_gpus) != set(b.gpus) for b in steps.blocks if b.input_gpus)
     inserted = any(
-        block.kind == TransferKind.TRANSFER or any(s.base == "broadcast" for s in block.steps)
+        block.kind == TransferKind.TRANSFER or any(s.base == "recv_moe" for s in block.steps)
         for block in steps.blocks
     )
     return needed and not inserted
@@ -106,7 +122,8 @@ def _check_read(
 
 
 def _check_lives_here(context: _Context, value: Value) -> None:
-    gpus = context.restrict(context.step.gpus)
+    step_gpus = context.block.input_gpus if context.routed_dispatch else context.step.gpus
+    gpus = context.restrict(step_gpus)
     if not set(gpus) <= set(value.gpus):
         raise context.fail(
             f"runs on {list(gpus)} but reads {value.name}, which lives on {list(value.gpus)}:"
@@ -129,7 +146,7 @@ def _check_writes(context: _Context, written: dict[str, Value], transfers_pendin
     for value in step.writes:
         if value.name in written:
             raise context.fail(f"writes {value.name}, which an earlier step already writes")
-        placed = transfers_pending or context.kind in SENDERS
+        placed = transfers_pending or context.sends
         # after a symmetric collapse the step runs on the kept GPUs of the value's
         if not placed and set(context.restrict(value.gpus)) != set(context.restrict(step.gpus)):
             raise context.fail(
