@@ -1,4 +1,5 @@
-"""Reading the user's input files (.dag files, cost tables) with the same promises for each.
+"""Reading the user's input files (.dag files, cost tables, plugins, Hugging Face configs)
+with the same promises for each.
 
 - Only regular files are read: a FIFO would hang and `/dev/zero` would fill the memory.
 - At most `max_input_bytes()` bytes (DAGC_MAX_INPUT_BYTES, default 8 MiB) are read; a larger
@@ -43,6 +44,13 @@ COST_PLUGIN = InputKind(
     "costs.py",
     "no such cost plugin",
     "check the path given to --cost-plugin",
+)
+HF_CONFIG = InputKind(
+    "config",
+    "a Hugging Face config.json",
+    "config.json",
+    "no such config",
+    "check the path given to --hf",
 )
 COST_TABLE = InputKind(
     "table",

@@ -196,7 +196,7 @@ def test_unknown_command_far_from_every_command() -> None:
     assert _usage_error(["frob"]) == (
         "dagc: error: unknown command `frob`\n"
         "     = help: the commands are `analyze`, `check`, `compare`, `formula`, `lower`,"
-        " `profile`, `render` or `timeline`; `dagc -h` describes them\n"
+        " `new`, `profile`, `render` or `timeline`; `dagc -h` describes them\n"
     )
 
 

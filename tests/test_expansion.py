@@ -1373,11 +1373,30 @@ def test_critical_path_mixtral_single_group() -> None:
     assert path.time == pytest.approx(4 * per_microbatch, rel=1e-12)
 
 
+# The layout of the former examples/deepseek_v3_128gpu.dag (a DeepSeek-V3-sized model with
+# plain multi-head attention and no shared expert; the example is now the real model):
+# a pipeline whose first stage also runs the dense layers.
+DEEPSEEK_SIZED = """\
+model deepseek_v3 {
+  layers = 61; hidden = 7168; heads = 128; head_dim = 128; ffn = 18_432
+  experts = 256; top_k = 8; expert_ffn = 2048; activation = swiglu; vocab = 129_280
+}
+workload { batch = 32; seq = 4096; dtype = fp8; microbatches = 4 }
+devices {
+  gpu = h200
+  group stage0 = gpu[0..31]; group stage1 = gpu[32..63]
+  group stage2 = gpu[64..95]; group stage3 = gpu[96..127]
+}
+layers 0..2 on stage0 { embed; attention; mlp }
+layers 3..60 on stage0, stage1, stage2, stage3 pp=4 { attention; moe; lm_head }
+"""
+
+
 def test_critical_path_deepseek_pipeline() -> None:
     # Stage 0: layers 0..2 dense and 15 MoE layers; stages 1-3: 15, 14, 14 MoE layers, the
     # last with lm_head. tp = ep = 32: h = kv = 4 heads, F_i = 576, 8 experts per GPU with
     # T_e = ceil(T·8/256) = T/32 tokens, swiglu; V_i = 129280/32 = 4040. m = 4.
-    graph = expand_file(EXAMPLES / "deepseek_v3_128gpu.dag")
+    graph = expand_text(DEEPSEEK_SIZED)
     tokens, hid, d, bm, seq = 8 * 4096, 7168, 128, 8, 4096
     attention = (
         3 * g(tokens, hid, 4 * d)

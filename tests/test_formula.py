@@ -59,6 +59,12 @@ SEED = EXAMPLES / "seed"
 BASELINE = SEED / "baseline_tp8_pp2.dag"
 MA = SEED / "ma_separation.dag"
 DEEPSEEK = EXAMPLES / "deepseek_v3_128gpu.dag"
+# The largest examples (100,000s of operations): one random cost model, no up-set models.
+LARGE = {
+    DEEPSEEK,
+    EXAMPLES / "models" / "deepseek_v3.dag",
+    EXAMPLES / "models" / "qwen3_235b_a22b.dag",
+}
 
 REL = 1e-9
 FUNCTIONS = {kind.value for kind in TermKind} | {"max"}
@@ -302,7 +308,7 @@ def _example_cases() -> list[Any]:
     cases = []
     for path in example_files():
         for matmul_only in (False, True):
-            if path == DEEPSEEK and matmul_only:
+            if path in LARGE and matmul_only:
                 continue  # ~3 s a formula: the full one is enough
             name = f"{_example_id(path)}{'-matmul' if matmul_only else ''}"
             cases.append(pytest.param(path, matmul_only, id=name))
@@ -320,9 +326,9 @@ def test_examples_formula_is_the_critical_path(path: Path, matmul_only: bool) ->
     formula = printers.python(result.expression)
     roofline, _ = dagc.api.cost_model(compiled.program)
     terms = graph.terms.terms
-    seeds = [7] if path == DEEPSEEK else [1, 2, 3, 4, 5, 6]
+    seeds = [7] if path in LARGE else [1, 2, 3, 4, 5, 6]
     models: list[CostModel] = [roofline, *(RandomModel(seed, terms) for seed in seeds)]
-    if path != DEEPSEEK:
+    if path not in LARGE:
         models += up_set_models(terms, 0)
     check_models(graph, formula, matmul_only, models)
     # evaluate() on the expression tree agrees with the printed Python.

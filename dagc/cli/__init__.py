@@ -4,7 +4,7 @@ stdout carries only what was asked for; diagnostics, summaries and progress go t
 Exit codes: 0 success, 2 a problem with the input or the options, 1 an internal error.
 
 One module per command or family of commands (check, lower, analyze and compare, formula,
-profile, render and timeline); `shared` holds what they have in common, among it the one
+profile, render and timeline, new); `shared` holds what they have in common, among it the one
 rule for warnings and --werror; `errors` prints click's usage errors in dagc's style;
 `program` assembles the app and holds the console-script entry point `run`.
 """
