@@ -303,7 +303,8 @@ def attention_configs(draw: st.DrawFn) -> tuple[str, int]:
     semantics (written here, not asked of dagc)."""
     layers, heads = draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 3, 4, 6]))
     tp = draw(st.integers(1, heads))
-    hidden, ffn = draw(st.sampled_from([8, 16, 24])), draw(st.integers(4, 20))
+    # ffn >= tp: a tp larger than the MLP's columns is an error of its own
+    hidden, ffn = draw(st.sampled_from([8, 16, 24])), draw(st.integers(max(4, tp), 20))
     m, bm, seq = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 9))
     kernel, mask = (
         draw(st.sampled_from(["explicit", "fused"])),

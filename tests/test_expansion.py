@@ -27,7 +27,7 @@ from dagc.backends.device_json import to_networkx
 from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph, Operation
-from dagc.ir.logical import Activation, BlockKind, Program
+from dagc.ir.logical import Activation, AttentionKernel, AttentionMask, Block, BlockKind, Program
 from dagc.ir.terms import CostTerm, TermKind
 from helpers import EXAMPLES, example_files
 
@@ -545,12 +545,14 @@ def expected_flops(program: Program) -> int:
             for block in layer_range.blocks:
                 size = len(program.group(block.group).gpus)
                 kind = block.kind
-                if kind is BlockKind.ATTENTION:
+                if kind is BlockKind.ATTENTION and model.kv_lora_rank is not None:
+                    total += latent_attention_flops(program, block, tokens, size)
+                elif kind is BlockKind.ATTENTION:
                     nh, nkv, d = model.heads, model.kv_heads, model.head_dim
                     assert nh is not None and nkv is not None and d is not None
                     total += 2 * tokens * hid * (nh * d)
                     total += 2 * 2 * tokens * hid * (nkv * d)
-                    total += 2 * (bm * nh * seq * d * seq) * 2
+                    total += 2 * (bm * nh * pairs(block, seq) * d) * 2
                     total += 2 * tokens * (nh * d) * hid
                     if nkv < size:  # each rank computes one KV head
                         total += (size - nkv) * 2 * 2 * tokens * hid * d
@@ -567,10 +569,38 @@ def expected_flops(program: Program) -> int:
                     t_e = expert_tokens(tokens, k, e, Fraction(repr(model.capacity_factor)))
                     total += 2 * (tokens * k) * hid * fe * mats
                     total += 2 * (e * t_e - tokens * k) * hid * fe * mats  # capacity rounding
+                    # shared experts: the tokens split over the ranks, no extra
+                    shared = (model.shared_experts or 0) * (model.shared_expert_ffn or 0)
+                    total += 2 * tokens * hid * shared * mats
+                    total += 2 * tokens * hid if model.shared_expert_gate else 0
                 elif kind is BlockKind.LM_HEAD and layer == model.layers - 1:
                     assert model.vocab is not None
                     total += 2 * tokens * hid * model.vocab
     return total * m
+
+
+def pairs(block: Block, seq: int) -> int:
+    """Query-key pairs per head and sequence: a fused causal kernel skips the masked half;
+    explicit products compute all of them."""
+    if block.kernel is AttentionKernel.FUSED and block.mask is AttentionMask.CAUSAL:
+        return seq * (seq + 1) // 2
+    return seq * seq
+
+
+def latent_attention_flops(program: Program, block: Block, tokens: int, tp: int) -> int:
+    """MLA: q_a and kv_a whole on every rank (tp copies), the rest split by heads."""
+    model, hid = program.model, program.model.hidden
+    nh, r_kv, r_q = model.heads, model.kv_lora_rank, model.q_lora_rank
+    nope, rope, d_v = model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim
+    assert nh and r_kv and nope and rope and d_v
+    bm, seq = program.workload.microbatch_size, program.workload.seq
+    if r_q is None:
+        query = 2 * tokens * hid * nh * (nope + rope)
+    else:
+        query = tp * 2 * tokens * hid * r_q + 2 * tokens * r_q * nh * (nope + rope)
+    kv = tp * 2 * tokens * hid * (r_kv + rope) + 2 * tokens * r_kv * nh * (nope + d_v)
+    core = 2 * bm * nh * pairs(block, seq) * (nope + rope + d_v)
+    return query + kv + core + 2 * tokens * nh * d_v * hid
 
 
 def summed_flops(graph: DeviceGraph) -> int:
