@@ -166,7 +166,15 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         writes=(sent,),
         span=block.span,
     )
-    receive = Step(
+    receive = _receive_moe(block, sent, received)
+    *compute, res2 = block.steps
+    moe_side = reroute(tuple(compute), 0, {x.name: received})
+    return replace(block, steps=(broadcast, receive, *_return(program, block, moe_side, res2)))
+
+
+def _receive_moe(block: BlockSteps, sent: Value, received: Value) -> Step:
+    """`recv_moe_l{l}`: where the MoE GPUs wait for their tokens (the time is the sender's)."""
+    return Step(
         "recv_moe",
         block.layer,
         block.gpus,
@@ -176,9 +184,6 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         writes=(received,),
         span=block.span,
     )
-    *compute, res2 = block.steps
-    moe_side = reroute(tuple(compute), 0, {x.name: received})
-    return replace(block, steps=(broadcast, receive, *_return(program, block, moe_side, res2)))
 
 
 def _return(
@@ -249,16 +254,7 @@ def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         writes=(sent,),
         span=block.span,
     )
-    receive = Step(
-        "recv_moe",
-        block.layer,
-        block.gpus,
-        (SYNC,),
-        joint=True,
-        reads=(sent,),
-        writes=(received,),
-        span=block.span,
-    )
+    receive = _receive_moe(block, sent, received)
     via = {v.name: received for v in (*ln2.writes, *gate.writes)}
     moe_side = reroute(tuple(compute), 0, via)
     tail = _return(program, block, moe_side, res2)
