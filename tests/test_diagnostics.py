@@ -319,7 +319,7 @@ def test_duplicate_key() -> None:
             9,
             14,
             "unknown workload key `zzz`",
-            "workload accepts `batch`, `dtype`, `microbatches` or `seq`",
+            "workload accepts `batch`, `dtype`, `microbatch_size`, `microbatches` or `seq`",
         ),
         (
             {16: "  attention tp=4 fused_qvk"},

@@ -39,10 +39,14 @@ PLUGIN_NAMES: dict[TermKind, str] = {
     TermKind.ALL_REDUCE: "all_reduce_time",
     TermKind.ALL_TO_ALL: "all_to_all_time",
     TermKind.ALL_GATHER: "all_gather_time",
+    TermKind.REDUCE_SCATTER: "reduce_scatter_time",
     TermKind.BROADCAST: "broadcast_time",
     TermKind.P2P: "p2p_time",
     TermKind.ATTENTION: "attn_time",
     TermKind.CAUSAL_ATTENTION: "causal_attn_time",
+    TermKind.ATTENTION_BWD: "attn_bwd_time",
+    TermKind.CAUSAL_ATTENTION_BWD: "causal_attn_bwd_time",
+    TermKind.OPTIMIZER: "adam_time",
 }
 
 
@@ -158,8 +162,11 @@ def bus_factor(kind: TermKind, ranks: int) -> float:
     """The nccl-tests factor for a collective of `ranks` ranks."""
     if kind is TermKind.ALL_REDUCE:
         return 2 * (ranks - 1) / ranks
-    if kind in (TermKind.ALL_TO_ALL, TermKind.ALL_GATHER):
+    if kind is TermKind.ALL_TO_ALL:
         return (ranks - 1) / ranks
+    if kind in (TermKind.ALL_GATHER, TermKind.REDUCE_SCATTER):
+        # the bytes are one rank's piece; each rank receives the other n − 1 pieces
+        return ranks - 1
     return 1.0
 
 
@@ -178,7 +185,7 @@ class Roofline(CostModel):
             compute = term.flops() / (p.peak_flops * p.matmul_efficiency)
             memory = term.bytes_moved(self.element_bytes) / (p.hbm_bandwidth * p.memory_efficiency)
             return max(compute, memory)
-        if term.kind is TermKind.ELEMENTWISE:
+        if term.kind in (TermKind.ELEMENTWISE, TermKind.OPTIMIZER):
             return term.bytes_moved(self.element_bytes) / (p.hbm_bandwidth * p.memory_efficiency)
         if term.kind is TermKind.SYNC:
             return 0.0

@@ -56,8 +56,11 @@ def shape_text(term: CostTerm) -> str:
         return f"[{m}, {k}] x [{k}, {n}]"
     if term.kind.is_fused_attention:
         batch, heads, kv, seq, d_qk, d_v = term.args
-        mask = "causal" if term.kind is TermKind.CAUSAL_ATTENTION else "full"
-        return f"{batch} x {heads} heads ({kv} kv) x {seq} tokens, d {d_qk}/{d_v}, {mask}"
+        mask = "causal" if term.kind.is_causal else "full"
+        which = ", backward" if term.kind.is_backward else ""
+        return f"{batch} x {heads} heads ({kv} kv) x {seq} tokens, d {d_qk}/{d_v}, {mask}{which}"
+    if term.kind is TermKind.OPTIMIZER:
+        return f"{term.args[0]} parameters"
     if term.kind is TermKind.ELEMENTWISE:
         return f"{term.args[0]} elements"
     if term.kind is TermKind.P2P:

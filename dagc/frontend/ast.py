@@ -116,6 +116,7 @@ class File:
     workloads: tuple[Section, ...]
     devices: tuple[DevicesDecl, ...]
     layers: tuple[LayersDecl, ...]
+    trainings: tuple[Section, ...] = ()  # `training { ... }`: the file plans a training run
 
 
 def dump(node: object, indent: int = 0) -> str:

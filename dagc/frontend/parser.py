@@ -140,7 +140,7 @@ def _report_syntax_error(source: SourceFile, bag: DiagnosticBag, error: Unexpect
 
 
 # Words that start a statement at the top level of a file.
-_STATEMENT_KEYWORDS = ("model", "workload", "devices", "layers")
+_STATEMENT_KEYWORDS = ("model", "workload", "training", "devices", "layers")
 
 
 def _report_unclosed_body(source: SourceFile, bag: DiagnosticBag, line: int) -> bool:
@@ -150,7 +150,7 @@ def _report_unclosed_body(source: SourceFile, bag: DiagnosticBag, line: int) -> 
     (`unexpected devices`, or `expected =` for `layers 0..3`) blames the wrong line.
     """
     code = source.line_text(line).split("#", 1)[0]
-    start = re.match(r"\s*(model|workload|devices|layers)\b(?!\s*=)", code)
+    start = re.match(r"\s*(model|workload|training|devices|layers)\b(?!\s*=)", code)
     if start and start.group(1) == "layers" and not re.search(r"\{|\.\.|\bon\b", code):
         start = None  # `layers 4` in a model: a setting without its `=`, not a statement
     open_braces = _open_braces(source, before_line=line)
@@ -316,6 +316,9 @@ class _ToAst(Transformer[Token, Any]):
                 s for s in statements if isinstance(s, ast.Section) and s.keyword == "workload"
             ),
             devices=tuple(s for s in statements if isinstance(s, ast.DevicesDecl)),
+            trainings=tuple(
+                s for s in statements if isinstance(s, ast.Section) and s.keyword == "training"
+            ),
             layers=tuple(s for s in statements if isinstance(s, ast.LayersDecl)),
         )
 
@@ -324,6 +327,9 @@ class _ToAst(Transformer[Token, Any]):
 
     def workload(self, meta: Any, *settings: ast.Setting) -> ast.Section:
         return ast.Section("workload", None, settings, _span(meta))
+
+    def training(self, meta: Any, *settings: ast.Setting) -> ast.Section:
+        return ast.Section("training", None, settings, _span(meta))
 
     def devices(self, meta: Any, *items: Any) -> ast.DevicesDecl:
         groups = tuple(i for i in items if isinstance(i, ast.GroupDecl))

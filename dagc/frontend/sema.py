@@ -37,6 +37,9 @@ from dagc.ir.logical import (
     Model,
     MoeDispatch,
     Program,
+    Recompute,
+    Schedule,
+    Training,
     Workload,
 )
 from dagc.source import SourceFile, Span
@@ -120,6 +123,22 @@ WORKLOAD_KEYS: dict[str, KeySpec] = {
     "seq": KeySpec("int", True, meaning="tokens per sequence", maximum=MAX_TOKENS),
     "dtype": KeySpec("choice", choices=tuple(d.value for d in DType)),
     "microbatches": KeySpec("int", meaning="micro-batches", maximum=MAX_TOKENS),
+    "microbatch_size": KeySpec("int", meaning="sequences per micro-batch", maximum=MAX_TOKENS),
+}
+TRAINING_KEYS: dict[str, KeySpec] = {
+    "dp": KeySpec("int", meaning="data-parallel replicas of the layout", maximum=MAX_GPUS),
+    "schedule": KeySpec(
+        "choice", choices=tuple(s.value for s in Schedule), meaning="pipeline schedule"
+    ),
+    "virtual_stages": KeySpec(
+        "int", meaning="model chunks per GPU (interleaved schedule)", maximum=MAX_LAYERS
+    ),
+    "recompute": KeySpec(
+        "choice", choices=tuple(r.value for r in Recompute), meaning="activation recomputation"
+    ),
+    "sequence_parallel": KeySpec("bool", meaning="Megatron's sequence parallelism"),
+    "zero": KeySpec("choice", choices=("0", "1", "3"), meaning="ZeRO stage"),
+    "grad_overlap": KeySpec("bool", meaning="gradient reduction overlapping the backward"),
 }
 # Roofline parameters a file may set (the same names as `--set`; docs/cost-models.md).
 ROOFLINE_KEYS: dict[str, str] = {
@@ -293,13 +312,14 @@ class _Lowering:
         device_settings = (
             self._settings(devices.settings, DEVICES_KEYS, "devices") if devices else None
         )
+        training = self._training(tree.trainings)
         groups = self._groups(devices.groups) if devices else {}
         # `is not None`: an empty section has no settings but must still be checked
         built_model = (
             self._model(model, model_settings) if model and model_settings is not None else None
         )
         built_workload = (
-            self._workload(workload, workload_settings)
+            self._workload(workload, workload_settings, training)
             if workload and workload_settings is not None
             else None
         )
@@ -314,6 +334,7 @@ class _Lowering:
             tuple(groups.values()),
             tuple(ranges),
             self.source.path,
+            training,
         )
 
     def _file_start(self) -> Span:
@@ -423,8 +444,10 @@ class _Lowering:
             )
             return None
         if spec.kind == "choice":
-            if isinstance(value.value, str) and value.value in spec.choices:
-                return value.value
+            # a choice among numbers (`zero = 1`) is written as an integer
+            chosen = str(value.value) if isinstance(value.value, int) else value.value
+            if isinstance(chosen, str) and chosen in spec.choices:
+                return chosen
             self.bag.error(
                 value.span,
                 f"`{key}` must be {one_of(spec.choices)}, not `{value.value}`",
@@ -644,20 +667,72 @@ class _Lowering:
                     help=f"add `{needed} = ...` if the model has {needed_by}, or remove `{key}`",
                 )
 
-    def _workload(self, section: ast.Section, s: Settings) -> Workload | None:
+    def _training(self, sections: tuple[ast.Section, ...]) -> Training | None:
+        """The `training` section, if the file has one (then it plans a training step)."""
+        if not sections:
+            return None
+        section = self._single(sections, "training", "training { dp = 8 }")
+        s = self._settings(section.settings, TRAINING_KEYS, "training")
+        get = _getter(s)
+        schedule = Schedule(get("schedule") or "1f1b")
+        virtual = get("virtual_stages") or 1
+        if virtual > 1 and schedule is not Schedule.INTERLEAVED:
+            self.bag.error(
+                s["virtual_stages"].span,
+                f"virtual_stages={virtual} needs the interleaved schedule, not `{schedule.value}`",
+                help="write `schedule = interleaved`, or remove `virtual_stages`",
+            )
+            return None
+        return Training(
+            dp=get("dp") or 1,
+            schedule=schedule,
+            virtual_stages=virtual,
+            recompute=Recompute(get("recompute") or "none"),
+            sequence_parallel=bool(get("sequence_parallel")),
+            zero=int(get("zero") or 0),
+            grad_overlap=bool(get("grad_overlap")),
+        )
+
+    def _workload(
+        self, section: ast.Section, s: Settings, training: Training | None
+    ) -> Workload | None:
         if self._missing_required(s, WORKLOAD_KEYS, section):
             return None
         get = _getter(s)
-        batch, microbatches = get("batch"), get("microbatches") or 1
-        if batch % microbatches:
+        batch, dp = get("batch"), training.dp if training else 1
+        per_replica, size = batch // dp, get("microbatch_size")
+        if batch % dp:
             self.bag.error(
-                s["microbatches"].span,
-                f"batch={batch} is not divisible by microbatches={microbatches}",
-                help="every micro-batch holds the same number of sequences: choose a divisor"
-                f" of {batch}",
+                s["batch"].span,
+                f"batch={batch} does not split over dp={dp} replicas",
+                help=f"the global batch is split evenly over the replicas: use a multiple of {dp}",
             )
             return None
-        return Workload(batch, get("seq"), DType(get("dtype") or "bf16"), microbatches)
+        microbatches = get("microbatches")
+        if size is not None:
+            if per_replica % size or (microbatches and microbatches * size != per_replica):
+                where = f"{per_replica} sequences per replica" if dp > 1 else f"batch={batch}"
+                self.bag.error(
+                    s["microbatch_size"].span,
+                    f"microbatch_size={size} does not divide {where}"
+                    + (f" into microbatches={microbatches}" if microbatches else ""),
+                    help="micro-batches hold the same number of sequences: write one of"
+                    " `microbatches` and `microbatch_size`, dividing the batch",
+                )
+                return None
+            microbatches = per_replica // size
+        microbatches = microbatches or 1
+        if per_replica % microbatches:
+            self.bag.error(
+                s["microbatches"].span,
+                f"batch={batch} is not divisible by microbatches={microbatches}"
+                + (f" × dp={dp}" if dp > 1 else ""),
+                help="every micro-batch holds the same number of sequences: choose a divisor"
+                f" of {per_replica}",
+            )
+            return None
+        dtype = DType(get("dtype") or "bf16")
+        return Workload(batch, get("seq"), dtype, microbatches, replicas=dp)
 
     def _hardware(self, s: Settings) -> Hardware:
         get = _getter(s)

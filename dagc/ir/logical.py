@@ -45,6 +45,23 @@ class MoeDispatch(enum.Enum):
     ROUTED = "routed"
 
 
+class Schedule(enum.Enum):
+    """The pipeline schedule of a training step (program order on each stage's GPUs)."""
+
+    GPIPE = "gpipe"
+    ONE_F_ONE_B = "1f1b"
+    INTERLEAVED = "interleaved"  # 1F1B over v virtual stages (model chunks) per GPU
+    ZB_H1 = "zb_h1"  # zero bubble: weight gradients deferred into the bubbles
+
+
+class Recompute(enum.Enum):
+    """Activation recomputation, as Megatron-LM offers it."""
+
+    NONE = "none"
+    SELECTIVE = "selective"  # attention's core (scores, softmax, weights·V) rerun in backward
+    FULL = "full"  # a layer's whole forward rerun before its backward
+
+
 class DType(enum.Enum):
     BF16 = "bf16"
     FP16 = "fp16"
@@ -151,22 +168,27 @@ class Model:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Batch, sequence length, element type and micro-batches (B, S, w, m)."""
+    """Batch, sequence length, element type and micro-batches (B, S, w, m).
+
+    `replicas` is the data-parallel degree dp of a training run: the global batch B is
+    split over dp replicas, each running m micro-batches of Bm = B/(m·dp) sequences.
+    """
 
     batch: int
     seq: int
     dtype: DType = DType.BF16
     microbatches: int = 1
+    replicas: int = 1
 
     def __post_init__(self) -> None:
-        _require_positive(self, "batch", "seq", "microbatches")
-        if self.batch % self.microbatches:
-            raise ValueError("batch is not divisible by microbatches")
+        _require_positive(self, "batch", "seq", "microbatches", "replicas")
+        if self.batch % (self.microbatches * self.replicas):
+            raise ValueError("batch is not divisible by microbatches × replicas")
 
     @property
     def microbatch_size(self) -> int:
-        """Bm = B / m, sequences per micro-batch."""
-        return self.batch // self.microbatches
+        """Bm = B / (m·dp), sequences per micro-batch."""
+        return self.batch // (self.microbatches * self.replicas)
 
     @property
     def tokens_per_microbatch(self) -> int:
@@ -187,6 +209,33 @@ class Hardware:
 
     def __post_init__(self) -> None:
         _require_positive(self, "node_size")
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    """A training step: forward, backward and optimizer over the file's layout.
+
+    `dp` replicas of the whole layout each hold a copy of the weights (sharded by `zero`:
+    0 gradient all-reduce, 1 distributed optimizer (reduce-scatter of gradients,
+    all-gather of parameters), 3 parameters sharded and all-gathered before each layer's
+    forward and backward). `grad_overlap` reduces gradients in per-layer buckets on the
+    communication stream while the backward goes on.
+    """
+
+    dp: int = 1
+    schedule: Schedule = Schedule.ONE_F_ONE_B
+    virtual_stages: int = 1
+    recompute: Recompute = Recompute.NONE
+    sequence_parallel: bool = False
+    zero: int = 0
+    grad_overlap: bool = False
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "dp", "virtual_stages")
+        if self.zero not in (0, 1, 3):
+            raise ValueError(f"zero stage {self.zero} is not 0, 1 or 3")
+        if self.virtual_stages > 1 and self.schedule is not Schedule.INTERLEAVED:
+            raise ValueError("virtual stages need the interleaved schedule")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +309,7 @@ class Program:
     groups: tuple[DeviceGroup, ...]
     ranges: tuple[LayerRange, ...]
     source_path: str = field(default="<memory>", compare=False)
+    training: Training | None = None  # None: one forward pass (prefill)
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]
@@ -325,11 +375,20 @@ def print_program(program: Program) -> str:
         f"program @{m.name} {{",
         f"  model {model_text}",
         f"  workload batch={w.batch} seq={w.seq} dtype={w.dtype.value}"
-        f" microbatches={w.microbatches}",
+        f" microbatches={w.microbatches}"
+        + (f" microbatch_size={w.microbatch_size}" if program.training else ""),
         f"  hardware gpu={hw.gpu} node_size={hw.node_size}"
         + (" split_sends" if hw.split_sends else "")
         + "".join(f" {key}={value:g}" for key, value in sorted(hw.overrides.items())),
     ]
+    if program.training is not None:
+        t = program.training
+        lines.append(
+            f"  training dp={t.dp} schedule={t.schedule.value}"
+            f" virtual_stages={t.virtual_stages} recompute={t.recompute.value}"
+            f" sequence_parallel={str(t.sequence_parallel).lower()} zero={t.zero}"
+            f" grad_overlap={str(t.grad_overlap).lower()}"
+        )
     lines += [f"  group @{g.name} = {format_gpus(g.gpus)}" for g in program.groups]
     for layer_range in program.ranges:
         lines.append(f"  layers {layer_range.first}..{layer_range.last} {{")

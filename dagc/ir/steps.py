@@ -34,6 +34,21 @@ class Stream(enum.Enum):
     COMM = "comm"
 
 
+class Phase(enum.Enum):
+    """Which part of a training step an operation belongs to (prefill: all FORWARD).
+
+    The schedules order micro-batches' phases on each stage (1F1B runs a forward, then a
+    backward); zero-bubble schedules defer WEIGHT_GRAD; ITERATION steps run once per
+    iteration, after every micro-batch (gradient reduction across replicas, the optimizer).
+    """
+
+    FORWARD = "forward"
+    RECOMPUTE = "recompute"  # a forward rerun before the backward (activation recomputation)
+    BACKWARD = "backward"  # input gradients and the backward's communication
+    WEIGHT_GRAD = "weight_grad"  # weight gradients (deferrable)
+    ITERATION = "iteration"  # once per iteration: gradient reduction, optimizer step
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One SPMD step; see the module docstring.
@@ -44,7 +59,7 @@ class Step:
     `reads` and `writes` name the values the step reads and writes (each value has exactly
     one writer in a program); data edges come from them alone. `stream` is the stream the
     step runs on, on each of its GPUs: compute unless assign-streams moved it (an `overlap`
-    block's communication).
+    block's communication). `phase` says which part of a training step it is.
     """
 
     base: str
@@ -58,6 +73,7 @@ class Step:
     reads: tuple[Value, ...] = ()
     writes: tuple[Value, ...] = ()
     stream: Stream = Stream.COMPUTE
+    phase: Phase = Phase.FORWARD
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,5 +241,7 @@ def _dataflow(step: Step) -> str:
 
 
 def _stream_suffix(step: Step) -> str:
-    # only the communication stream is printed, so programs without `overlap` print as before
-    return " on comm" if step.stream is Stream.COMM else ""
+    # only the communication stream and phases other than forward are printed, so prefill
+    # programs without `overlap` print as before
+    text = " on comm" if step.stream is Stream.COMM else ""
+    return text + (f" [{step.phase.value}]" if step.phase is not Phase.FORWARD else "")

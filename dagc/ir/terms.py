@@ -27,12 +27,18 @@ class TermKind(enum.Enum):
     ALL_REDUCE = "AllReduce_Time"
     ALL_TO_ALL = "AllToAll_Time"
     ALL_GATHER = "AllGather_Time"
+    REDUCE_SCATTER = "ReduceScatter_Time"
     BROADCAST = "Broadcast_Time"
     P2P = "P2P_Time"
     SYNC = "Sync"
     # A fused (FlashAttention-style) attention kernel over all keys, or under a causal mask.
     ATTENTION = "Attn_Time"
     CAUSAL_ATTENTION = "Causal_Attn_Time"
+    # Its backward (FlashAttention-2: the scores recomputed, then dV, dP, dQ, dK).
+    ATTENTION_BWD = "Attn_Bwd_Time"
+    CAUSAL_ATTENTION_BWD = "Causal_Attn_Bwd_Time"
+    # A mixed-precision Adam step over n parameters of the local shard.
+    OPTIMIZER = "Adam_Time"
 
     @property
     def is_communication(self) -> bool:
@@ -40,7 +46,16 @@ class TermKind(enum.Enum):
 
     @property
     def is_fused_attention(self) -> bool:
-        return self in (TermKind.ATTENTION, TermKind.CAUSAL_ATTENTION)
+        """A fused attention kernel, forward or backward."""
+        return self in _FUSED_ATTENTION
+
+    @property
+    def is_causal(self) -> bool:
+        return self in (TermKind.CAUSAL_ATTENTION, TermKind.CAUSAL_ATTENTION_BWD)
+
+    @property
+    def is_backward(self) -> bool:
+        return self in (TermKind.ATTENTION_BWD, TermKind.CAUSAL_ATTENTION_BWD)
 
     @property
     def does_products(self) -> bool:
@@ -48,11 +63,20 @@ class TermKind(enum.Enum):
         return self is TermKind.MATMUL or self.is_fused_attention
 
 
+_FUSED_ATTENTION = frozenset(
+    {
+        TermKind.ATTENTION,
+        TermKind.CAUSAL_ATTENTION,
+        TermKind.ATTENTION_BWD,
+        TermKind.CAUSAL_ATTENTION_BWD,
+    }
+)
 _COMMUNICATION = frozenset(
     {
         TermKind.ALL_REDUCE,
         TermKind.ALL_TO_ALL,
         TermKind.ALL_GATHER,
+        TermKind.REDUCE_SCATTER,
         TermKind.BROADCAST,
         TermKind.P2P,
     }
@@ -83,12 +107,20 @@ _ARITY = {
     TermKind.ALL_REDUCE: 2,
     TermKind.ALL_TO_ALL: 2,
     TermKind.ALL_GATHER: 2,
+    TermKind.REDUCE_SCATTER: 2,
     TermKind.BROADCAST: 2,
     TermKind.P2P: 1,
     TermKind.SYNC: 0,
     TermKind.ATTENTION: 6,
     TermKind.CAUSAL_ATTENTION: 6,
+    TermKind.ATTENTION_BWD: 6,
+    TermKind.CAUSAL_ATTENTION_BWD: 6,
+    TermKind.OPTIMIZER: 1,
 }
+# Bytes a mixed-precision Adam step moves per parameter: it reads the fp32 gradient, master
+# weight and the two moments (16 B) and writes the master weight, the moments (12 B) and the
+# 16-bit weight (2 B).
+ADAM_BYTES_PER_PARAM = 30
 
 
 def causal_pairs(seq: int) -> int:
@@ -137,9 +169,21 @@ class CostTerm:
             return 2 * m * k * n
         if self.kind.is_fused_attention:
             batch, heads, _, seq, d_qk, d_v = self.args
-            pairs = causal_pairs(seq) if self.kind is TermKind.CAUSAL_ATTENTION else seq * seq
+            pairs = causal_pairs(seq) if self.kind.is_causal else seq * seq
+            if self.kind.is_backward:
+                # Q·Kᵀ recomputed (d_qk), dP and dV (d_v each), dQ and dK (d_qk each)
+                return 2 * batch * heads * pairs * (3 * d_qk + 2 * d_v)
             return 2 * batch * heads * pairs * (d_qk + d_v)
         return 0
+
+    def recomputed_flops(self) -> int:
+        """FLOPs a fused attention backward spends recomputing the forward's Q·Kᵀ (counted
+        in flops(); named apart so that FLOP conservation can state them)."""
+        if not (self.kind.is_fused_attention and self.kind.is_backward):
+            return 0
+        batch, heads, _, seq, d_qk, _ = self.args
+        pairs = causal_pairs(seq) if self.kind.is_causal else seq * seq
+        return 2 * batch * heads * pairs * d_qk
 
     def bytes_moved(self, element_bytes: int) -> int:
         """Bytes read and written (matmul, elementwise) or sent per rank (communication)."""
@@ -149,9 +193,16 @@ class CostTerm:
         if self.kind is TermKind.ELEMENTWISE:
             return 2 * self.args[0] * element_bytes  # one read and one write per element
         if self.kind.is_fused_attention:
-            # Q, K and V read once, O written once; the scores never reach memory
+            # Q, K and V read once, O written once; the scores never reach memory. The
+            # backward also reads O and dO and writes dQ, dK and dV.
             batch, heads, kv, seq, d_qk, d_v = self.args
-            return batch * seq * (heads * (d_qk + d_v) + kv * (d_qk + d_v)) * element_bytes
+            forward = heads * (d_qk + d_v) + kv * (d_qk + d_v)
+            extra = (
+                heads * 2 * d_v + heads * d_qk + kv * (d_qk + d_v) if self.kind.is_backward else 0
+            )
+            return batch * seq * (forward + extra) * element_bytes
+        if self.kind is TermKind.OPTIMIZER:
+            return self.args[0] * ADAM_BYTES_PER_PARAM
         if self.kind.is_communication:
             return self.args[0]
         return 0
@@ -220,10 +271,24 @@ def matmul(m: Label, k: Label, n: Label) -> CostTerm:
 
 @functools.cache
 def fused_attention(
-    batch: Label, heads: Label, kv_heads: Label, seq: Label, d_qk: Label, d_v: Label, causal: bool
+    batch: Label,
+    heads: Label,
+    kv_heads: Label,
+    seq: Label,
+    d_qk: Label,
+    d_v: Label,
+    causal: bool,
+    backward: bool = False,
 ) -> CostTerm:
-    """Attn_Time or Causal_Attn_Time(Bm, h, kv, S, d_qk, d_v) from labelled dimensions."""
-    kind = TermKind.CAUSAL_ATTENTION if causal else TermKind.ATTENTION
+    """Attn_Time or Causal_Attn_Time(Bm, h, kv, S, d_qk, d_v) from labelled dimensions (with
+    `backward`, Attn_Bwd_Time or Causal_Attn_Bwd_Time)."""
+    kinds = {
+        (False, False): TermKind.ATTENTION,
+        (True, False): TermKind.CAUSAL_ATTENTION,
+        (False, True): TermKind.ATTENTION_BWD,
+        (True, True): TermKind.CAUSAL_ATTENTION_BWD,
+    }
+    kind = kinds[causal, backward]
     labels = (batch, heads, kv_heads, seq, d_qk, d_v)
     return CostTerm(kind, tuple(_value(label) for label in labels), labels=labels)
 
@@ -238,8 +303,13 @@ def op_kind(term: CostTerm) -> OpKind:
     """The kind of operation a term makes: matmul, elementwise, collective or transfer."""
     if term.kind.does_products:  # a fused attention kernel is two products in one
         return OpKind.MATMUL
-    if term.kind is TermKind.ELEMENTWISE:
+    if term.kind in (TermKind.ELEMENTWISE, TermKind.OPTIMIZER):
         return OpKind.ELEMENTWISE
-    if term.kind in (TermKind.ALL_REDUCE, TermKind.ALL_TO_ALL, TermKind.ALL_GATHER):
+    if term.kind in (
+        TermKind.ALL_REDUCE,
+        TermKind.ALL_TO_ALL,
+        TermKind.ALL_GATHER,
+        TermKind.REDUCE_SCATTER,
+    ):
         return OpKind.COLLECTIVE
     return OpKind.TRANSFER

@@ -33,7 +33,15 @@ from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
 
 _COMPUTE = frozenset(
-    {TermKind.MATMUL, TermKind.ELEMENTWISE, TermKind.ATTENTION, TermKind.CAUSAL_ATTENTION}
+    {
+        TermKind.MATMUL,
+        TermKind.ELEMENTWISE,
+        TermKind.ATTENTION,
+        TermKind.CAUSAL_ATTENTION,
+        TermKind.ATTENTION_BWD,
+        TermKind.CAUSAL_ATTENTION_BWD,
+        TermKind.OPTIMIZER,
+    }
 )
 # Which side of its block each joint step joins: the block's GPUs or its input GPUs.
 _JOINT_SIDE = {
