@@ -282,3 +282,120 @@ def test_gpipe_holds_m_and_1f1b_p_microbatches_on_stage0() -> None:
         assert per_microbatch[0] > 0
         saved = analysis.gpus[0].saved_activation_bytes
         assert saved == in_flight * per_microbatch[0], schedule
+
+
+# -- Korthikanti et al. 2022 ---------------------------------------------------------------------
+# Saved activation bytes per layer against Korthikanti et al. 2022 ("Reducing Activation
+# Recomputation in Large Transformer Models", arXiv:2205.05198), docs/training.md "Memory".
+#
+# For a GPT-like layer (hidden h, a heads, sequence s, micro-batch b, tensor parallelism t,
+# 16-bit activations, MLP of 4h with GeLU) the paper's bytes per layer are
+#
+# - no parallelism: sbh(34 + 5as/h);
+# - tensor parallelism: sbh(10 + 24/t + 5as/(ht));
+# - tensor + sequence parallelism: sbh(34/t + 5as/(ht));
+# - selective recomputation with tensor + sequence parallelism: 34·sbh/t (without sequence
+#   parallelism: sbh(10 + 24/t));
+# - full recomputation: 2sbh (the layer's input).
+#
+# dagc saves exactly the values its backward steps read (dagc/analysis/memory.py). Its own
+# closed forms, in elements (w = 2 bytes each), are written below and checked exactly; the
+# difference from the paper is then checked to be exactly the terms dagc lacks: dropout
+# (masks of 1 byte per element after attention's softmax, after the attention output and
+# after the MLP; softmax-dropout's output of 2 bytes) and the pre-softmax scores dagc keeps
+# (softmax's backward reads its input in dagc, its output in the paper).
+#
+# The per-layer figure is the difference between the same layout with 3 and with 2 layers on
+# one tensor-parallel group, so the ends of the program (the input no step writes, the loss)
+# cancel.
+
+NEEDS_BACKWARD = pytest.mark.skipif(
+    not HAS_BACKWARD, reason="the backward pass (dagc.passes.backward) is not merged yet"
+)
+KH, KA, KS, KB = 1024, 16, 128, 2  # hidden, heads, sequence, micro-batch size
+KF = 4 * KH  # the paper's MLP
+
+
+def _gpt_file(layers: int, t: int, extra: str) -> str:
+    return f"""
+model gpt {{
+  layers = {layers}
+  hidden = {KH}
+  heads = {KA}
+  ffn = {KF}
+}}
+workload {{
+  batch = {KB}
+  seq = {KS}
+  microbatches = 1
+}}
+training {{
+{extra}}}
+devices {{
+  group g = gpu[0..{t - 1}]
+}}
+layers 0..{layers - 1} on g {{
+  attention tp={t}
+  mlp tp={t}
+}}
+"""
+
+
+def saved_per_layer(t: int, extra: str = "") -> int:
+    """Forward-saved bytes of one layer on gpu0 (recomputed values excluded)."""
+    per = []
+    for layers in (2, 3):
+        analysis = analyze_compiled(
+            compile_text(_gpt_file(layers, t, extra)), CostOptions()
+        ).analysis
+        per.append(saved_values(analysis.graph).per_microbatch(forward_only=True)[0])
+    return per[1] - per[0]
+
+
+SBH = KS * KB * KH
+SCORES = KA * KS * KS * KB  # elements of the attention scores (all heads)
+
+
+@NEEDS_BACKWARD
+@pytest.mark.parametrize("t", [1, 2, 4])
+def test_tensor_parallel_layer(t: int) -> None:
+    # dagc, in elements: the layer's input and its copy after ln1, ln2's input and output
+    # (4·sbh, replicated), q, k, v and the attention output (4·sbh/t), the MLP's up and
+    # activation outputs (2·s·b·F/t), the scores and probabilities (2·a·s²·b/t)
+    dagc = W * (4 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t)
+    assert saved_per_layer(t) == dagc
+    # the paper: sbh(10 + 24/t + 5as/(ht)); t = 1 is its sbh(34 + 5as/h)
+    paper = 10 * SBH + 24 * SBH // t + 5 * SCORES // t
+    dropout = 2 * SBH + SCORES // t + 2 * SCORES // t  # two masks of sbh, softmax's mask, output
+    scores = 2 * SCORES // t  # dagc's pre-softmax scores
+    assert paper - dagc == dropout - scores
+
+
+@NEEDS_BACKWARD
+def test_sequence_parallel_layer() -> None:
+    t = 2
+    # the norms' inputs are split over the tp ranks (sbh/t each); the products' inputs are
+    # the all-gathered norm outputs (sbh each), kept whole for the weight gradients
+    dagc = W * (2 * SBH // t + 2 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t)
+    assert saved_per_layer(t, "  sequence_parallel = true\n") == dagc
+    paper = 34 * SBH // t + 5 * SCORES // t
+    dropout = 2 * SBH // t + 3 * SCORES // t
+    # Megatron saves the norms' outputs split and gathers them again in the backward
+    gathered = 2 * W * SBH - 2 * W * SBH // t
+    assert paper - dagc == dropout - 2 * SCORES // t - gathered
+
+
+@NEEDS_BACKWARD
+def test_selective_recompute_layer() -> None:
+    t = 2
+    # the attention core is rerun: the scores and probabilities are not saved
+    dagc = W * (4 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t)
+    assert saved_per_layer(t, "  recompute = selective\n") == dagc
+    paper = 10 * SBH + 24 * SBH // t  # sbh(10 + 24/t); 34·sbh/t with sequence parallelism
+    assert paper - dagc == 2 * SBH  # the two dropout masks
+
+
+@NEEDS_BACKWARD
+def test_full_recompute_layer() -> None:
+    t = 2
+    assert saved_per_layer(t, "  recompute = full\n") == W * SBH  # the layer's input, 2sbh

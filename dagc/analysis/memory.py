@@ -225,7 +225,7 @@ class SavedValues:
 
     Interval i: `gpu[i]` holds `nbytes[i]` from template operation `writer[i]` until the
     last of its readers; reader pair j belongs to interval `owner[j]` and is template
-    operation `reader[j]`.
+    operation `reader[j]`. `forward[i]`: a forward step wrote the value (else a recompute).
     """
 
     gpu: IntArray
@@ -234,12 +234,17 @@ class SavedValues:
     owner: IntArray
     reader: IntArray
     names: tuple[str, ...]
+    forward: npt.NDArray[np.bool_]
 
-    def per_microbatch(self) -> dict[int, int]:
-        """Bytes of one micro-batch's saved values on each GPU."""
+    def per_microbatch(self, *, forward_only: bool = False) -> dict[int, int]:
+        """Bytes of one micro-batch's saved values on each GPU (`forward_only`: those the
+        forward writes and keeps for a later phase, without recomputed values)."""
         totals: dict[int, int] = defaultdict(int)
-        for gpu, size in zip(self.gpu.tolist(), self.nbytes.tolist(), strict=True):
-            totals[gpu] += size
+        for gpu, size, forward in zip(
+            self.gpu.tolist(), self.nbytes.tolist(), self.forward.tolist(), strict=True
+        ):
+            if forward or not forward_only:
+                totals[gpu] += size
         return dict(totals)
 
 
@@ -260,6 +265,7 @@ def saved_values(graph: DeviceGraph) -> SavedValues:
     nbytes: list[int] = []
     writer: list[int] = []
     names: list[str] = []
+    forward: list[bool] = []
     owner: list[int] = []
     reader: list[int] = []
     for index, step in enumerate(graph.steps):
@@ -286,6 +292,7 @@ def saved_values(graph: DeviceGraph) -> SavedValues:
                     nbytes.append(value_bytes(value, g))
                     writer.append(w_op)
                     names.append(value.name)
+                    forward.append(w_step.phase is Phase.FORWARD)
                 owner.append(interval[key])
                 reader.append(offsets[index] + (0 if step.joint else rank))
     return SavedValues(
@@ -295,6 +302,7 @@ def saved_values(graph: DeviceGraph) -> SavedValues:
         owner=np.asarray(owner, dtype=np.int64),
         reader=np.asarray(reader, dtype=np.int64),
         names=tuple(names),
+        forward=np.asarray(forward, dtype=np.bool_),
     )
 
 
