@@ -404,3 +404,11 @@ def test_selective_recompute_layer() -> None:
 def test_full_recompute_layer() -> None:
     t = 2
     assert saved_per_layer(t, "  recompute = full\n") == W * SBH  # the layer's input, 2sbh
+
+
+def test_symmetric_collapse_keeps_every_gpus_memory() -> None:
+    compiled = compile_text(training_file(dp=2, zero=1))
+    full = analyze_compiled(compiled, CostOptions(), symmetric=False).analysis
+    collapsed = analyze_compiled(compiled, CostOptions(), symmetric=True).analysis
+    assert collapsed.graph.symmetry is not None
+    assert full.gpus == collapsed.gpus
