@@ -343,4 +343,8 @@ MODULE = BlockModule(
     # every projection is a part of `qkv` (MLA's too) or o_proj
     weight_products=frozenset({"qkv", "o_proj"}),
     least_ops_per_rank=5,  # fused qkv, fused kernel: ln1, qkv, attn_core, o_proj, res1
+    grad_only=frozenset({"res1"}),
+    transposed_operand=frozenset({"attn_scores"}),
+    backward_all_reduce="all_reduce_attn_bwd",
+    recompute_core=frozenset({"attn_scores", "softmax", "attn_out", "attn_core"}),
 )

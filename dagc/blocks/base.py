@@ -58,6 +58,14 @@ class BlockModule:
     - `least_ops_per_rank`, `least_ops_per_expert`: operations each rank (each expert) makes
       at least, per layer and micro-batch, whatever the options: the size guard's lower
       bound (dagc.expand.least_operations). 0 for blocks that do not run in every layer.
+    - `grad_only`: elementwise steps whose backward reads only the gradient of their output
+      (residual adds, sums), not the values they read (the `backward` pass).
+    - `transposed_operand`: products of two activations whose second operand is stored
+      transposed (Q·Kᵀ reads K): its gradient is a product of the first's shape.
+    - `backward_all_reduce`: the name of the tensor-parallel backward all-reduce (Megatron's
+      f), which sums the partial gradients the block's sharded products leave for a value
+      every rank holds whole (`all_reduce_attn_bwd`).
+    - `recompute_core`: steps selective recomputation reruns (attention's core).
     """
 
     kind: BlockKind
@@ -72,6 +80,10 @@ class BlockModule:
     tied_table: Callable[[Model, Step, int], int] = _no_held_weights
     least_ops_per_rank: int = 0
     least_ops_per_expert: int = 0
+    grad_only: frozenset[str] = frozenset()
+    transposed_operand: frozenset[str] = frozenset()
+    backward_all_reduce: str = ""
+    recompute_core: frozenset[str] = frozenset()
 
     @property
     def degree_key(self) -> str | None:

@@ -116,4 +116,6 @@ MODULE = BlockModule(
     collectives=all_reduce_after("mlp_down", "all_reduce_mlp"),
     weight_products=frozenset({"mlp_up", "mlp_gate", "mlp_down"}),
     least_ops_per_rank=5,  # gelu: ln2, up, act, down, res2
+    grad_only=frozenset({"res2"}),
+    backward_all_reduce="all_reduce_mlp_bwd",
 )
