@@ -318,9 +318,15 @@ class _Builder:
                 )
             ]
         saved = () if forward_base(step.base) in mod.grad_only else self._saved(step.reads)
-        writes = tuple(
-            self._contribution(x, step, self._placement(step, x, dy)) for x in step.reads
-        )
+        if len(step.reads) == len(step.writes) > 1:
+            # one map per input (qk_norm: q -> q_normed, k -> k_normed)
+            pairs = [
+                (x, tuple(self.grads.get(y.name, [])))
+                for x, y in zip(step.reads, step.writes, strict=True)
+            ]
+        else:
+            pairs = [(x, dy) for x in step.reads]
+        writes = tuple(self._contribution(x, step, self._placement(step, x, g)) for x, g in pairs)
         return [
             replace(
                 step,
@@ -519,28 +525,21 @@ class _Builder:
     # -- recomputation ------------------------------------------------------------------
 
     def _first_of_layer_on_group(self, forward: tuple[BlockSteps, ...], index: int) -> bool:
-        """Whether `forward[index]` is the last forward block of its layer on its group: its
-        backward is the first of the layer there, so the layer's recompute goes before it."""
+        """Whether `forward[index]` is the last recomputed forward block of its layer on its
+        group: its backward is the first of the layer there, so the layer's recompute goes
+        before it."""
         block = forward[index]
-        return not any(
-            b.layer == block.layer and b.group == block.group and b.kind != TransferKind.TRANSFER
+        return _recomputed(block) and not any(
+            b.layer == block.layer and b.group == block.group and _recomputed(b)
             for b in forward[index + 1 :]
         )
 
     def _recompute_layer(self, forward: tuple[BlockSteps, ...], block: BlockSteps) -> list[Step]:
-        """The forward steps of `block`'s layer on its group, rerun (full recomputation).
-
-        embed and lm_head are not rerun (Megatron's full recompute covers the transformer
-        layers), nor a moe excursion (its steps run on two groups)."""
-        skip = {"embed", "lm_head"}
+        """The forward steps of `block`'s layer on its group, rerun (full recomputation)."""
         steps = [
             s
             for b in forward
-            if b.layer == block.layer
-            and b.group == block.group
-            and b.kind != TransferKind.TRANSFER
-            and str(b.kind) not in skip
-            and not b.excursion
+            if b.layer == block.layer and b.group == block.group and _recomputed(b)
             for s in b.steps
         ]
         return self._rerun(steps)
@@ -566,6 +565,14 @@ class _Builder:
     def _saved(self, values: Iterable[Value]) -> tuple[Value, ...]:
         """Forward values as the backward reads them: rerun ones from their recomputation."""
         return tuple(self.via.get(v.name, v) for v in values)
+
+
+def _recomputed(block: BlockSteps) -> bool:
+    """Whether full recomputation reruns a forward block: the transformer blocks, not embed
+    or lm_head (Megatron's full recompute covers the layers), nor a moe excursion (its
+    steps run on two groups) or a transfer."""
+    kind = block.block_kind
+    return kind is not None and kind.value not in ("embed", "lm_head") and not block.excursion
 
 
 def _product(term: CostTerm, order: tuple[int, int, int]) -> CostTerm:

@@ -263,7 +263,7 @@ def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None
             side = "input"  # the token-split router's gradients are summed where it ran
         if side == "input_side":
             side = "input"
-    elif block.backward and base in _AT_OUTPUT:
+    elif block.backward and bare in _AT_OUTPUT:
         side = "input"  # a backward block's input GPUs hold the forward output's gradient
     elif block.excursion and base == "res2" and _has_transfers(block):
         side = "input"  # the residual stream stays where the layer came from

@@ -12,7 +12,8 @@
 - A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
   that sums the MoE GPUs' results), once the block's communication is inserted. In the
   backward, a per-GPU step may read a partial gradient (`d_…`): backward steps are linear in
-  the gradient, so it then writes partial values only, which a backward all-reduce sums.
+  the gradient, so it then writes partial values (the gradient of the input the partial one
+  flows to; qk_norm maps q and k apart), which a backward all-reduce sums.
 - A matmul contracts the trailing dims of its activation input (its first read value): on
   every GPU, the term's K equals the product of the last dims that GPU holds. In the
   backward: a dgrad or an activation product's gradient (BACKWARD) contracts the trailing
@@ -71,8 +72,9 @@ class _Context:
 
     @property
     def kind(self) -> str:
-        """The step's base without a stage number (`send_stage1` -> `send_stage`)."""
-        return self.step.base.rstrip("0123456789")
+        """The step's base without a stage number (`send_stage1` -> `send_stage`), a rerun
+        as the step it reruns (`all_reduce_attn_recompute` -> `all_reduce_attn`)."""
+        return self.step.base.rstrip("0123456789").removesuffix("_recompute")
 
     @property
     def routed_dispatch(self) -> bool:
@@ -167,10 +169,10 @@ def _check_partial(context: _Context, value: Value) -> None:
         and value.name.startswith("d_")
     ):
         # linear in the gradient: a partial gradient in, partial values out
-        if any(w.placement.kind is not PlacementKind.PARTIAL for w in step.writes):
+        if not any(w.placement.kind is PlacementKind.PARTIAL for w in step.writes):
             raise context.fail(
-                f"reads the partial gradient {value.name} but writes a value that is not"
-                " partial: a backward step is linear in the gradient"
+                f"reads the partial gradient {value.name} but writes no partial value:"
+                " a backward step is linear in the gradient"
             )
         return
     if value.placement.kind is PlacementKind.PARTIAL and context.kind not in REDUCTIONS:
