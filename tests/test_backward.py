@@ -321,6 +321,42 @@ def test_least_operations_stays_a_lower_bound() -> None:
         )
 
 
+# -- sequence parallelism ---------------------------------------------------------------------
+
+
+def test_sequence_parallel_forward_and_backward() -> None:
+    text = DENSE + "training { sequence_parallel = true }\n"
+    steps = lower_to_steps(dagc.compile_text(text, "t.dag").program)
+    piece = T * H * 2 // 2  # T·H·w / t
+    attention = next(b for b in steps.blocks if b.kind == "attention" and not b.backward)
+    bases = [s.base for s in attention.steps]
+    assert bases[:2] == ["ln1", "all_gather_attn"]
+    assert bases.index("reduce_scatter_attn") == bases.index("o_proj") + 1
+    assert "all_reduce_attn" not in bases
+    by_base = {s.base: s for s in attention.steps}
+    assert by_base["all_gather_attn"].terms[0] == CostTerm(TermKind.ALL_GATHER, (piece, 2))
+    assert by_base["reduce_scatter_attn"].terms[0] == CostTerm(TermKind.REDUCE_SCATTER, (piece, 2))
+    # the norm and the residual add on T/t = 8 tokens per rank
+    half = CostTerm(TermKind.ELEMENTWISE, (T // 2 * H,))
+    assert by_base["ln1"].terms == (half, half) and by_base["res1"].terms == (half, half)
+    embed = next(b for b in steps.blocks if b.kind == "embed")
+    assert embed.steps[0].terms == (half, half)
+    # the last mlp gathers the residual for lm_head
+    last_mlp = next(b for b in steps.blocks if b.kind == "mlp" and b.layer == 1)
+    assert last_mlp.steps[-1].base == "all_gather_mlp_out"
+    # backward: the pairs swapped, no backward all-reduce inside a run of SP blocks
+    back = next(b for b in _backward_blocks(steps) if b.kind == "attention" and b.layer == 1)
+    bases = [s.base for s in back.steps]
+    assert bases.index("all_gather_attn_bwd") == bases.index("o_proj_dgrad") - 1
+    assert bases.index("reduce_scatter_attn_bwd") == bases.index("ln1_bwd") - 1
+    assert max(i for i, b in enumerate(bases) if b == "qkv_dgrad") < bases.index(
+        "reduce_scatter_attn_bwd"
+    )
+    assert "all_reduce_attn_bwd" not in bases
+    scatter = next(s for s in back.steps if s.base == "reduce_scatter_attn_bwd")
+    assert scatter.terms[0] == CostTerm(TermKind.REDUCE_SCATTER, (piece, 2))
+
+
 # -- the verifier after every pass, on training files -------------------------------------------
 
 CASES = {
@@ -355,10 +391,14 @@ CASES["excursion_shared"] = CASES["excursion"].replace(
 )
 
 
+@pytest.mark.parametrize("sequence_parallel", [False, True])
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_verifier_passes_after_every_pass(name: str, recompute: str) -> None:
-    text = CASES[name] + f"training {{ recompute = {recompute} }}\n"
+def test_verifier_passes_after_every_pass(
+    name: str, recompute: str, sequence_parallel: bool
+) -> None:
+    sp = str(sequence_parallel).lower()
+    text = CASES[name] + f"training {{ recompute = {recompute}; sequence_parallel = {sp} }}\n"
     compiled = dagc.compile_text(text, "t.dag")
     for symmetric in (False, True):
         graph = expand(compiled, options=PassOptions(verify_each=True), symmetric=symmetric).graph

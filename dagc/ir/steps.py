@@ -169,6 +169,10 @@ class BlockSteps:
     input_value: str = ""
     steps: tuple[Step, ...] = ()
     backward: bool = False
+    # sequence parallelism (training): the residual the block reads / writes is split by
+    # tokens over its GPUs (between two sequence-parallel blocks on the same GPUs)
+    split_input: bool = False
+    split_output: bool = False
     span: Span | None = field(default=None, compare=False)
 
     @property

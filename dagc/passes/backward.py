@@ -426,6 +426,8 @@ class _Builder:
                     raise ValueError(f"the gradient of {x.name} is not replicated")
             return []
         dy = self._output_grads(step)
+        if term.kind in (TermKind.ALL_GATHER, TermKind.REDUCE_SCATTER):
+            return self._sequence_backward(block, step, dy)
         if term.kind is TermKind.BROADCAST:
             # the reverse of a broadcast is a reduction: it sums what the MoE GPUs send back
             writes = tuple(self._contribution(x, step, REPLICATED) for x in step.reads)
@@ -443,6 +445,37 @@ class _Builder:
                 gpus=gpus,
                 reads=dy,
                 writes=writes,
+                phase=Phase.BACKWARD,
+            )
+        ]
+
+    def _sequence_backward(
+        self, block: BlockSteps, step: Step, dy: tuple[Value, ...]
+    ) -> list[Step]:
+        """Sequence parallelism's collectives, reversed: an all-gather's backward is a
+        reduce-scatter of the partial gradients (`reduce_scatter_{kind}_bwd`), or, when the
+        gradient is whole on every rank, each rank's slice (no step); a reduce-scatter's is
+        an all-gather (`all_gather_{kind}_bwd`), the same piece."""
+        term = step.terms[0]
+        (x,) = step.reads
+        if term.kind is TermKind.ALL_GATHER:
+            if not any(g.placement == PARTIAL for g in dy):
+                self.grads[x.name] = list(dy)  # each rank takes its tokens' rows
+                return []
+            base = step.base.replace("all_gather", "reduce_scatter", 1) + "_bwd"
+            kind, placement = TermKind.REDUCE_SCATTER, x.placement
+        else:
+            base = step.base.replace("reduce_scatter", "all_gather", 1) + "_bwd"
+            kind, placement = TermKind.ALL_GATHER, self._placement(step, x, dy)
+        reverse = communication(self.program, kind, *term.labels, gpus=step.gpus)
+        grad = self._contribution(x, step, placement)
+        return [
+            replace(
+                step,
+                base=base,
+                terms=(reverse,),
+                reads=dy,
+                writes=(grad,),
                 phase=Phase.BACKWARD,
             )
         ]

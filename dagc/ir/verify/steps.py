@@ -56,6 +56,21 @@ _JOINT_SIDE = {
     "send_stage": "input",
     "recv_stage": "gpus",
     "gather_stage": "gpus",
+    # sequence parallelism (training): the norm's output gathered, the products' partial
+    # sums reduce-scattered, the residual gathered where the next block is not
+    # sequence-parallel; in the backward the pairs swapped
+    "all_gather_attn": "gpus",
+    "all_gather_mlp": "gpus",
+    "reduce_scatter_attn": "gpus",
+    "reduce_scatter_mlp": "gpus",
+    "all_gather_attn_out": "gpus",
+    "all_gather_mlp_out": "gpus",
+    "reduce_scatter_attn_bwd": "gpus",
+    "reduce_scatter_mlp_bwd": "gpus",
+    "all_gather_attn_bwd": "gpus",
+    "all_gather_mlp_bwd": "gpus",
+    "reduce_scatter_attn_out_bwd": "gpus",
+    "reduce_scatter_mlp_out_bwd": "gpus",
     # the backward (training): the backward all-reduces (Megatron's f), the all-to-alls'
     # reverses, an excursion's reverse transfers (sent from the other side) and the
     # gradient sends between stages (a backward transfer block's GPUs are its receivers)

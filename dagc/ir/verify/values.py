@@ -56,6 +56,12 @@ REDUCTIONS = frozenset(
         "all_reduce_moe_bwd",
         "all_reduce_head_bwd",
         "broadcast_bwd",  # the reverse of a broadcast sums the MoE GPUs' gradients
+        "reduce_scatter_attn",  # sequence parallelism
+        "reduce_scatter_mlp",
+        "reduce_scatter_attn_bwd",
+        "reduce_scatter_mlp_bwd",
+        "reduce_scatter_attn_out_bwd",
+        "reduce_scatter_mlp_out_bwd",
     }
 )
 
