@@ -321,6 +321,59 @@ def test_least_operations_stays_a_lower_bound() -> None:
         )
 
 
+# -- recomputation ------------------------------------------------------------------------------
+
+
+def _recompute(text: str, mode: str) -> StepProgram:
+    return lower_to_steps(
+        dagc.compile_text(text + f"training {{ recompute = {mode} }}\n", "t.dag").program
+    )
+
+
+def test_selective_recompute_reruns_the_attention_core() -> None:
+    steps = _recompute(DENSE, "selective")
+    back = next(b for b in _backward_blocks(steps) if b.kind == "attention" and b.layer == 0)
+    reruns = [s for s in back.steps if s.phase is Phase.RECOMPUTE]
+    assert [s.base for s in reruns] == [
+        "attn_scores_recompute",
+        "softmax_recompute",
+        "attn_out_recompute",
+    ]
+    assert back.steps[: len(reruns)] == tuple(reruns)  # first thing in the block's backward
+    assert reruns[0].terms[0] == _get(BM * S * 2, D, S)
+    assert [v.name for v in reruns[0].reads] == ["q_l0", "k_l0"]
+    assert [v.name for v in reruns[2].writes] == ["attn_l0_rc"]
+    softmax = _step(steps, "softmax_bwd", 0)
+    assert {v.name for v in softmax.reads} == {"d_probs_l0", "scores_l0_rc"}
+    saved = set(saved_values(steps))
+    assert {"scores_l0", "probs_l0", "attn_l0"}.isdisjoint(saved)
+    assert {"q_l0", "k_l0", "v_l0", "ln1_l0"} <= saved
+    # executed FLOPs: 3x the forward plus the core once more
+    graph = expand(dagc.compile_text(DENSE + "training { recompute = selective }\n", "t.dag")).graph
+    core = 2 * BM * 4 * S * S * (D + D)
+    assert _executed(graph)[0] == (3 * _forward_flops(core, 2) + 2 * core) * M
+
+
+def test_full_recompute_reruns_each_layer() -> None:
+    steps = _recompute(DENSE, "full")
+    back = next(b for b in _backward_blocks(steps) if b.kind == "mlp" and b.layer == 1)
+    reruns = [s.base for s in back.steps if s.phase is Phase.RECOMPUTE]
+    assert reruns[:2] == ["ln1_recompute", "qkv_recompute"]
+    assert "all_reduce_attn_recompute" in reruns and reruns[-1] == "res2_recompute"
+    assert not any(
+        s.phase is Phase.RECOMPUTE
+        for b in _backward_blocks(steps)
+        if b.kind != "mlp"
+        for s in b.steps
+    )
+    # only each layer's input (and lm_head's) is saved
+    assert set(saved_values(steps)) == {"x_l0_embed", "x_l0_mlp", "x_l1_mlp", "logits_l1"}
+    graph = expand(dagc.compile_text(DENSE + "training { recompute = full }\n", "t.dag")).graph
+    core = 2 * BM * 4 * S * S * (D + D)
+    layer = _forward_flops(core, 2) - _forward_flops(core, 0)
+    assert _executed(graph)[0] == (3 * _forward_flops(core, 2) + layer) * M
+
+
 # -- sequence parallelism ---------------------------------------------------------------------
 
 
