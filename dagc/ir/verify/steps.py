@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dagc.ir.logical import BlockKind, MoeDispatch, Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
@@ -145,7 +145,7 @@ def expected_blocks(program: Program) -> Iterator[tuple[str, int, str]]:
 
 def _check_block_sequence(steps: StepProgram) -> None:
     expected = list(expected_blocks(steps.program))
-    forward = [b for b in steps.blocks if not b.backward]
+    forward = [b for b in steps.blocks if not b.backward and not _iteration(b)]
     backward = [b for b in steps.blocks if b.backward]
     if backward and steps.blocks.index(backward[0]) != len(forward):
         raise VerificationError("a forward block comes after the backward began")
@@ -154,6 +154,12 @@ def _check_block_sequence(steps: StepProgram) -> None:
         if steps.program.training is None:
             raise VerificationError("a prefill program has backward blocks")
         _check_compute_blocks(backward, expected[::-1], "backward ")
+
+
+def _iteration(block: BlockSteps) -> bool:
+    """A block of once-per-iteration steps (gradient reduction, optimizer): outside the
+    forward and the backward's block sequences."""
+    return bool(block.steps) and all(s.phase is Phase.ITERATION for s in block.steps)
 
 
 def _check_compute_blocks(
@@ -174,7 +180,7 @@ def _check_compute_blocks(
 
 def _check_data_placement(steps: StepProgram, restrict: _Restrict) -> None:
     """Inputs live where the previous compute block's output is; transfers bridge moves."""
-    blocks = tuple(b for b in steps.blocks if not b.backward)
+    blocks = tuple(b for b in steps.blocks if not b.backward and not _iteration(b))
     _check_backward_placement(tuple(b for b in steps.blocks if b.backward), restrict)
     previous: BlockSteps | None = None
     for index, block in enumerate(blocks):
