@@ -24,10 +24,14 @@ import numpy as np
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
 from dagc.ir.steps import Step, Stream
+from dagc.passes.schedules import training_chains
 
 
 def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU and stream."""
+    if graph.program.training is not None:
+        src, dst = training_chains(graph)
+        return _merge(graph, src, dst)
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
     pingpong = np.asarray(sorted(_pingpong_gpus(graph.steps)), dtype=np.int64)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
