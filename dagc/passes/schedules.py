@@ -65,11 +65,16 @@ def stage_order(schedule: Schedule, p: int, s: int, m: int, v: int = 1) -> list[
     first s forward/backward pairs, then runs one W (the oldest pending) after each B, and
     the rest at the end (as the zero-bubble authors' DeepSpeed schedule). Interleaved
     (Megatron's interleaved 1F1B, v > 1): see `_interleaved`; with v = 1 it is 1F1B. With
-    v > 1, 1F1B and ZB-H1 run the interleaved order (W not deferred).
+    v > 1, 1F1B and ZB-H1 run the interleaved order (W not deferred). Interleaving needs m
+    divisible by p (as in Megatron-LM: with a smaller last group of micro-batches the order
+    can deadlock); a layout with v > 1 and m not divisible by p runs GPipe (the `pp=` sugar
+    refuses it).
     """
     if schedule is Schedule.GPIPE:
         forwards = [(Part.F, j, k) for k in range(v) for j in range(m)]
         return forwards + [(Part.B, j, k) for k in reversed(range(v)) for j in range(m)]
+    if v > 1 and m % p:  # Megatron's interleaving needs it; GPipe is always deadlock-free
+        return stage_order(Schedule.GPIPE, p, s, m, v)
     if v > 1:
         return _interleaved(p, s, m, v)
     warmup = min(p - s - 1, m)
@@ -91,17 +96,12 @@ def stage_order(schedule: Schedule, p: int, s: int, m: int, v: int = 1) -> list[
 def _interleaved(p: int, s: int, m: int, v: int) -> list[Unit]:
     """Megatron's interleaved 1F1B on stage s: v local chunks, virtual micro-batches.
 
-    The k-th forward is micro-batch/chunk `table[k]`: micro-batches in groups of p, each
-    group through chunk 0, then chunk 1, ... (a last, smaller group likewise); the k-th
+    The k-th forward is micro-batch/chunk `table[k]`: micro-batches in groups of p (m is a
+    multiple of p), each group through chunk 0, then chunk 1, ...; the k-th
     backward is the same entry with the chunk reversed. Warm-up: min(2·(p − s − 1) + (v −
     1)·p, m·v) forwards, then forward/backward pairs, then the cool-down backwards.
     """
-    table = [
-        (j, k)
-        for first in range(0, m, p)
-        for k in range(v)
-        for j in range(first, min(first + p, m))
-    ]
+    table = [(j, k) for first in range(0, m, p) for k in range(v) for j in range(first, first + p)]
     total = m * v
     warmup = min(2 * (p - s - 1) + (v - 1) * p, total)
     units: list[Unit] = [(Part.F, *table[k]) for k in range(warmup)]
