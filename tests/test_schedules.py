@@ -18,12 +18,12 @@ import pytest
 
 import dagc
 from dagc.diagnostics import Severity
+from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import Schedule
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.device import _check_acyclic, _check_program_order
-from dagc.expand import expand
 from dagc.passes.manager import run_passes
 from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
