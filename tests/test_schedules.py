@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import dagc
+from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
@@ -375,3 +376,56 @@ def test_interleaving_needs_microbatches_in_rounds_of_pp() -> None:
     assert found.help == (
         "use a multiple of 2 micro-batches (as Megatron-LM requires), or remove `virtual_stages`"
     )
+
+
+# -- closed forms: equal stages, matmuls only ----------------------------------------------
+
+
+def _matmul_only_time(graph: DeviceGraph) -> float:
+    """The critical path with Get_Time(M, K, N) = 2·M·K·N seconds, every other term free."""
+    costs = np.asarray(
+        [
+            2.0 * float(np.prod([int(a) for a in term.args[:3]]))
+            if term.kind is TermKind.MATMUL
+            else 0.0
+            for term in graph.terms.terms
+        ]
+    )
+    return critical_path(graph, op_costs(graph, costs)).time
+
+
+# One layer's forward products on one tp=2 rank of _file's model: T = 2 sequences × 16
+# tokens = 32, H = 64, 2 heads of d = 16 per rank, ffn 128 / 2 = 64 per rank.
+T, H, D, HEADS, FFN = 32, 64, 16, 2, 64
+LAYER_FORWARD = (
+    3 * 2 * T * H * (HEADS * D)  # q, k, v
+    + 2 * 2 * (2 * HEADS * 16) * D * 16  # scores and weights·V: 2 sequences × 2 heads × S²·d
+    + 2 * T * (HEADS * D) * H  # o_proj
+    + 2 * 2 * T * H * FFN  # mlp_up, mlp_down
+)
+CHUNK_FORWARD = 2 * LAYER_FORWARD  # _file puts 2 layers in each chunk
+# the hand-built backward: every product's input gradient (B) and weight gradient (W)
+# cost the forward product's time each
+T_F, T_B_INPUT, T_W = CHUNK_FORWARD, CHUNK_FORWARD, CHUNK_FORWARD
+T_B = T_B_INPUT + T_W
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (4, 8), (3, 5)])
+def test_1f1b_and_gpipe_take_m_plus_p_minus_1_rounds(p: int, m: int) -> None:
+    expected = (m + p - 1) * (T_F + T_B)
+    assert _matmul_only_time(_graph(_file("1f1b", p, m))) == expected
+    assert _matmul_only_time(_graph(_file("gpipe", p, m))) == expected
+
+
+@pytest.mark.parametrize(("p", "m", "v"), [(2, 4, 2), (4, 8, 2), (2, 4, 3)])
+def test_interleaved_bubble_is_1f1b_s_over_v(p: int, m: int, v: int) -> None:
+    per_stage = v * (T_F + T_B)  # a stage's work per micro-batch: v chunks
+    expected = m * per_stage + (p - 1) * per_stage / v
+    assert _matmul_only_time(_graph(_file("interleaved", p, m, v=v))) == expected
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (4, 8), (3, 6)])
+def test_zb_h1_bubble_is_p_minus_1_times_f_plus_b_minus_w(p: int, m: int) -> None:
+    # Qi et al.'s (p − 1)·(T_F + T_B − T_W), T_B the input gradients only
+    expected = m * (T_F + T_B) + (p - 1) * (T_F + T_B_INPUT - T_W)
+    assert _matmul_only_time(_graph(_file("zb_h1", p, m))) == expected
