@@ -1,6 +1,8 @@
 """order: program-order edges, so each GPU runs its operations one at a time.
 
-Program order comes from the file, never from costs:
+Program order comes from the file, never from costs. A training program (a file with a
+`training` section) follows its pipeline schedule, per stage: see passes/schedules.py.
+A prefill program:
 - GPUs of a pipeline stage run micro-batch by micro-batch (GPipe forward);
 - GPUs of groups that alternate with another group inside a layer (attention/MoE
   separation) run ping-pong units in (layer, micro-batch) order. Within a layer, a GPU's
