@@ -18,6 +18,7 @@ import pytest
 
 import dagc
 from dagc.analysis.critical_path import critical_path, op_costs
+from dagc.analysis.formula import symbolic_longest_path
 from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
@@ -429,3 +430,48 @@ def test_zb_h1_bubble_is_p_minus_1_times_f_plus_b_minus_w(p: int, m: int) -> Non
     # Qi et al.'s (p − 1)·(T_F + T_B − T_W), T_B the input gradients only
     expected = m * (T_F + T_B) + (p - 1) * (T_F + T_B_INPUT - T_W)
     assert _matmul_only_time(_graph(_file("zb_h1", p, m))) == expected
+
+
+def test_1f1b_formula_counts_m_plus_p_minus_1_rounds_of_a_stage() -> None:
+    p, m = 3, 5
+    path = symbolic_longest_path(
+        _graph(_file("1f1b", p, m)), include=lambda term: term.kind is TermKind.MATMUL
+    )
+    (only,) = path.sums  # one path dominates: no max(...)
+    counts = {path.terms[t].args[:3]: c for t, c in only.counts.items()}
+    # a stage's products per micro-batch, each with its B and W copy (× 3), 2 layers
+    per_stage = {
+        (T, H, HEADS * D): 3 * 3 * 2,  # q, k, v
+        (2 * HEADS * 16, D, 16): 2 * 3 * 2,  # scores, weights·V
+        (T, HEADS * D, H): 1 * 3 * 2,  # o_proj
+        (T, H, FFN): 2 * 3 * 2,  # mlp_up, mlp_down
+    }
+    assert counts == {args: (m + p - 1) * c for args, c in per_stage.items()}
+
+
+def test_iteration_steps_run_after_every_microbatch_on_their_lane() -> None:
+    program = dagc.compile_text(_file("1f1b", 2, 3), "t.dag").program
+    steps = _with_hand_backward(run_passes(program, until="assign-streams"))
+    last = steps.blocks[-1]
+    update = replace(
+        last.steps[0],
+        base="optimizer",
+        gpus=(0, 1),
+        terms=last.steps[0].terms[:1] * 2,
+        phase=Phase.ITERATION,
+        reads=(),
+        writes=(replace(last.steps[0].writes[0], name="updated"),),
+    )
+    steps = replace(steps, blocks=(*steps.blocks, replace(last, steps=(update,))))
+    graph = order(microbatch(steps))
+    levels = _check_acyclic(graph)
+    _check_program_order(graph, levels)
+    level_of = np.empty(graph.num_ops, dtype=np.int64)
+    for index, level in enumerate(levels):
+        level_of[level] = index
+    on_gpu0 = sorted(
+        (op for op in range(graph.num_ops) if 0 in graph.gpus_of(op)), key=level_of.__getitem__
+    )
+    phases = [graph.step_of(op).phase for op in on_gpu0]
+    assert phases[-3:] == [Phase.ITERATION] * 3
+    assert Phase.ITERATION not in phases[:-3]
