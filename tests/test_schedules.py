@@ -218,8 +218,10 @@ def _with_hand_backward(steps: StepProgram) -> StepProgram:
 
 
 def _graph(text: str) -> DeviceGraph:
+    """The device DAG of `text` with the hand-built backward (the passes up to the
+    transfers, before the backward pass and streams; the files have no `overlap`)."""
     program = dagc.compile_text(text, "t.dag").program
-    steps = run_passes(program, until="assign-streams")
+    steps = run_passes(program, until="insert-transfers")
     graph = order(microbatch(_with_hand_backward(steps)))
     assert isinstance(graph, DeviceGraph)
     return graph
@@ -451,7 +453,7 @@ def test_1f1b_formula_counts_m_plus_p_minus_1_rounds_of_a_stage() -> None:
 
 def test_iteration_steps_run_after_every_microbatch_on_their_lane() -> None:
     program = dagc.compile_text(_file("1f1b", 2, 3), "t.dag").program
-    steps = _with_hand_backward(run_passes(program, until="assign-streams"))
+    steps = _with_hand_backward(run_passes(program, until="insert-transfers"))
     last = steps.blocks[-1]
     update = replace(
         last.steps[0],

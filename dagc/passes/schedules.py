@@ -142,8 +142,9 @@ def _direction(block: BlockSteps) -> str:
 def _runs(blocks: Sequence[BlockSteps]) -> tuple[list[int], list[set[int]]]:
     """The run of each block of one direction, and each run's GPUs (transfers excluded).
 
-    A run is a chunk: consecutive blocks on one group, an excursion joining the run before
-    it; a transfer block belongs to the run of the block after it.
+    A run is a chunk: consecutive blocks on one group, an excursion joining the run it is
+    in (the backward's first block may be one: the last layer's moe); a transfer block
+    belongs to the run of the block after it.
     """
     run_of: list[int] = [0] * len(blocks)
     members: list[set[int]] = []
@@ -154,9 +155,13 @@ def _runs(blocks: Sequence[BlockSteps]) -> tuple[list[int], list[set[int]]]:
             pending.append(index)
             continue
         gpus = frozenset(block.gpus)
-        if not members or (not block.excursion and gpus != home):
-            home = gpus if not block.excursion or home is None else home
-            members.append(set())
+        if block.excursion:  # joins the run it is in (the backward's may start with one)
+            if not members:
+                members.append(set())
+        elif gpus != home:
+            if home is not None or not members:
+                members.append(set())
+            home = gpus
         members[-1] |= gpus
         for waiting in [*pending, index]:
             run_of[waiting] = len(members) - 1
