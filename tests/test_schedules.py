@@ -244,7 +244,11 @@ def _lane_units(
     units: list[tuple[Part, int, int]] = []
     for op in ops:
         step = graph.step_of(op)
-        part = {Phase.FORWARD: F, Phase.BACKWARD: B, Phase.WEIGHT_GRAD: W}[step.phase]
+        if step.phase is Phase.ITERATION:
+            continue
+        part = {Phase.FORWARD: F, Phase.RECOMPUTE: B, Phase.BACKWARD: B, Phase.WEIGHT_GRAD: W}[
+            step.phase
+        ]
         part = B if part is W and not split_w else part
         key = (part, graph.split_id(op)[0], -1)
         if not units or units[-1][:2] != key[:2]:
