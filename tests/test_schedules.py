@@ -306,19 +306,6 @@ def test_training_dags_are_acyclic_with_one_chain_per_lane(
     _check_program_order(graph, levels)
 
 
-def test_forward_only_training_orders_like_prefill() -> None:
-    """Without backward steps, every schedule runs a stage's micro-batches in order."""
-    prefill = _file("1f1b", 2, 4).replace("training { schedule = 1f1b }", "")
-
-    def edges(text: str) -> set[tuple[int, int]]:
-        graph = expand(dagc.compile_text(text, "t.dag")).graph
-        return set(zip(graph.src.tolist(), graph.dst.tolist(), strict=True))
-
-    expected = edges(prefill)
-    for schedule in ("gpipe", "1f1b", "zb_h1"):
-        assert edges(_file(schedule, 2, 4)) == expected
-
-
 # -- the `pp=` sugar with virtual stages --------------------------------------------------
 
 
@@ -481,3 +468,81 @@ def test_iteration_steps_run_after_every_microbatch_on_their_lane() -> None:
     phases = [graph.step_of(op).phase for op in on_gpu0]
     assert phases[-3:] == [Phase.ITERATION] * 3
     assert Phase.ITERATION not in phases[:-3]
+
+
+# -- closed forms with the backward pass (`--matmul-only`: communication, elementwise free) --
+
+# One layer's products on one rank, split as the backward prices them: weight products
+# (q, k, v, o_proj, mlp_up, mlp_down) get an input gradient (B) and a weight gradient (W)
+# of the same FLOPs; the attention core's two activation products (scores, weights·V) get
+# two input-gradient products each and no W.
+LAYER_WEIGHTS = 2 * (3 * T * H * (HEADS * D) + T * (HEADS * D) * H + 2 * T * H * FFN)
+LAYER_CORE = LAYER_FORWARD - LAYER_WEIGHTS
+REAL_T_F = 2 * LAYER_FORWARD  # 2 layers per chunk
+REAL_T_B_INPUT = 2 * (LAYER_WEIGHTS + 2 * LAYER_CORE)
+REAL_T_W = 2 * LAYER_WEIGHTS
+REAL_T_B = REAL_T_B_INPUT + REAL_T_W
+
+
+def _real(schedule: str, p: int, m: int, v: int = 1) -> float:
+    """The matmul-only iteration time of `_file`'s program with dagc's backward pass."""
+    graph = expand(dagc.compile_text(_file(schedule, p, m, v=v), "t.dag")).graph
+    levels = _check_acyclic(graph)
+    _check_program_order(graph, levels)
+    return _matmul_only_time(graph)
+
+
+def test_the_backward_costs_twice_the_forward() -> None:
+    assert REAL_T_B == 2 * REAL_T_F
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (4, 8)])
+def test_1f1b_and_gpipe_closed_form_with_the_backward_pass(p: int, m: int) -> None:
+    expected = (m + p - 1) * (REAL_T_F + REAL_T_B)
+    assert _real("1f1b", p, m) == expected
+    assert _real("gpipe", p, m) == expected
+
+
+@pytest.mark.parametrize(("p", "m", "v"), [(4, 8, 2), (2, 4, 3)])
+def test_interleaved_closed_form_with_the_backward_pass(p: int, m: int, v: int) -> None:
+    per_stage = v * (REAL_T_F + REAL_T_B)
+    assert _real("interleaved", p, m, v) == m * per_stage + (p - 1) * per_stage / v
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (3, 6), (4, 8)])
+def test_zb_h1_closed_form_with_the_backward_pass(p: int, m: int) -> None:
+    # B (input gradients) and W (weight gradients) differ here: the attention core has no W
+    assert REAL_T_B_INPUT != REAL_T_W
+    expected = m * (REAL_T_F + REAL_T_B) + (p - 1) * (REAL_T_F + REAL_T_B_INPUT - REAL_T_W)
+    assert _real("zb_h1", p, m) == expected
+
+
+def test_1f1b_formula_with_the_backward_pass_has_m_plus_p_minus_1_rounds() -> None:
+    p, m = 3, 5
+    text = _file("1f1b", p, m)
+    graph = expand(dagc.compile_text(text, "t.dag")).graph
+    path = symbolic_longest_path(graph, include=lambda term: term.kind is TermKind.MATMUL)
+    (only,) = path.sums
+    total = sum(
+        c * 2 * int(np.prod([int(a) for a in path.terms[t].args[:3]]))
+        for t, c in only.counts.items()
+    )
+    assert total == (m + p - 1) * (REAL_T_F + REAL_T_B)
+    # every term's count is a multiple of m + p - 1: the path crosses m + p - 1 rounds
+    assert all(c % (m + p - 1) == 0 for c in only.counts.values())
+
+
+def test_separated_layers_run_the_schedule_as_one_stage() -> None:
+    """Attention on one group, its moe on another: no ping-pong in training, one stage."""
+    text = """
+model m { layers = 2; hidden = 32; heads = 4; experts = 4; top_k = 2; expert_ffn = 24 }
+workload { batch = 6; seq = 8; microbatches = 3 }
+devices { group attn = gpu[0..1]; group moe = gpu[2..3] }
+training { schedule = 1f1b }
+layers 0..1 { attention on attn tp=2; moe on moe ep=2 }
+"""
+    graph = expand(dagc.compile_text(text, "t.dag")).graph
+    levels = _check_acyclic(graph)
+    _check_program_order(graph, levels)
+    for gpu in (0, 2):  # p = 1: forward, backward, micro-batch by micro-batch
+        assert _parts(_lane_units(graph, gpu)) == [(F, 0), (B, 0), (F, 1), (B, 1), (F, 2), (B, 2)]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
-from dagc.ir.steps import Step, Stream
+from dagc.ir.steps import Phase, Step, Stream
 from dagc.passes.schedules import training_chains
 
 
@@ -93,11 +93,12 @@ def _occurrences(
     segments: list[int] = []
     segment_of: dict[int, int] = {}
     previous_gpus: frozenset[int] = frozenset()
-    layer = None
+    layer: tuple[int, bool] | None = None
     offset = 0
     for index, step in enumerate(steps):
-        if step.layer != layer:
-            layer, segment_of, previous_gpus = step.layer, {}, frozenset()
+        key = (step.layer, step.phase is Phase.FORWARD)  # the backward starts anew
+        if key != layer:
+            layer, segment_of, previous_gpus = key, {}, frozenset()
         for rank, gpu in enumerate(step.gpus):
             if gpu not in segment_of:
                 segment_of[gpu] = 0
