@@ -546,3 +546,17 @@ layers 0..1 { attention on attn tp=2; moe on moe ep=2 }
     _check_program_order(graph, levels)
     for gpu in (0, 2):  # p = 1: forward, backward, micro-batch by micro-batch
         assert _parts(_lane_units(graph, gpu)) == [(F, 0), (B, 0), (F, 1), (B, 1), (F, 2), (B, 2)]
+
+
+@pytest.mark.parametrize(("schedule", "v"), [("1f1b", 1), ("zb_h1", 1), ("interleaved", 2)])
+def test_streams_recomputation_and_sequence_parallelism_keep_one_chain_per_lane(
+    schedule: str, v: int
+) -> None:
+    text = _file(schedule, 2, 4, v=v).replace("pp=2 {", "pp=2 overlap {")
+    text = text.replace(
+        f"training {{ schedule = {schedule}",
+        f"training {{ recompute = full; sequence_parallel = true; schedule = {schedule}",
+    )
+    graph = expand(dagc.compile_text(text, "t.dag")).graph
+    assert any(step.phase is Phase.RECOMPUTE for step in graph.steps)
+    _check_program_order(graph, _check_acyclic(graph))
