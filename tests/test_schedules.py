@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 import dagc
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.analysis.formula import symbolic_longest_path
+from dagc.api import CostOptions, analyze_compiled
 from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.device import DeviceGraph
@@ -560,3 +562,23 @@ def test_streams_recomputation_and_sequence_parallelism_keep_one_chain_per_lane(
     graph = expand(dagc.compile_text(text, "t.dag")).graph
     assert any(step.phase is Phase.RECOMPUTE for step in graph.steps)
     _check_program_order(graph, _check_acyclic(graph))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "p", "m", "v"), [("1f1b", 4, 8, 1), ("zb_h1", 4, 8, 1), ("interleaved", 4, 8, 2)]
+)
+def test_closed_forms_through_analyze_with_the_flops_plugin(
+    schedule: str, p: int, m: int, v: int
+) -> None:
+    """`dagc analyze --cost-plugin examples/plugins/flops_only.py --matmul-only`: a product
+    costs 2·M·K·N / 1e15 s, everything else nothing."""
+    plugin = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "flops_only.py"
+    compiled = dagc.compile_text(_file(schedule, p, m, v=v), "t.dag")
+    total = analyze_compiled(compiled, CostOptions(plugin=plugin, matmul_only=True)).analysis
+    per_stage = v * (REAL_T_F + REAL_T_B)
+    bubble = {
+        "1f1b": (p - 1) * per_stage,
+        "zb_h1": (p - 1) * (REAL_T_F + REAL_T_B_INPUT - REAL_T_W),
+        "interleaved": (p - 1) * per_stage / v,
+    }[schedule]
+    assert total.total_s == pytest.approx((m * per_stage + bubble) / 1e15, rel=1e-12)
