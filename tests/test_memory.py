@@ -273,15 +273,43 @@ def _schedules_differ() -> bool:
     return _lane_order("gpipe") != _lane_order(None)
 
 
+def _stages_file(p: int, m: int, schedule: str) -> str:
+    """p pipeline stages of one GPU each, one layer per stage, m micro-batches."""
+    groups = "\n".join(f"  group s{s} = gpu[{s}]" for s in range(p))
+    layers = "\n".join(f"layers {s} on s{s} {{\n  attention\n  mlp\n}}" for s in range(p))
+    return f"""
+model m {{
+  layers = {p}
+  hidden = 256
+  heads = 4
+  ffn = 1024
+}}
+workload {{
+  batch = {m}
+  seq = 64
+  microbatches = {m}
+}}
+training {{
+  schedule = {schedule}
+}}
+devices {{
+{groups}
+}}
+{layers}
+"""
+
+
 @pytest.mark.skipif(not _schedules_differ(), reason="backward and schedules not merged yet")
-def test_gpipe_holds_m_and_1f1b_p_microbatches_on_stage0() -> None:
-    m, p = 4, 2
-    for schedule, in_flight in (("gpipe", m), (None, p)):
-        analysis = _training_analysis(schedule, m)
-        per_microbatch = saved_values(analysis.graph).per_microbatch()
-        assert per_microbatch[0] > 0
-        saved = analysis.gpus[0].saved_activation_bytes
-        assert saved == in_flight * per_microbatch[0], schedule
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (3, 5), (4, 6)])
+def test_gpipe_holds_m_and_1f1b_p_minus_s_microbatches(p: int, m: int) -> None:
+    for schedule in ("gpipe", "1f1b"):
+        analysis = analyze_compiled(compile_text(_stages_file(p, m, schedule)), CostOptions())
+        figures = {g.gpu: g for g in analysis.analysis.gpus}
+        per_microbatch = saved_values(analysis.analysis.graph).per_microbatch()
+        for stage in range(p):
+            in_flight = m if schedule == "gpipe" else min(p - stage, m)
+            saved = figures[stage].saved_activation_bytes
+            assert saved == in_flight * per_microbatch[stage], (schedule, stage)
 
 
 # -- Korthikanti et al. 2022 ---------------------------------------------------------------------
