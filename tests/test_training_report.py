@@ -222,3 +222,20 @@ def test_trace_and_gantt_by_phase(tmp_path: Path) -> None:
     assert (tmp_path / "train.png").stat().st_size > 0
     prefill, _ = build_schedule(compile_text(PREFILL, "prefill.dag"))
     assert all("phase" not in e["args"] for e in trace_events(prefill) if e["ph"] == "X")
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (4, 8)])
+def test_bubble_closed_form_under_1f1b(p: int, m: int) -> None:
+    # equal stages, only products priced: the iteration is (m + p − 1)·(t_f + t_b), every
+    # stage busy m·(t_f + t_b), so the bubble is (p − 1)/(m + p − 1)
+    groups = "\n".join(f"  group s{s} = gpu[{s}]" for s in range(p))
+    layers = "\n".join(f"layers {s} on s{s} {{\n  attention\n  mlp\n}}" for s in range(p))
+    text = (
+        f"model m {{\n  layers = {p}\n  hidden = 256\n  heads = 4\n  ffn = 1024\n}}\n"
+        f"workload {{\n  batch = {m}\n  seq = 64\n  microbatches = {m}\n}}\n"
+        f"training {{\n  schedule = 1f1b\n}}\ndevices {{\n{groups}\n}}\n{layers}\n"
+    )
+    options = CostOptions(matmul_only=True)
+    analysis = analyze_compiled(compile_text(text, "pp.dag"), options).analysis
+    assert analysis.training is not None
+    assert analysis.training.bubble == pytest.approx((p - 1) / (m + p - 1), rel=1e-9)
