@@ -11,6 +11,7 @@ from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.verify import verify
 from dagc.passes.collectives import insert_collectives
+from dagc.passes.data_parallel import data_parallel
 from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
 from dagc.passes.place import place
@@ -38,6 +39,11 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("shard-embed-head", shard_embed_head, "embedding lookup and lm_head"),
     Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
     Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
+    Pass(
+        "data-parallel",
+        data_parallel,
+        "gradient reduction over dp replicas, optimizer, ZeRO gathers (training only)",
+    ),
     Pass("assign-streams", assign_streams, "communication of `overlap` blocks -> comm stream"),
     Pass(
         "collapse-symmetric",

@@ -40,7 +40,9 @@ def microbatch(steps: StepProgram) -> DeviceGraph:
     tail_src, tail_dst = src_a[~inside], dst_a[~inside] - width + count * width
     from_template = tail_src < width
     src_parts.append((base + tail_src[from_template][None, :]).ravel())
-    dst_parts.append(np.broadcast_to(tail_dst[from_template], (count, int(from_template.sum()))).ravel())
+    dst_parts.append(
+        np.broadcast_to(tail_dst[from_template], (count, int(from_template.sum()))).ravel()
+    )
     src_parts.append(tail_src[~from_template] - width + count * width)
     dst_parts.append(tail_dst[~from_template])
     src = np.concatenate(src_parts)
