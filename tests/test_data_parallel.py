@@ -1,0 +1,287 @@
+"""Data parallelism, ZeRO and the optimizer step (the data-parallel pass), and the device
+DAG's once-per-iteration tail.
+
+Expected numbers are hand arithmetic from the model's sizes (docs/semantics.md, "The
+training iteration"), never dagc's own helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+import dagc
+from dagc.analysis.costs import CostModel
+from dagc.analysis.critical_path import critical_path, op_costs
+from dagc.expand import expand
+from dagc.ir.device import DATA_EDGE, DeviceGraph
+from dagc.ir.steps import BlockSteps, IterationKind, Phase, Step, StepProgram, Stream
+from dagc.ir.terms import CostTerm, TermKind
+from dagc.ir.values import Dim, Value
+from dagc.ir.verify import VerificationError, verify
+from dagc.passes.data_parallel import data_parallel
+from dagc.passes.manager import run_passes
+from dagc.passes.microbatch import microbatch
+from dagc.passes.order import order
+from tests.helpers import example_files
+
+H, HEADS, FFN = 1024, 8, 4096  # d = H / heads = 128; a plain (non-gated) MLP
+
+TEXT = """
+model tiny {{
+  layers = 2
+  hidden = 1024
+  heads = 8
+  ffn = 4096
+}}
+workload {{
+  batch = {batch}
+  seq = 512
+  dtype = bf16
+  microbatches = {m}
+}}
+training {{
+{training}
+}}
+devices {{
+  gpu = h100
+  group g0 = gpu[0..{last}]
+}}
+layers 0..1 on g0 {{
+  attention tp={tp}
+  mlp tp={tp}
+}}
+"""
+
+
+def text(training: str, *, m: int = 2, tp: int = 2, dp: int = 4) -> str:
+    return TEXT.format(batch=dp * m * 2, m=m, training=training, last=tp - 1, tp=tp)
+
+
+def graph_of(source: str, **kwargs: Any) -> DeviceGraph:
+    return expand(dagc.compile_text(source, "t.dag"), **kwargs).graph
+
+
+def steps_of(source: str) -> StepProgram:
+    result = run_passes(dagc.compile_text(source, "t.dag").program, until="assign-streams")
+    assert isinstance(result, StepProgram)
+    return result
+
+
+def dp_steps(steps: StepProgram) -> list[Step]:
+    return [s for b in steps.blocks if isinstance(b.kind, IterationKind) for s in b.steps]
+
+
+# A TP2 dense layer on one GPU: q, k, v and o are H x H/2 each (2·H² elements), the MLP's
+# up and down H x ffn/2 each (H·ffn): 6,291,456 parameters, 12,582,912 bytes in bf16.
+LAYER_PARAMS = 2 * H * H + H * FFN
+LAYER_BYTES = 2 * LAYER_PARAMS
+
+
+def test_layer_parameters_by_hand() -> None:
+    assert LAYER_PARAMS == 6_291_456
+
+
+def test_zero0_all_reduces_each_layers_gradients_then_adam() -> None:
+    steps = steps_of(text("  dp = 4"))
+    reductions = [s for s in dp_steps(steps) if s.base == "grad_all_reduce"]
+    assert [s.layer for s in reductions] == [1, 0]  # last layer first, as the backward ends
+    for step in reductions:
+        assert step.gpus == (0, 1)
+        assert step.phase is Phase.ITERATION and not step.joint
+        assert all(t == CostTerm(TermKind.ALL_REDUCE, (LAYER_BYTES, 4)) for t in step.terms)
+        assert step.stream is Stream.COMPUTE
+    (optimizer,) = [s for s in dp_steps(steps) if s.base == "optimizer"]
+    assert optimizer.terms == (CostTerm(TermKind.OPTIMIZER, (2 * LAYER_PARAMS,)),) * 2
+    assert not [s for s in dp_steps(steps) if "gather" in s.base]
+
+
+def test_zero1_reduce_scatters_and_gathers_the_shards() -> None:
+    steps = steps_of(text("  dp = 4\n  zero = 1"))
+    bases = [s.base for s in dp_steps(steps)]
+    assert bases == ["grad_reduce_scatter", "grad_reduce_scatter", "optimizer", "param_all_gather"]
+    scatter, _, optimizer, gather = dp_steps(steps)
+    assert scatter.terms[0] == CostTerm(TermKind.REDUCE_SCATTER, (LAYER_BYTES // 4, 4))
+    assert optimizer.terms[0] == CostTerm(TermKind.OPTIMIZER, (2 * LAYER_PARAMS // 4,))
+    assert gather.terms[0] == CostTerm(TermKind.ALL_GATHER, (2 * LAYER_BYTES // 4, 4))
+
+
+def test_zero3_gathers_each_layer_per_microbatch() -> None:
+    source = text("  dp = 4\n  zero = 3", m=2)
+    steps = steps_of(source)
+    gathers = [b for b in steps.blocks if b.kind is IterationKind.PARAM_GATHER]
+    # before each layer's forward (no backward block in this program yet: see the
+    # backward tests for the gather before the backward)
+    assert [(b.layer, b.steps[0].base) for b in gathers][:2] == [
+        (0, "param_all_gather"),
+        (1, "param_all_gather"),
+    ]
+    for block in gathers:
+        assert block.steps[0].phase is not Phase.ITERATION
+        assert block.steps[0].terms[0] == CostTerm(TermKind.ALL_GATHER, (LAYER_BYTES // 4, 4))
+    bases = [s.base for s in dp_steps(steps) if s.phase is Phase.ITERATION]
+    assert bases == ["grad_reduce_scatter", "grad_reduce_scatter", "optimizer"]
+    graph = graph_of(source)
+    names = {graph.name(op) for op in range(graph.num_ops)}
+    assert {"param_all_gather_l0_gpu0_mb0", "param_all_gather_l0_gpu0_mb1"} <= names
+    verify(graph)
+
+
+def test_dp1_has_only_the_optimizer() -> None:
+    steps = steps_of(text("  dp = 1", dp=1))
+    assert [s.base for s in dp_steps(steps)] == ["optimizer"]
+    assert dp_steps(steps)[0].terms[0].args == (2 * LAYER_PARAMS,)
+
+
+def test_replicas_on_other_nodes_make_the_collective_inter_node() -> None:
+    # 2 GPUs per replica, 8 replicas: GPU 0's copies are 0, 2, ..., 14, on 2 nodes of 8
+    steps = steps_of(text("  dp = 8", dp=8))
+    reduction = next(s for s in dp_steps(steps) if s.base == "grad_all_reduce")
+    assert reduction.terms[0] == CostTerm(TermKind.ALL_REDUCE, (LAYER_BYTES, 8), nodes=2)
+
+
+def test_tail_operations_follow_every_microbatch() -> None:
+    m = 3
+    graph = graph_of(text("  dp = 4", m=m))
+    per_mb_steps = [s for s in graph.steps if s.phase is not Phase.ITERATION]
+    width = sum(s.width for s in per_mb_steps)
+    assert graph.template_size == width
+    assert graph.tail_size == 2 * 2 + 2  # 2 layers x 2 GPUs, the optimizer on 2 GPUs
+    assert graph.num_ops == m * width + graph.tail_size
+    names = [graph.name(op) for op in range(graph.num_ops)]
+    tail = names[m * width :]
+    assert tail[0] == "grad_all_reduce_l1_gpu0" and "_mb" not in "".join(tail)
+    first_tail = graph.tail_start
+    assert graph.microbatch_of(first_tail) is None
+    assert graph.microbatch_of(first_tail - 1) == m - 1
+    assert graph.template_of(first_tail) == width
+    # the reduction of layer 1 on gpu 0 reads layer 1's weight products of every micro-batch
+    op = names.index("grad_all_reduce_l1_gpu0")
+    data = graph.edge_kind == DATA_EDGE
+    sources = {names[s] for s in graph.src[data & (graph.dst == op)].tolist()}
+    for j in range(m):
+        assert f"o_proj_l1_gpu0_mb{j}" in sources
+        assert f"mlp_down_l1_gpu0_mb{j}" in sources
+    assert not any("_l0_" in name for name in sources)
+    verify(graph)
+
+
+def test_collapsed_training_graph_verifies() -> None:
+    verify(graph_of(text("  dp = 4\n  zero = 1", m=2), symmetric=True))
+
+
+class Handmade(CostModel):
+    """Every product costs 1 s, a gradient all-reduce `reduce`, Adam `adam`; nothing else
+    costs anything."""
+
+    name = "handmade"
+
+    def __init__(self, reduce: float, adam: float) -> None:
+        self.reduce, self.adam = reduce, adam
+
+    def term_seconds(self, term: CostTerm) -> float:
+        if term.kind is TermKind.MATMUL:
+            return 1.0
+        if term.kind is TermKind.ALL_REDUCE:  # tp = 1: only the gradients' all-reduces
+            return self.reduce
+        return self.adam if term.kind is TermKind.OPTIMIZER else 0.0
+
+
+def _with_weight_gradients(steps: StepProgram) -> StepProgram:
+    """A stand-in backward: per layer, last first, one weight-gradient product (1 s)."""
+    blocks = list(steps.blocks)
+    for layer in (1, 0):
+        block = next(b for b in reversed(steps.blocks) if b.layer == layer)
+        reads = block.steps[-1].writes
+        gpu = block.gpus
+        wgrad = Value(f"wgrad_l{layer}", (Dim("params", 4),), "bf16", gpu)
+        step = Step(
+            "wgrad",
+            layer,
+            gpu,
+            (CostTerm(TermKind.MATMUL, (2, 2, 2)),) * len(gpu),
+            reads=reads,
+            writes=(wgrad,),
+            phase=Phase.WEIGHT_GRAD,
+        )
+        blocks.append(replace(block, steps=(step,)))
+    return replace(steps, blocks=tuple(blocks))
+
+
+def _iteration_seconds(overlap: bool, reduce: float, adam: float) -> float:
+    training = "  dp = 4" + ("\n  grad_overlap = true" if overlap else "")
+    program = dagc.compile_text(text(training, m=1, tp=1), "t.dag").program
+    front = run_passes(program, until="insert-transfers")
+    graph = order(microbatch(data_parallel(_with_weight_gradients(front))))
+    model = Handmade(reduce, adam)
+    return critical_path(graph, op_costs(graph, model.term_costs(graph.terms.terms))).time
+
+
+@pytest.mark.parametrize("reduce", [0.5, 1.0, 3.0])
+def test_grad_overlap_hides_reductions_behind_the_backward(reduce: float) -> None:
+    """One GPU, two layers of 8 products each (q, k, v, scores, weights·V, o, up, down):
+    forward F = 16 s, then the weight gradients of layer 1, then of layer 0 (1 s each).
+    Without overlap: F + 2 + 2·r + a. With it, layer 1's reduction runs on the
+    communication stream during layer 0's weight gradient: F + 1 + max(1, r) + r + a."""
+    adam = 0.25
+    forward = 16.0
+    assert _iteration_seconds(False, reduce, adam) == pytest.approx(forward + 2 + 2 * reduce + adam)
+    assert _iteration_seconds(True, reduce, adam) == pytest.approx(
+        forward + 1 + max(1.0, reduce) + reduce + adam
+    )
+
+
+def test_grad_overlap_puts_the_reductions_on_the_comm_stream() -> None:
+    steps = steps_of(text("  dp = 4\n  grad_overlap = true"))
+    for step in dp_steps(steps):
+        want = Stream.COMM if step.base.startswith("grad_") else Stream.COMPUTE
+        assert step.stream is want
+
+
+def test_prefill_is_untouched() -> None:
+    for path in example_files()[:3]:
+        program = dagc.compile_file(path).program
+        before = run_passes(program, until="insert-transfers")
+        assert data_parallel(before) is before
+        graph = expand(dagc.compile_file(path)).graph
+        assert graph.tail_size == 0
+        assert graph.num_ops == graph.template_size * graph.microbatches
+
+
+def test_verifier_rejects_an_iteration_step_before_the_microbatch_steps() -> None:
+    steps = data_parallel(steps_of(text("  dp = 4")))
+    blocks = list(steps.blocks)
+    blocks.insert(0, blocks.pop())  # the optimizer's block first
+    with pytest.raises(VerificationError, match="comes after the iteration"):
+        verify(replace(steps, blocks=tuple(blocks)))
+
+
+def test_verifier_rejects_a_dp_collective_over_the_wrong_ranks() -> None:
+    steps = steps_of(text("  dp = 4"))
+    blocks = list(steps.blocks)
+    index = next(i for i, b in enumerate(blocks) if b.kind is IterationKind.ITERATION)
+    step = blocks[index].steps[0]
+    wrong = tuple(CostTerm(TermKind.ALL_REDUCE, (t.args[0], 2)) for t in step.terms)
+    blocks[index] = replace(blocks[index], steps=(replace(step, terms=wrong),))
+    with pytest.raises(VerificationError, match="AllReduce_Time"):
+        verify(replace(steps, blocks=tuple(blocks)))
+
+
+def test_verifier_checks_allreduced_bytes_against_the_optimizer() -> None:
+    steps = steps_of(text("  dp = 4"))
+    blocks = list(steps.blocks)
+    last = blocks[-1]
+    opt = last.steps[0]
+    wrong = tuple(CostTerm(TermKind.OPTIMIZER, (t.args[0] + 1,)) for t in opt.terms)
+    blocks[-1] = replace(last, steps=(replace(opt, terms=wrong),))
+    with pytest.raises(VerificationError, match="optimizer updates"):
+        verify(replace(steps, blocks=tuple(blocks)))
+
+
+def test_iteration_blocks_are_not_file_blocks() -> None:
+    steps = steps_of(text("  dp = 4"))
+    kinds = [b.kind for b in steps.blocks]
+    assert kinds[-3:] == [IterationKind.ITERATION] * 3
+    assert all(isinstance(b, BlockSteps) and b.block_kind is None for b in steps.blocks[-3:])
