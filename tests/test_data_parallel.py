@@ -285,3 +285,67 @@ def test_iteration_blocks_are_not_file_blocks() -> None:
     kinds = [b.kind for b in steps.blocks]
     assert kinds[-3:] == [IterationKind.ITERATION] * 3
     assert all(isinstance(b, BlockSteps) and b.block_kind is None for b in steps.blocks[-3:])
+
+
+PIPELINE = """
+model tiny {
+  layers = 2
+  hidden = 1024
+  heads = 8
+  ffn = 4096
+}
+workload {
+  batch = 16
+  seq = 512
+  dtype = bf16
+  microbatches = 2
+}
+training {
+  dp = 4
+  grad_overlap = true
+}
+devices {
+  gpu = h100
+  group s0 = gpu[0..1]
+  group s1 = gpu[2..3]
+}
+layers 0..1 on s0, s1 pp=2 {
+  attention tp=2
+  mlp tp=2
+}
+"""
+
+
+def test_pipeline_stages_reduce_their_own_layers_after_their_own_work() -> None:
+    graph = graph_of(PIPELINE)
+    names = [graph.name(op) for op in range(graph.num_ops)]
+    tail = names[graph.tail_start :]
+    assert tail == [
+        "grad_all_reduce_l1_gpu2",
+        "grad_all_reduce_l1_gpu3",
+        "grad_all_reduce_l0_gpu0",
+        "grad_all_reduce_l0_gpu1",
+        "optimizer_gpu0",
+        "optimizer_gpu1",
+        "optimizer_gpu2",
+        "optimizer_gpu3",
+    ]
+    # each optimizer runs after its GPU's last compute operation (an order edge or data)
+    preds = graph.predecessors()
+    optimizer = names.index("optimizer_gpu0")
+    last_compute = max(
+        op
+        for op in range(graph.tail_start)
+        if 0 in graph.gpus_of(op) and graph.step_of(op).stream is Stream.COMPUTE
+    )
+    assert (last_compute, 1) in preds[optimizer]
+    verify(graph)
+
+
+@pytest.mark.parametrize("path", [p for p in example_files() if "seed" in p.parts], ids=str)
+@pytest.mark.parametrize("training", ["dp = 2", "dp = 2\n  zero = 1", "dp = 4\n  zero = 3"])
+def test_examples_as_training_verify(path: Any, training: str) -> None:
+    source = path.read_text() + f"\ntraining {{\n  {training}\n}}\n"
+    compiled = dagc.compile_text(source, "t.dag")
+    for symmetric in (False, True):
+        verify(expand(compiled, symmetric=symmetric).graph)
