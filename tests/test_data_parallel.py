@@ -349,3 +349,38 @@ def test_examples_as_training_verify(path: Any, training: str) -> None:
     compiled = dagc.compile_text(source, "t.dag")
     for symmetric in (False, True):
         verify(expand(compiled, symmetric=symmetric).graph)
+
+
+def test_back_ends_show_the_tail_once() -> None:
+    from dagc.api import build_schedule
+    from dagc.backends.device_json import graph_attributes, node_record
+    from dagc.backends.schedule import Filters
+    from dagc.backends.timeline import gantt_rows, trace_events
+
+    schedule, _ = build_schedule(dagc.compile_text(text("  dp = 4", m=2), "t.dag"))
+    graph = schedule.graph
+    events = [e for e in trace_events(schedule) if e.get("ph") == "X"]
+    reductions = [e for e in events if e["name"].startswith("grad_all_reduce")]
+    assert len(reductions) == 4  # 2 layers x 2 GPUs, not per micro-batch
+    assert all(e["args"]["microbatch"] is None for e in reductions)
+    assert gantt_rows(schedule, blocks=True) and gantt_rows(schedule, blocks=False)
+    assert graph_attributes(graph)["iteration_ops"] == graph.tail_size
+    assert node_record(graph, graph.tail_start)["microbatch"] is None
+    # a micro-batch filter leaves the tail out; no filter keeps it
+    assert graph.tail_start in schedule.select(Filters()).tolist()
+    assert graph.tail_start not in schedule.select(Filters(microbatches=(1, 1))).tolist()
+
+
+@pytest.mark.parametrize("view", ["device", "block", "logical"])
+def test_pictures_draw_the_tail(view: str) -> None:
+    from dagc.api import build_schedule
+    from dagc.backends.render import build_view, dot_source
+    from dagc.backends.schedule import Filters
+
+    schedule, _ = build_schedule(dagc.compile_text(text("  dp = 4", m=2), "t.dag"))
+    filters = Filters()
+    source = dot_source(build_view(schedule, view, filters, schedule.select(filters)))
+    if view == "device":
+        assert "grad_all_reduce_l1_gpu0" in source and "grad_all_reduce_l1_gpu0_mb" not in source
+    if view == "block":
+        assert "iteration l1 gpu0" in source
