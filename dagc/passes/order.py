@@ -88,9 +88,9 @@ def order_iteration(
     edge_dst = np.repeat(dst, repeats)
     within = np.arange(len(edge_src)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
     edge_lane = sorted_lane[np.repeat(first[src_t], repeats) + within]
-    followed = np.isin(edge_dst * count + edge_lane, keys)
-    not_last = np.unique(edge_src[followed] * count + edge_lane[followed])
-    last_keys = keys[~np.isin(keys, not_last)]
+    followed = _contains(keys, edge_dst * count + edge_lane)
+    not_last = _sorted_unique(edge_src[followed] * count + edge_lane[followed])
+    last_keys = keys[~_contains(not_last, keys)]
     last_of_lane: dict[int, int] = {}
     for key in last_keys.tolist():  # ascending: the largest op of a lane wins
         last_of_lane[key % int(count)] = key // int(count)
