@@ -25,8 +25,9 @@ the device DAG's tail):
 With dp = 1 there is nothing to reduce or gather: only the optimizer.
 
 zero = 3 (parameters sharded over the replicas): per micro-batch, `param_all_gather_l{l}`
-AllGather_Time(⌈params·w/dp⌉, dp) on the layer's GPUs before the layer's first block, and
-`param_all_gather_bwd_l{l}` before the layer's first backward (or recompute) block, in
+AllGather_Time(⌈params·w/dp⌉, dp) on the layer's GPUs before the layer's first block (after
+the stage transfer into it, if any), and `param_all_gather_bwd_l{l}` before the layer's
+first backward (or recompute) block, in
 blocks of kind `param_gather` (phase of the block they precede). They run on the compute
 stream, so program order makes the layer wait for them.
 """
@@ -37,7 +38,15 @@ from dataclasses import replace
 
 from dagc.blocks.params import layer_parameters, step_parameters
 from dagc.ir.logical import Program
-from dagc.ir.steps import BlockSteps, IterationKind, Phase, Step, StepProgram, Stream
+from dagc.ir.steps import (
+    BlockSteps,
+    IterationKind,
+    Phase,
+    Step,
+    StepProgram,
+    Stream,
+    TransferKind,
+)
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.values import REPLICATED, Dim, Value
 
@@ -206,7 +215,10 @@ def _gather_before_layers(
         phases = {step.phase for step in block.steps}
         backward = bool(phases - {Phase.FORWARD})
         key = (block.layer, backward)
-        if block.layer in layers and key not in seen and block.steps:
+        # after a stage transfer into the layer, not before it: the transfer stays the start
+        # of its stage's run of blocks (the schedules' chunks)
+        placed = block.kind is not TransferKind.TRANSFER
+        if block.layer in layers and key not in seen and block.steps and placed:
             seen.add(key)
             gpus = tuple(layers[block.layer])
             base = "param_all_gather_bwd" if backward else "param_all_gather"
