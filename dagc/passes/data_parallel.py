@@ -205,41 +205,49 @@ def _block(layer: int, group: str, gpus: tuple[int, ...], steps: tuple[Step, ...
 def _gather_before_layers(
     program: Program, blocks: list[BlockSteps], params: dict[int, dict[int, int]]
 ) -> list[BlockSteps]:
-    """zero=3: each layer's parameters all-gathered before its forward and its backward."""
+    """zero=3: each GPU all-gathers its parameters of a layer before the layer's first
+    block it runs, in the forward and again in the backward.
+
+    The gather goes right before that block (after a stage transfer into it), on the
+    block's GPUs that hold parameters of the layer and have not gathered them yet; it
+    copies the block's `excursion` flag, so that a pipeline schedule sees it in the run of
+    blocks the block belongs to.
+    """
     assert program.training is not None
     dp, w = program.training.dp, program.workload.dtype.bytes
     layers = _by_layer(params)
     out: list[BlockSteps] = []
-    seen: set[tuple[int, bool]] = set()
+    done: set[tuple[int, bool, int]] = set()  # (layer, backward, gpu)
     for block in blocks:
-        phases = {step.phase for step in block.steps}
-        backward = bool(phases - {Phase.FORWARD})
-        key = (block.layer, backward)
-        # after a stage transfer into the layer, not before it: the transfer stays the start
-        # of its stage's run of blocks (the schedules' chunks)
-        placed = block.kind is not TransferKind.TRANSFER
-        if block.layer in layers and key not in seen and block.steps and placed:
-            seen.add(key)
-            gpus = tuple(layers[block.layer])
-            base = "param_all_gather_bwd" if backward else "param_all_gather"
-            terms = tuple(
-                _collective(program, TermKind.ALL_GATHER, -(-layers[block.layer][g] * w // dp), g)
-                for g in gpus
+        backward = any(step.phase is not Phase.FORWARD for step in block.steps)
+        holders = layers.get(block.layer, {})
+        runs = {g for step in block.steps for g in step.gpus}
+        gpus = tuple(
+            g for g in sorted(runs) if g in holders and (block.layer, backward, g) not in done
+        )
+        if block.kind is TransferKind.TRANSFER or not block.steps or not gpus:
+            out.append(block)
+            continue
+        done.update((block.layer, backward, g) for g in gpus)
+        base = "param_all_gather_bwd" if backward else "param_all_gather"
+        terms = tuple(
+            _collective(program, TermKind.ALL_GATHER, -(-holders[g] * w // dp), g) for g in gpus
+        )
+        name = f"params_l{block.layer}" + ("_bwd" if backward else "") + f"_gpu{gpus[0]}"
+        written = _value(program, name, sum(holders[g] for g in gpus), gpus)
+        phase = block.steps[0].phase
+        step = Step(base, block.layer, gpus, terms, writes=(written,), phase=phase)
+        out.append(
+            BlockSteps(
+                kind=IterationKind.PARAM_GATHER,
+                layer=block.layer,
+                group=block.group,
+                gpus=gpus,
+                input_gpus=gpus,
+                output_gpus=gpus,
+                excursion=block.excursion,
+                steps=(step,),
             )
-            phase = block.steps[0].phase
-            name = f"params_l{block.layer}" + ("_bwd" if backward else "")
-            written = _value(program, name, sum(layers[block.layer].values()), gpus)
-            step = Step(base, block.layer, gpus, terms, writes=(written,), phase=phase)
-            out.append(
-                BlockSteps(
-                    kind=IterationKind.PARAM_GATHER,
-                    layer=block.layer,
-                    group=block.group,
-                    gpus=gpus,
-                    input_gpus=gpus,
-                    output_gpus=gpus,
-                    steps=(step,),
-                )
-            )
+        )
         out.append(block)
     return out
