@@ -387,3 +387,17 @@ def test_pictures_draw_the_tail(view: str) -> None:
         assert "grad_all_reduce_l1_gpu0" in source and "grad_all_reduce_l1_gpu0_mb" not in source
     if view == "block":
         assert "iteration l1 gpu0" in source
+
+
+def test_zero3_gathers_where_each_block_runs_in_a_separated_layer() -> None:
+    path = next(p for p in example_files() if p.name == "ma_separation.dag")
+    source = path.read_text() + "\ntraining {\n  dp = 4\n  zero = 3\n}\n"
+    steps = steps_of(source)
+    gathers = [b for b in steps.blocks if b.kind is IterationKind.PARAM_GATHER and b.layer == 0]
+    following = [steps.blocks[steps.blocks.index(b) + 1] for b in gathers]
+    # each gather runs on the GPUs of the block after it, and each GPU gathers once
+    for gather, block in zip(gathers, following, strict=True):
+        assert set(gather.gpus) <= {g for s in block.steps for g in s.gpus}
+        assert gather.excursion == block.excursion
+    gathered = [g for b in gathers for g in b.gpus]
+    assert len(gathered) == len(set(gathered))
