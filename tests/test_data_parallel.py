@@ -399,5 +399,59 @@ def test_zero3_gathers_where_each_block_runs_in_a_separated_layer() -> None:
     for gather, block in zip(gathers, following, strict=True):
         assert set(gather.gpus) <= {g for s in block.steps for g in s.gpus}
         assert gather.excursion == block.excursion
-    gathered = [g for b in gathers for g in b.gpus]
-    assert len(gathered) == len(set(gathered))
+    for forward in (True, False):  # once in the forward, once in the backward (if any)
+        gathered = [
+            g for b in gathers if (b.steps[0].phase is Phase.FORWARD) == forward for g in b.gpus
+        ]
+        assert len(gathered) == len(set(gathered))
+
+
+# -- with the backward pass ------------------------------------------------------------------
+
+
+def test_reductions_read_exactly_the_layers_weight_gradients() -> None:
+    steps = steps_of(text("  dp = 4"))
+    for reduction in [s for s in dp_steps(steps) if s.base == "grad_all_reduce"]:
+        wgrads = [
+            s for s in steps.steps() if s.phase is Phase.WEIGHT_GRAD and s.layer == reduction.layer
+        ]
+        assert wgrads  # the backward's wgrad steps of the layer
+        assert set(reduction.reads) == {v for s in wgrads for v in s.writes}
+
+
+def test_zero3_gathers_again_before_each_layers_backward() -> None:
+    steps = steps_of(text("  dp = 4\n  zero = 3"))
+    blocks = list(steps.blocks)
+    for layer in (0, 1):
+        gather = next(
+            i
+            for i, b in enumerate(blocks)
+            if b.kind is IterationKind.PARAM_GATHER
+            and b.layer == layer
+            and b.steps[0].base == "param_all_gather_bwd"
+        )
+        after = blocks[gather + 1]
+        first_backward = next(
+            b
+            for b in blocks
+            if b.layer == layer
+            and not isinstance(b.kind, IterationKind)
+            and any(s.phase is not Phase.FORWARD for s in b.steps)
+        )
+        assert after is first_backward
+        assert blocks[gather].steps[0].terms[0] == CostTerm(
+            TermKind.ALL_GATHER, (LAYER_BYTES // 4, 4)
+        )
+
+
+def test_grad_overlap_shortens_the_iteration_with_the_backward() -> None:
+    """Layer 1's reduction hides behind layer 0's backward: the iteration is shorter."""
+    from dagc.api import analyze_compiled
+
+    def seconds(overlap: bool) -> float:
+        training = "  dp = 4" + ("\n  grad_overlap = true" if overlap else "")
+        compiled = dagc.compile_text(text(training, m=2), "t.dag")
+        return analyze_compiled(compiled, symmetric=False).analysis.total_s
+
+    plain, overlapped = seconds(False), seconds(True)
+    assert overlapped < plain
