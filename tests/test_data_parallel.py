@@ -455,3 +455,18 @@ def test_grad_overlap_shortens_the_iteration_with_the_backward() -> None:
 
     plain, overlapped = seconds(False), seconds(True)
     assert overlapped < plain
+
+
+@pytest.mark.parametrize("training", ["dp = 4", "dp = 4\n  zero = 1\n  grad_overlap = true"])
+def test_formula_with_the_tail_is_the_critical_path(training: str) -> None:
+    from dagc.analysis.formula import evaluate
+    from dagc.analysis.selection import cost_model
+    from dagc.api import analyze_compiled, formula_compiled
+
+    compiled = dagc.compile_text(text(training, m=2), "t.dag")
+    result = formula_compiled(compiled)
+    assert result.exact
+    assert "Adam_Time" in str(result.expression)
+    model, _ = cost_model(compiled.program, None)
+    total = analyze_compiled(compiled, symmetric=False).analysis.total_s
+    assert evaluate(result.expression, model.term_seconds) == pytest.approx(total)
