@@ -33,6 +33,7 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU and stream."""
     if graph.program.training is not None:
         src, dst = training_chains(graph)
+        src, dst = order_iteration(graph, src, dst)
         return _merge(graph, src, dst)
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
     per_mb = occ_template < graph.template_size  # the tail is ordered by order_iteration
