@@ -18,7 +18,7 @@ from dagc.analysis.totals import ModelTotals, model_totals
 from dagc.analysis.training import TrainingFigures, training_figures
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind
-from dagc.ir.steps import Step, StepBlockKind, TransferKind
+from dagc.ir.steps import Phase, Step, StepBlockKind, TransferKind
 from dagc.ir.terms import OpKind, op_kind
 
 COMMUNICATION_KINDS = frozenset(kind for kind in OpKind if kind.is_communication)
@@ -420,10 +420,11 @@ def _gpu_figures(
     busy: dict[int, float] = defaultdict(float)
     flops: dict[int, int] = defaultdict(int)
     for step in graph.full_steps():  # every GPU, also those a symmetric collapse left out
+        runs = 1 if step.phase is Phase.ITERATION else m  # the tail runs once per iteration
         for rank, gpu in enumerate(step.gpus):
             term = step.term(rank)
-            busy[gpu] += float(term_costs[graph.terms.intern(term)]) * m
-            flops[gpu] += term.flops() * m
+            busy[gpu] += float(term_costs[graph.terms.intern(term)]) * runs
+            flops[gpu] += term.flops() * runs
     # busy is the time at least one stream runs: overlapped communication counts once
     for gpu, both in stream_overlap(graph, path).items():
         busy[gpu] -= both

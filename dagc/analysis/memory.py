@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from dagc.blocks import MODULES, weight_products
+from dagc.blocks import weight_products
+from dagc.blocks.params import gpu_parameters
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import DType, Training
-from dagc.ir.logical import Model as ModelDims
 from dagc.ir.steps import Phase, Step
 from dagc.ir.terms import TermKind
 from dagc.ir.values import Value
@@ -140,47 +140,26 @@ def weights_and_working_sets(
     (the first one), per GPU.
 
     Weights: the K x N operand of every weight product the GPU's forward runs (each layer
-    and expert has its own), plus the embedding table. A recompute reruns forward products
-    over the same weights, and backward products read them: only forward steps count.
+    and expert has its own), plus the embedding table: dagc/blocks/params.py's rule, which
+    the data-parallel pass shares. A recompute reruns forward products over the same
+    weights, and backward products read them: only forward steps count.
     Working set: the largest inputs-plus-outputs of any single operation of one micro-batch,
     weights excluded (a weight gradient's output is a gradient, counted apart).
     """
     w = graph.program.workload.dtype.bytes
-    model = graph.program.model
-    weights: dict[int, int] = defaultdict(int)
+    held = gpu_parameters(graph.program.model, graph.full_steps())  # data-parallel's rule
+    weights: dict[int, int] = defaultdict(int, {gpu: n * w for gpu, n in held.items()})
     working_sets: dict[int, int] = defaultdict(int)
     peaks: dict[int, Step] = {}
-    tables: dict[int, list[int]] = defaultdict(list)  # tied table's parts on each GPU
     for step in graph.full_steps():
         if step.joint:
             continue
-        forward = step.phase is Phase.FORWARD
         for rank, gpu in enumerate(step.gpus):
-            term = step.terms[rank]
             working = activation_bytes(step, rank, w)
             if working > working_sets[gpu]:
                 working_sets[gpu] = working
                 peaks[gpu] = step
-            if not forward:
-                continue
-            weights[gpu] += held_weights(model, step, rank) * w
-            if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
-                _, k, n = term.args
-                weights[gpu] += k * n * w
-            if model.tied_embeddings:
-                tables[gpu] += [
-                    t for m in MODULES.values() if (t := m.tied_table(model, step, rank))
-                ]
-    # A tied table is one tensor: a GPU that runs embed and lm_head holds the larger part once.
-    for gpu, parts in tables.items():
-        weights[gpu] -= (sum(parts) - max(parts)) * w
     return weights, working_sets, peaks
-
-
-def held_weights(model: ModelDims, step: Step, rank: int) -> int:
-    """Weight elements rank `rank` of a step holds besides its products (the embedding
-    table, or its rows when vocab-parallel)."""
-    return sum(m.held_weights(model, step, rank) for m in MODULES.values())
 
 
 def activation_bytes(step: Step, rank: int, w: int) -> int:
