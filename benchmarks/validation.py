@@ -230,6 +230,8 @@ class Result:
     peak_rss_mb: float | None
     ops: int | None
     error: str | None = None
+    bubble: float | None = None  # the report's idle share of the busiest GPU
+    exposed_communication_s: float | None = None
 
     @property
     def predicted(self) -> float | None:
@@ -264,15 +266,26 @@ def analyse(row: Row) -> Result:
     ops = report.get("totals", {}).get("ops")
     if not isinstance(training, dict) or "iteration_s" not in training:
         return Result(row, None, wall, peak, ops, "no training report (forward only)")
-    return Result(row, float(training["iteration_s"]), wall, peak, ops)
+    iteration = float(training["iteration_s"])
+    bubble, exposed = training.get("bubble"), training.get("exposed_communication_s")
+    return Result(
+        row,
+        iteration,
+        wall,
+        peak,
+        ops,
+        bubble=None if bubble is None else float(bubble),
+        exposed_communication_s=None if exposed is None else float(exposed),
+    )
 
 
 def table(results: list[Result]) -> str:
     """The Markdown table (and summary lines) docs/validation.md shows."""
     head = (
         "| model | t | p | dp | GPUs | batch | micro-batch | schedule | measured TFLOP/s"
-        " | predicted TFLOP/s | error | iteration (s) | analysis wall (s) | peak RSS (MB) |\n"
-        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|"
+        " | predicted TFLOP/s | error | iteration (s) | bubble | exposed comm."
+        " | analysis wall (s) | peak RSS (MB) |\n"
+        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"
     )
     lines = [head]
     errors = []
@@ -285,12 +298,16 @@ def table(results: list[Result]) -> str:
         error = "pending" if r.relative_error is None else f"{100 * r.relative_error:+.1f}%"
         iteration = "pending" if r.iteration_s is None else f"{r.iteration_s:.2f}"
         rss = "" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+        bubble = "" if r.bubble is None else f"{100 * r.bubble:.1f}%"
+        exposed = ""
+        if r.exposed_communication_s is not None and r.iteration_s:
+            exposed = f"{100 * r.exposed_communication_s / r.iteration_s:.1f}%"
         if r.relative_error is not None:
             errors.append(abs(r.relative_error))
         lines.append(
             f"| GPT {row.params_b}B | {row.t} | {row.p} | {row.dp} | {row.gpus} | {row.batch}"
             f" | {row.microbatch_size} | {schedule} | {row.tflops_per_gpu:g} | {predicted}"
-            f" | {error} | {iteration} | {r.wall_s:.1f} | {rss} |"
+            f" | {error} | {iteration} | {bubble} | {exposed} | {r.wall_s:.1f} | {rss} |"
         )
     lines.append("")
     if len(errors) == len(results) and errors:
