@@ -232,6 +232,7 @@ class Result:
     error: str | None = None
     bubble: float | None = None  # the report's idle share of the busiest GPU
     exposed_communication_s: float | None = None
+    by_kind: dict[str, float] | None = None  # the critical path's share per kind of step
 
     @property
     def predicted(self) -> float | None:
@@ -267,6 +268,8 @@ def analyse(row: Row) -> Result:
     if not isinstance(training, dict) or "iteration_s" not in training:
         return Result(row, None, wall, peak, ops, "no training report (forward only)")
     iteration = float(training["iteration_s"])
+    kinds = report.get("critical_path", {}).get("by_kind", {})
+    by_kind = {kind: float(part["share"]) for kind, part in kinds.items()}
     bubble, exposed = training.get("bubble"), training.get("exposed_communication_s")
     return Result(
         row,
@@ -276,6 +279,7 @@ def analyse(row: Row) -> Result:
         ops,
         bubble=None if bubble is None else float(bubble),
         exposed_communication_s=None if exposed is None else float(exposed),
+        by_kind=by_kind,
     )
 
 
@@ -324,6 +328,19 @@ def table(results: list[Result]) -> str:
             f"Pending: {len(missing)} of {len(results)} rows have no prediction yet"
             f" ({'; '.join(reasons)})."
         )
+    lines.append("")
+    shares = [r for r in results if r.by_kind]
+    if shares:
+        kinds = sorted({k for r in shares for k in r.by_kind or {}})
+        lines.append("Where the critical path's time goes, by kind of step:")
+        lines.append("")
+        lines.append("| model | " + " | ".join(kinds) + " |")
+        lines.append("|---|" + "--:|" * len(kinds))
+        for r in shares:
+            parts = r.by_kind or {}
+            cells = " | ".join(f"{100 * parts.get(k, 0.0):.1f}%" for k in kinds)
+            lines.append(f"| GPT {r.row.params_b}B | {cells} |")
+        lines.append("")
     return "\n".join(lines)
 
 
