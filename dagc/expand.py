@@ -112,7 +112,9 @@ def least_operations(program: Program, *, collapsed: bool) -> int:
     It counts only the operations each block kind's module says a rank and an expert make at
     least (dagc/blocks/), so it never exceeds the true count; with `collapsed`, one rank per
     block, as the symmetric collapse keeps at least one. Cheap whatever the size: no loop
-    over GPUs or experts.
+    over GPUs or experts. A training program's backward makes at least one operation on
+    the same GPUs for each of the forward's compute operations (a gradient, or a weight's),
+    so it counts twice.
     """
     total = 0
     experts = program.model.experts or 0
@@ -123,7 +125,8 @@ def least_operations(program: Program, *, collapsed: bool) -> int:
             ranks = 1 if collapsed else program.group(block.group).size
             held = experts // max(block.degree, 1) if collapsed else experts
             total += layers * (least.least_ops_per_rank * ranks + least.least_ops_per_expert * held)
-    return total * program.workload.microbatches
+    passes = 2 if program.training is not None else 1
+    return total * program.workload.microbatches * passes
 
 
 def _refuse_early(

@@ -141,6 +141,7 @@ PASSES = (
     "shard-embed-head",
     "insert-collectives",
     "insert-transfers",
+    "backward",
     "assign-streams",
     "microbatch",
     "order",

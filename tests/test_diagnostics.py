@@ -1710,3 +1710,54 @@ def test_routed_dispatch_on_the_moe_blocks_own_gpus_changes_nothing() -> None:
         {13: "  group g1 = gpu[4..7]; group e = gpu[8..11]", 17: "  moe on e ep=4 dispatch=routed"}
     ).replace("  ffn = 4096", "  ffn = 4096; experts = 8; top_k = 2")
     assert not dagc.compile_text(routed, "t.dag").warnings
+
+
+# -- training (dagc/frontend/sema.py: _training, _workload) ------------------------------------
+
+
+def test_virtual_stages_need_the_interleaved_schedule() -> None:
+    found = only_diagnostic(config(append="training { virtual_stages = 2 }\n"))
+    check(
+        found,
+        23,
+        29,  # the value
+        "virtual_stages=2 needs the interleaved schedule, not `1f1b`",
+        help="write `schedule = interleaved`, or remove `virtual_stages`",
+    )
+
+
+def test_batch_not_divisible_by_dp() -> None:
+    found = only_diagnostic(config(append="training { dp = 3 }\n"))
+    check(
+        found,
+        8,
+        11,
+        "batch=8 does not split over dp=3 replicas",
+        help="the global batch is split evenly over the replicas: use a multiple of 3",
+    )
+
+
+def test_microbatch_size_not_dividing_the_batch() -> None:
+    found = only_diagnostic(config({9: "  seq = 128; microbatch_size = 3"}))
+    check(
+        found,
+        9,
+        32,
+        "microbatch_size=3 does not divide batch=8",
+        help="micro-batches hold the same number of sequences: write one of"
+        " `microbatches` and `microbatch_size`, dividing the batch",
+    )
+
+
+def test_duplicate_training_section() -> None:
+    found = only_diagnostic(config(append="training { dp = 1 }\ntraining { dp = 2 }\n"))
+    check(
+        found,
+        24,
+        1,
+        "duplicate `training` section",
+        help="a file describes one configuration: merge the two sections",
+        width=8,
+    )
+    (note,) = found.notes
+    assert note.span is not None and (note.span.line, note.span.column) == (23, 1)

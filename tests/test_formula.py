@@ -459,6 +459,35 @@ def test_generated_formula_is_the_critical_path(text: str, seed: int) -> None:
                 assert run_python(formula, costed) <= numeric(graph, costed) * (1 + REL)
 
 
+# Training: forward and backward of every micro-batch, two pipeline stages, tensor
+# parallelism (backward all-reduces), gradient sends, a fused causal kernel's backward.
+TRAINING = """\
+model m { layers = 4; hidden = 64; heads = 4; ffn = 128; vocab = 100 }
+workload { batch = 4; seq = 8; microbatches = 4 }
+devices { group s0 = gpu[0..1]; group s1 = gpu[2..3] }
+training { recompute = selective }
+layers 0..3 on s0, s1 pp=2 {
+  embed; attention tp=2 kernel=fused mask=causal; mlp tp=2; lm_head tp=2
+}
+"""
+
+
+@pytest.mark.parametrize("matmul_only", [False, True])
+def test_training_formula_is_the_critical_path(tmp_path: Path, matmul_only: bool) -> None:
+    path = tmp_path / "training.dag"
+    path.write_text(TRAINING)
+    compiled = dagc.compile_file(path)
+    graph = expand(compiled).graph
+    assert any(step.phase.value == "backward" for step in graph.steps)
+    result = dagc.api.formula_compiled(compiled, matmul_only=matmul_only)
+    assert result.exact
+    formula = printers.python(result.expression)
+    roofline, _ = dagc.api.cost_model(compiled.program)
+    terms = graph.terms.terms
+    models: list[CostModel] = [roofline, *(RandomModel(seed, terms) for seed in range(1, 5))]
+    check_models(graph, formula, matmul_only, models + up_set_models(terms, 0))
+
+
 # -- 2. incomparable branches and dominated terms ----------------------------------------------
 
 # Two pipeline stages with different blocks (mlp vs moe), two micro-batches: the critical

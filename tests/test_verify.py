@@ -400,10 +400,10 @@ def test_steps_one_expert_per_gpu(steps: StepProgram) -> None:
 
 def test_steps_unknown_joint_step(steps: StepProgram) -> None:
     index, step = find_step(steps, 0, "all_reduce_attn")
-    broken = replace(step, base="all_gather_attn")
+    broken = replace(step, base="all_scatter_attn")
     fails(
         lambda: verify_steps(with_step(steps, 0, index, broken)),
-        "step all_gather_attn of attention l0 on @attn is a joint step dagc does not know",
+        "step all_scatter_attn of attention l0 on @attn is a joint step dagc does not know",
     )
 
 

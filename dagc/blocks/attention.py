@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dagc.blocks.base import BlockModule, Values, all_reduce_after, per_gpu, same
+from dagc.blocks.base import BlockModule, Values, per_gpu, same, tensor_parallel
 from dagc.blocks.shapes import (
     count,
     dims,
@@ -339,8 +339,12 @@ MODULE = BlockModule(
         "mask": ("full", "causal"),
     },
     split_items=_split_items,
-    collectives=all_reduce_after("o_proj", "all_reduce_attn"),
+    collectives=tensor_parallel("o_proj", "attn"),
     # every projection is a part of `qkv` (MLA's too) or o_proj
     weight_products=frozenset({"qkv", "o_proj"}),
     least_ops_per_rank=5,  # fused qkv, fused kernel: ln1, qkv, attn_core, o_proj, res1
+    grad_only=frozenset({"res1"}),
+    transposed_operand=frozenset({"attn_scores"}),
+    backward_all_reduce="all_reduce_attn_bwd",
+    recompute_core=frozenset({"attn_scores", "softmax", "attn_out", "attn_core"}),
 )

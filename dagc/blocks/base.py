@@ -9,14 +9,24 @@ see docs/internals.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from dagc.blocks.shapes import activation_bytes, communication, count
+from dagc.blocks.shapes import (
+    activation_bytes,
+    communication,
+    count,
+    dims,
+    sequence_parallel,
+    times,
+    tokens,
+)
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
-from dagc.ir.terms import CostTerm, TermKind
-from dagc.ir.values import REPLICATED, Value
+from dagc.ir.terms import CostTerm, TermKind, elementwise
+from dagc.ir.values import REPLICATED, Value, split
+from dagc.split import split_evenly
 
 # A block's compute or communication: the block (with the steps it has so far) in, its steps
 # out.
@@ -58,6 +68,14 @@ class BlockModule:
     - `least_ops_per_rank`, `least_ops_per_expert`: operations each rank (each expert) makes
       at least, per layer and micro-batch, whatever the options: the size guard's lower
       bound (dagc.expand.least_operations). 0 for blocks that do not run in every layer.
+    - `grad_only`: elementwise steps whose backward reads only the gradient of their output
+      (residual adds, sums), not the values they read (the `backward` pass).
+    - `transposed_operand`: products of two activations whose second operand is stored
+      transposed (Q·Kᵀ reads K): its gradient is a product of the first's shape.
+    - `backward_all_reduce`: the name of the tensor-parallel backward all-reduce (Megatron's
+      f), which sums the partial gradients the block's sharded products leave for a value
+      every rank holds whole (`all_reduce_attn_bwd`).
+    - `recompute_core`: steps selective recomputation reruns (attention's core).
     """
 
     kind: BlockKind
@@ -72,6 +90,10 @@ class BlockModule:
     tied_table: Callable[[Model, Step, int], int] = _no_held_weights
     least_ops_per_rank: int = 0
     least_ops_per_expert: int = 0
+    grad_only: frozenset[str] = frozenset()
+    transposed_operand: frozenset[str] = frozenset()
+    backward_all_reduce: str = ""
+    recompute_core: frozenset[str] = frozenset()
 
     @property
     def degree_key(self) -> str | None:
@@ -179,3 +201,85 @@ def all_reduce_after(anchor: str, base: str) -> Callable[[Program, BlockSteps], 
         return communicate_after(block.steps, anchor, step, {partial.name: reduced})
 
     return collectives
+
+
+def tensor_parallel(anchor: str, kind: str) -> Callable[[Program, BlockSteps], tuple[Step, ...]]:
+    """The collectives of a tensor-parallel attention or mlp block (`kind`: attn, mlp).
+
+    Without sequence parallelism: `all_reduce_{kind}` after `anchor` (all_reduce_after).
+    With it (training, tp = t > 1; Megatron-LM's sequence parallelism): the block's first
+    step (its norm) runs on each rank's split(T, t)[i] tokens and writes its output split
+    by tokens; `all_gather_{kind}` (AllGather_Time(ceil(T·H·w/t), t)) gathers it before the
+    products; `reduce_scatter_{kind}` (ReduceScatter_Time(ceil(T·H·w/t), t)) replaces the
+    all-reduce after `anchor`; the last step (the residual add) runs on split(T, t)[i]
+    tokens. The residual it writes stays split when the next block is sequence-parallel on
+    the same GPUs (`block.split_output`); else `all_gather_{kind}_out` gathers it. The
+    residual it reads is split when `block.split_input`.
+    """
+    plain = all_reduce_after(anchor, f"all_reduce_{kind}")
+
+    def collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
+        if not sequence_parallel(program, block):
+            return plain(program, block)
+        return _sequence_parallel(program, block, anchor, kind)
+
+    return collectives
+
+
+def _sequence_parallel(
+    program: Program, block: BlockSteps, anchor: str, kind: str
+) -> tuple[Step, ...]:
+    t = block.degree
+    d = dims(program)
+    shares = split_evenly(tokens(program), t)
+    by_token = split("tokens")
+    piece = count(math.ceil(math.prod(v for _, v in activation_bytes(program)) / t))
+    ranks = count(t)
+
+    def on_shares(step: Step) -> tuple[CostTerm, ...]:
+        return tuple(elementwise(times(count(n), d.hidden)) for n in shares)
+
+    def split_x(value: Value) -> Value:
+        return replace(value, placement=by_token) if block.split_input else value
+
+    x_name = block.input_value
+    steps = list(block.steps)
+    norm, res = steps[0], steps[-1]
+    (normed,) = norm.writes
+    normed_part = replace(normed, placement=by_token)
+    steps[0] = replace(
+        norm,
+        terms=on_shares(norm),
+        reads=tuple(split_x(v) if v.name == x_name else v for v in norm.reads),
+        writes=(normed_part,),
+    )
+    gathered = replace(normed, name=normed.name + "_gathered", placement=REPLICATED)
+    gather_term = communication(program, TermKind.ALL_GATHER, piece, ranks, gpus=block.gpus)
+    gather = joint(
+        f"all_gather_{kind}", block, gather_term, reads=(normed_part,), writes=(gathered,)
+    )
+    with_gather = tuple(steps)
+    with_gather = communicate_after(with_gather, norm.base, gather, {normed.name: gathered})
+    (partial,) = next(s for s in reversed(with_gather) if s.base == anchor).writes
+    scattered = replace(partial, name=partial.name + "_rs", placement=by_token)
+    scatter_term = communication(program, TermKind.REDUCE_SCATTER, piece, ranks, gpus=block.gpus)
+    scatter = joint(
+        f"reduce_scatter_{kind}", block, scatter_term, reads=(partial,), writes=(scattered,)
+    )
+    out = list(communicate_after(with_gather, anchor, scatter, {partial.name: scattered}))
+    (residual,) = res.writes
+    written = replace(residual, placement=by_token)
+    if not block.split_output:
+        written = replace(written, name=residual.name + "_part")
+    out[-1] = replace(
+        out[-1],
+        terms=on_shares(res),
+        reads=tuple(split_x(v) if v.name == x_name else v for v in out[-1].reads),
+        writes=(written,),
+    )
+    if not block.split_output:
+        out_term = communication(program, TermKind.ALL_GATHER, piece, ranks, gpus=block.gpus)
+        out.append(
+            joint(f"all_gather_{kind}_out", block, out_term, reads=(written,), writes=(residual,))
+        )
+    return tuple(out)

@@ -28,7 +28,7 @@ from dagc.blocks.shapes import (
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import TermKind, elementwise
-from dagc.ir.values import PARTIAL
+from dagc.ir.values import PARTIAL, split
 from dagc.split import split_evenly
 
 
@@ -49,6 +49,14 @@ def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     """A vocab-parallel embed sums its ranks' lookups: the lookup now writes a partial sum
     and all_reduce_embed (T·H·w) writes x of layer 0, which the next block reads. (Until
     this pass the lookup writes x itself, so that x has a writer after every pass.)"""
+    if block.split_output:
+        # sequence parallelism: each rank looks up its split(T, t)[i] tokens
+        (lookup,) = block.steps
+        (x,) = lookup.writes
+        hidden = dims(program).hidden
+        shares = split_evenly(program.workload.tokens_per_microbatch, len(block.gpus))
+        terms = tuple(elementwise(times(count(n), hidden)) for n in shares)
+        return (replace(lookup, terms=terms, writes=(replace(x, placement=split("tokens")),)),)
     if not _vocab_split(block):
         return block.steps
     (lookup,) = block.steps

@@ -46,4 +46,5 @@ MODULE = BlockModule(
     split_items=_split_items,
     weight_products=frozenset({"lm_head"}),
     tied_table=_tied_table,
+    backward_all_reduce="all_reduce_head_bwd",
 )

@@ -10,7 +10,7 @@ down and x.
 
 from __future__ import annotations
 
-from dagc.blocks.base import BlockModule, all_reduce_after, per_gpu, same
+from dagc.blocks.base import BlockModule, per_gpu, same, tensor_parallel
 from dagc.blocks.shapes import (
     count,
     dims,
@@ -113,7 +113,9 @@ MODULE = BlockModule(
     compute=_compute,
     needs=("ffn",),
     split_items=_split_items,
-    collectives=all_reduce_after("mlp_down", "all_reduce_mlp"),
+    collectives=tensor_parallel("mlp_down", "mlp"),
     weight_products=frozenset({"mlp_up", "mlp_gate", "mlp_down"}),
     least_ops_per_rank=5,  # gelu: ln2, up, act, down, res2
+    grad_only=frozenset({"res2"}),
+    backward_all_reduce="all_reduce_mlp_bwd",
 )

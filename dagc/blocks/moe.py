@@ -279,4 +279,6 @@ MODULE = BlockModule(
     # expert_agg (ln2 and the gate run on the input GPUs of a routed excursion)
     least_ops_per_rank=1,
     least_ops_per_expert=3,  # up, act, down
+    grad_only=frozenset({"res2", "expert_agg"}),
+    backward_all_reduce="all_reduce_moe_bwd",
 )

@@ -140,6 +140,18 @@ def hidden_shape(program: Program) -> tuple[tuple[str, int], ...]:
     return (("tokens", tokens(program)), ("hidden", program.model.hidden))
 
 
+def sequence_parallel(program: Program, block: BlockSteps) -> bool:
+    """Whether a block runs Megatron's sequence parallelism: a training program with
+    `sequence_parallel`, a tensor-parallel (tp > 1) attention or mlp block."""
+    training = program.training
+    return (
+        training is not None
+        and training.sequence_parallel
+        and block.degree > 1
+        and str(block.kind) in ("attention", "mlp")
+    )
+
+
 def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
     """The residual-stream value the block reads, replicated on its input GPUs (none for
     the program's first block, whose input no step writes)."""

@@ -142,6 +142,12 @@ class BlockSteps:
     a transfer block carries the flag of the block it reaches. `input_value` names the
     residual-stream value the block reads (the one the block before wrote, living on
     `input_gpus`); empty for the program's first block, whose input no step writes.
+
+    `backward` marks a block of the backward (the `backward` pass, training programs): the
+    backward of the forward block of the same kind, layer and group. Its `input_gpus` hold
+    the gradient of the forward block's output when it starts, its `output_gpus` the
+    gradient of the forward block's input when it ends (a backward transfer's `gpus` are its
+    receiving side).
     """
 
     kind: StepBlockKind
@@ -162,6 +168,11 @@ class BlockSteps:
     vocab_parallel: bool = False
     input_value: str = ""
     steps: tuple[Step, ...] = ()
+    backward: bool = False
+    # sequence parallelism (training): the residual the block reads / writes is split by
+    # tokens over its GPUs (between two sequence-parallel blocks on the same GPUs)
+    split_input: bool = False
+    split_output: bool = False
     span: Span | None = field(default=None, compare=False)
 
     @property
@@ -209,6 +220,8 @@ def print_steps(steps: StepProgram) -> str:
             head += f" from {format_gpus(block.input_gpus)}"
         if block.excursion:
             head += " and back"
+        if block.backward:
+            head += " backward"
         lines.append(head + " {")
         for step in block.steps:
             lines.append(f"    {_format_step(step)}")

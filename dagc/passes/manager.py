@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
 from dagc.ir.verify import verify
+from dagc.passes.backward import backward
 from dagc.passes.collectives import insert_collectives
 from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
@@ -38,6 +39,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("shard-embed-head", shard_embed_head, "embedding lookup and lm_head"),
     Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
     Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
+    Pass("backward", backward, "training: the backward blocks after the forward, in reverse"),
     Pass("assign-streams", assign_streams, "communication of `overlap` blocks -> comm stream"),
     Pass(
         "collapse-symmetric",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
-from dagc.ir.steps import Step, Stream
+from dagc.ir.steps import Phase, Step, Stream
 
 
 def order(graph: DeviceGraph) -> DeviceGraph:
@@ -38,6 +38,14 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     # part of a unit in step order. A pipeline stage's GPUs have one unit (micro-batch by
     # micro-batch); ping-pong GPUs one per layer, a later segment joining the next layer's.
     unit = np.where(np.isin(occ_gpu, pingpong), layer_of_step[occ_step] + (occ_segment > 0), 0)
+    # Training: ping-pong GPUs run every forward unit, then the backward's units, layer by
+    # layer downwards (a later segment joining the next lower layer's), so that a unit
+    # never waits for a later one.
+    backward = np.asarray([s.phase is not Phase.FORWARD for s in graph.steps], dtype=bool)
+    if backward.any():
+        top = int(layer_of_step.max()) + 2
+        down = top + (top - 2 - layer_of_step[occ_step]) + (occ_segment > 0)
+        unit = np.where(np.isin(occ_gpu, pingpong) & backward[occ_step], down, unit)
     sort = np.lexsort((occ_step, unit, lane))
     template, lane, unit = occ_template[sort], lane[sort], unit[sort]
     src, dst = _chains(template, lane, unit, graph.microbatches, graph.template_size)
@@ -87,11 +95,12 @@ def _occurrences(
     segments: list[int] = []
     segment_of: dict[int, int] = {}
     previous_gpus: frozenset[int] = frozenset()
-    layer = None
+    layer: tuple[int, bool] | None = None
     offset = 0
     for index, step in enumerate(steps):
-        if step.layer != layer:
-            layer, segment_of, previous_gpus = step.layer, {}, frozenset()
+        key = (step.layer, step.phase is Phase.FORWARD)  # the backward starts anew
+        if key != layer:
+            layer, segment_of, previous_gpus = key, {}, frozenset()
         for rank, gpu in enumerate(step.gpus):
             if gpu not in segment_of:
                 segment_of[gpu] = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from dagc.blocks.shapes import sequence_parallel
 from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, StepProgram
 from dagc.ir.values import residual_name
@@ -60,4 +63,25 @@ def place(program: Program) -> StepProgram:
                 )
                 previous_output, previous_layer = output, layer
                 previous_value = residual_name(block.kind.value, layer)
-    return StepProgram(program, tuple(blocks))
+    return StepProgram(program, _sequence_splits(program, blocks))
+
+
+def _sequence_splits(program: Program, blocks: list[BlockSteps]) -> tuple[BlockSteps, ...]:
+    """Sequence parallelism (training, tp > 1): between two sequence-parallel blocks on the
+    same GPUs (or an embed and the sequence-parallel block after it) the residual stream is
+    split by tokens. Anywhere else it is whole."""
+    out = list(blocks)
+    for index in range(len(blocks) - 1):
+        block, following = blocks[index], blocks[index + 1]
+        producer = sequence_parallel(program, block) or (
+            block.kind is BlockKind.EMBED and not block.vocab_parallel and len(block.gpus) > 1
+        )
+        if (
+            producer
+            and sequence_parallel(program, following)
+            and following.gpus == block.gpus
+            and not following.excursion
+        ):
+            out[index] = replace(out[index], split_output=True)
+            out[index + 1] = replace(out[index + 1], split_input=True)
+    return tuple(out)

@@ -24,10 +24,10 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
-from dagc.ir.steps import Stream
+from dagc.ir.steps import Phase, Stream
 from dagc.ir.toposort import find_cycle
 from dagc.ir.verify.errors import VerificationError
-from dagc.ir.verify.flops import FlopTable, expected_flops_per_block
+from dagc.ir.verify.flops import FlopTable, expected_training_flops
 
 IntArray = npt.NDArray[np.int64]
 
@@ -235,29 +235,60 @@ def _step_kinds(graph: DeviceGraph) -> list[str]:
 
 
 def _check_flops(graph: DeviceGraph) -> None:
-    """Matmul FLOPs per (layer, block) of one micro-batch template, against the program."""
-    expected = expected_flops_per_block(graph.program)
+    """Matmul FLOPs per (layer, block) of one micro-batch template, against the program:
+    the forward's, and for a training program the backward's (twice the forward's), the
+    fused attention backward's own recompute and activation recomputation's, each apart."""
+    expected = expected_training_flops(graph.program)
     actual = _template_flops(graph)
-    for key in sorted(set(expected) | set(actual)):
-        have, want = actual.get(key, 0), expected.get(key, 0)
-        if have != want:
-            layer, kind = key
-            raise VerificationError(
-                f"layer {layer} {kind}: matmul FLOPs per micro-batch are"
-                f" {have:,}, the program needs {want:,} ({want - have:+,})"
-            )
+    parts = (
+        ("", expected.forward),
+        ("backward ", expected.backward),
+        ("attention-backward recompute ", expected.kernel_recompute),
+        ("recomputed ", expected.recompute),
+    )
+    for (what, want_table), have_table in zip(parts, actual, strict=True):
+        if want_table is expected.recompute:
+            # a full recompute reruns a layer's blocks before the layer's first backward
+            # block on the group: compare per layer
+            want_table, have_table = _per_layer(want_table), _per_layer(have_table)
+        for key in sorted(set(want_table) | set(have_table)):
+            have, want = have_table.get(key, 0), want_table.get(key, 0)
+            if have != want:
+                layer, kind = key
+                raise VerificationError(
+                    f"layer {layer} {kind}: {what}matmul FLOPs per micro-batch are"
+                    f" {have:,}, the program needs {want:,} ({want - have:+,})"
+                )
 
 
-def _template_flops(graph: DeviceGraph) -> FlopTable:
+def _per_layer(table: FlopTable) -> FlopTable:
+    """A table's FLOPs summed over each layer's blocks (key (layer, "layer"))."""
+    out: FlopTable = {}
+    for (layer, _), flops in table.items():
+        out[layer, "layer"] = out.get((layer, "layer"), 0) + flops
+    return out
+
+
+def _template_flops(graph: DeviceGraph) -> tuple[FlopTable, FlopTable, FlopTable, FlopTable]:
     """FLOPs of the template's operations as the graph holds them (their interned terms),
-    a kept GPU counting for its whole class after a symmetric collapse.
+    a kept GPU counting for its whole class after a symmetric collapse: forward, backward
+    (input and weight gradients, without the fused kernel's recompute), the fused attention
+    backward's recompute, and recomputed forward steps.
 
     Python integers: a large model's total passes 2**63.
     """
     class_size = graph.symmetry.class_size if graph.symmetry else {}
     step_kinds = _step_kinds(graph)
     term_flops = [term.flops() for term in graph.terms.terms]
-    table: FlopTable = {}
+    term_recomputed = [term.recomputed_flops() for term in graph.terms.terms]
+    tables: tuple[FlopTable, FlopTable, FlopTable, FlopTable] = ({}, {}, {}, {})
+    part = {
+        Phase.FORWARD: 0,
+        Phase.BACKWARD: 1,
+        Phase.WEIGHT_GRAD: 1,
+        Phase.RECOMPUTE: 3,
+        Phase.ITERATION: 1,
+    }
     for step_index, rank, term in zip(
         graph.template_step.tolist(),
         graph.template_rank.tolist(),
@@ -270,5 +301,9 @@ def _template_flops(graph: DeviceGraph) -> FlopTable:
         step = graph.steps[step_index]
         weight = 1 if step.joint else class_size.get(step.gpus[rank], 1)
         key = (step.layer, step_kinds[step_index])
-        table[key] = table.get(key, 0) + flops * weight
-    return table
+        table = tables[part[step.phase]]
+        recomputed = term_recomputed[term]
+        table[key] = table.get(key, 0) + (flops - recomputed) * weight
+        if recomputed:
+            tables[2][key] = tables[2].get(key, 0) + recomputed * weight
+    return tables

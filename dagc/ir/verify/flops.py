@@ -25,6 +25,7 @@ from dagc.ir.logical import (
     BlockKind,
     MoeDispatch,
     Program,
+    Recompute,
 )
 
 # (layer, block kind) -> matmul FLOPs of one micro-batch
@@ -162,6 +163,72 @@ def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:
         shared = 2 * t * h * inner * _products(program)
         shared += 2 * t * h if model.shared_expert_gate else 0
     return gate + replicated_gate + routed * per_token + (slots - routed) * per_token + shared
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingFlops:
+    """A training micro-batch's matmul FLOPs per (layer, block kind), by where they run.
+
+    `forward` the forward's (`expected_flops_per_block`); `backward` the input and weight
+    gradients' products, exactly twice the forward's; `kernel_recompute` what the fused
+    attention backward spends recomputing Q·Kᵀ (2·Bm·h·P·d_qk per attention block),
+    counted apart; `recompute` the forward steps rerun by activation recomputation
+    (selective: attention's core; full: every transformer block but a moe excursion)."""
+
+    forward: FlopTable
+    backward: FlopTable
+    kernel_recompute: FlopTable
+    recompute: FlopTable
+
+
+def expected_training_flops(program: Program) -> TrainingFlops:
+    """The matmul FLOPs of one training micro-batch; see TrainingFlops."""
+    forward = expected_flops_per_block(program)
+    if program.training is None:
+        return TrainingFlops(forward, {}, {}, {})
+    backward = {key: 2 * value for key, value in forward.items() if value}
+    workload, model = program.workload, program.model
+    shape = _Shape(workload.microbatch_size, workload.seq, model.hidden)
+    kernel: FlopTable = {}
+    recompute: FlopTable = {}
+    mode = program.training.recompute
+    for layer_range in program.ranges:
+        for layer in layer_range.layer_indices:
+            previous: Block | None = None
+            for block in layer_range.blocks:
+                key = (layer, block.kind.value)
+                excursion = (
+                    block.kind is BlockKind.MOE
+                    and previous is not None
+                    and previous.group != block.group
+                )
+                if not excursion:
+                    previous = block
+                if block.kind is BlockKind.ATTENTION:
+                    heads, d_qk, d_v = _attention_dims(program, shape)
+                    core = _core_flops(block, shape, heads, d_qk, d_v)
+                    if block.kernel is AttentionKernel.FUSED:
+                        # the backward kernel's own Q·Kᵀ: the d_qk share of the core
+                        kernel[key] = kernel.get(key, 0) + core * d_qk // (d_qk + d_v)
+                    if mode is Recompute.SELECTIVE:
+                        recompute[key] = recompute.get(key, 0) + core
+                full = block.kind in (BlockKind.ATTENTION, BlockKind.MLP, BlockKind.MOE)
+                if mode is Recompute.FULL and full and not excursion:
+                    routed = False
+                    flops = _block_flops(program, block, shape, routed)
+                    recompute[key] = recompute.get(key, 0) + flops
+    return TrainingFlops(forward, backward, kernel, recompute)
+
+
+def _attention_dims(program: Program, shape: _Shape) -> tuple[int, int, int]:
+    """Query heads, d_qk and d_v of the model's attention."""
+    model = program.model
+    heads = model.heads or 0
+    if model.kv_lora_rank is not None:
+        d_qk = (model.qk_nope_head_dim or 0) + (model.qk_rope_head_dim or 0)
+        return heads, d_qk, model.v_head_dim or 0
+    d = model.head_dim or shape.hidden // max(heads, 1)
+    return heads, d, d
 
 
 def expected_flops(program: Program) -> int:

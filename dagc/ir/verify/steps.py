@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dagc.ir.logical import BlockKind, MoeDispatch, Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
@@ -56,7 +56,47 @@ _JOINT_SIDE = {
     "send_stage": "input",
     "recv_stage": "gpus",
     "gather_stage": "gpus",
+    # sequence parallelism (training): the norm's output gathered, the products' partial
+    # sums reduce-scattered, the residual gathered where the next block is not
+    # sequence-parallel; in the backward the pairs swapped
+    "all_gather_attn": "gpus",
+    "all_gather_mlp": "gpus",
+    "reduce_scatter_attn": "gpus",
+    "reduce_scatter_mlp": "gpus",
+    "all_gather_attn_out": "gpus",
+    "all_gather_mlp_out": "gpus",
+    "reduce_scatter_attn_bwd": "gpus",
+    "reduce_scatter_mlp_bwd": "gpus",
+    "all_gather_attn_bwd": "gpus",
+    "all_gather_mlp_bwd": "gpus",
+    "reduce_scatter_attn_out_bwd": "gpus",
+    "reduce_scatter_mlp_out_bwd": "gpus",
+    # the backward (training): the backward all-reduces (Megatron's f), the all-to-alls'
+    # reverses, an excursion's reverse transfers (sent from the other side) and the
+    # gradient sends between stages (a backward transfer block's GPUs are its receivers)
+    "all_reduce_attn_bwd": "gpus",
+    "all_reduce_mlp_bwd": "gpus",
+    "all_reduce_moe_bwd": "gpus",
+    "all_reduce_head_bwd": "gpus",
+    "dispatch_bwd": "gpus",
+    "combine_bwd": "gpus",
+    "broadcast_bwd": "gpus",
+    "return_bwd": "input_side",
+    "send_grad_stage": "input",
+    "recv_grad_stage": "gpus",
+    "gather_grad_stage": "gpus",
 }
+# Per-GPU steps of the backward that run where the block's output gradient arrives.
+_AT_OUTPUT = frozenset({"loss_bwd"})
+_BACKWARD_SUFFIXES = ("_dgrad", "_wgrad", "_bwd", "_recompute")
+
+
+def _forward_base(base: str) -> str:
+    """The forward step a backward or recompute step comes from (`qkv_dgrad` -> `qkv`)."""
+    for suffix in _BACKWARD_SUFFIXES:
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
 
 
 class _Restrict:
@@ -104,21 +144,44 @@ def expected_blocks(program: Program) -> Iterator[tuple[str, int, str]]:
 
 
 def _check_block_sequence(steps: StepProgram) -> None:
-    actual = [(b.kind, b.layer, b.group) for b in steps.blocks if b.kind != TransferKind.TRANSFER]
     expected = list(expected_blocks(steps.program))
+    forward = [b for b in steps.blocks if not b.backward and not _iteration(b)]
+    backward = [b for b in steps.blocks if b.backward]
+    if backward and steps.blocks.index(backward[0]) != len(forward):
+        raise VerificationError("a forward block comes after the backward began")
+    _check_compute_blocks(forward, expected, "")
+    if backward:
+        if steps.program.training is None:
+            raise VerificationError("a prefill program has backward blocks")
+        _check_compute_blocks(backward, expected[::-1], "backward ")
+
+
+def _iteration(block: BlockSteps) -> bool:
+    """A block of once-per-iteration steps (gradient reduction, optimizer): outside the
+    forward and the backward's block sequences."""
+    return bool(block.steps) and all(s.phase is Phase.ITERATION for s in block.steps)
+
+
+def _check_compute_blocks(
+    blocks: list[BlockSteps], expected: list[tuple[str, int, str]], what: str
+) -> None:
+    actual = [(b.kind, b.layer, b.group) for b in blocks if b.kind != TransferKind.TRANSFER]
     for index, (have, want) in enumerate(zip(actual, expected, strict=False)):
         if have != want:
             raise VerificationError(
-                f"compute block {index} is {have[0]} l{have[1]} on @{have[2]};"
+                f"{what}compute block {index} is {have[0]} l{have[1]} on @{have[2]};"
                 f" the program has {want[0]} l{want[1]} on @{want[2]} there"
             )
     if len(actual) != len(expected):
-        raise VerificationError(f"{len(actual)} compute blocks, the program has {len(expected)}")
+        raise VerificationError(
+            f"{len(actual)} {what}compute blocks, the program has {len(expected)}"
+        )
 
 
 def _check_data_placement(steps: StepProgram, restrict: _Restrict) -> None:
     """Inputs live where the previous compute block's output is; transfers bridge moves."""
-    blocks = steps.blocks
+    blocks = tuple(b for b in steps.blocks if not b.backward and not _iteration(b))
+    _check_backward_placement(tuple(b for b in steps.blocks if b.backward), restrict)
     previous: BlockSteps | None = None
     for index, block in enumerate(blocks):
         source = previous.output_gpus if previous else block.input_gpus
@@ -139,6 +202,38 @@ def _check_data_placement(steps: StepProgram, restrict: _Restrict) -> None:
                 f" expected {list(output)}"
             )
         previous = block
+
+
+def _check_backward_placement(blocks: tuple[BlockSteps, ...], restrict: _Restrict) -> None:
+    """The backward's gradients: a backward block starts where the forward block left its
+    output (`input_gpus`) and leaves the gradient of the forward block's input where that
+    block read it (`output_gpus`: its input GPUs for an excursion, else its own); a
+    backward transfer takes it from there to its own GPUs, where the next block runs."""
+    for index, block in enumerate(blocks):
+        if index and restrict(block.input_gpus) != restrict(blocks[index - 1].output_gpus):
+            raise VerificationError(
+                f"backward {_label(block)} starts on {list(block.input_gpus)}, but the block"
+                f" before left the gradient on {list(blocks[index - 1].output_gpus)}"
+            )
+        if block.kind == TransferKind.TRANSFER:
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            if following is None or restrict(following.gpus) != restrict(block.gpus):
+                raise VerificationError(
+                    f"backward transfer from l{block.layer} leads to no block on its GPUs"
+                )
+            if restrict(block.output_gpus) != restrict(block.gpus):
+                raise VerificationError(f"backward transfer from l{block.layer} keeps its gradient")
+            continue
+        # the gradient arrives and leaves where the residual stream lives
+        home = block.input_gpus if block.excursion else block.gpus
+        for what, gpus in (
+            ("starts", block.input_gpus),
+            ("leaves its gradient", block.output_gpus),
+        ):
+            if restrict(gpus) != restrict(home):
+                raise VerificationError(
+                    f"backward {_label(block)} {what} on {list(gpus)}, expected {list(home)}"
+                )
 
 
 def _check_block_gpus(program: Program, block: BlockSteps, restrict: _Restrict) -> None:
@@ -169,18 +264,31 @@ def _check_step_shape(block: BlockSteps, step: Step) -> None:
 
 
 def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None:
-    """The GPUs each step runs on, from its block and the semantics' rules."""
+    """The GPUs each step runs on, from its block and the semantics' rules.
+
+    A backward block's steps run where their forward steps ran (a recompute step too);
+    `loss_bwd` runs where the block's output lives; the joint steps of the backward join
+    the sides `_JOINT_SIDE` lists for them.
+    """
     where = f"step {step.base}{step.part} of {_label(block)}"
     routed = block.excursion and block.dispatch is MoeDispatch.ROUTED
+    bare = step.base.rstrip("0123456789") if step.joint else step.base
+    base = bare if bare in _JOINT_SIDE else _forward_base(bare)
     if step.joint:
-        side = _JOINT_SIDE.get(step.base.rstrip("0123456789"))
+        side = _JOINT_SIDE.get(base)
         if side is None:
             raise VerificationError(f"{where} is a joint step dagc does not know")
-        if routed and step.base == "dispatch":
+        if routed and base in ("dispatch", "dispatch_bwd"):
             side = "both"  # routed dispatch: one all-to-all over the senders and the experts
-    elif block.excursion and step.base == "res2" and _has_transfers(block):
+        if routed and base == "all_reduce_moe_bwd":
+            side = "input"  # the token-split router's gradients are summed where it ran
+        if side == "input_side":
+            side = "input"
+    elif block.backward and bare in _AT_OUTPUT:
+        side = "input"  # a backward block's input GPUs hold the forward output's gradient
+    elif block.excursion and base == "res2" and _has_transfers(block):
         side = "input"  # the residual stream stays where the layer came from
-    elif routed and step.base in ("ln2", "gate"):
+    elif routed and base in ("ln2", "gate"):
         side = "input"  # routed: the router runs where the tokens are
     else:
         side = "gpus"
@@ -197,7 +305,7 @@ def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None
 def _has_transfers(block: BlockSteps) -> bool:
     """Whether insert-transfers has run on this excursion (it moves res2 back home and adds
     recv_moe, whichever the dispatch)."""
-    return any(step.base == "recv_moe" for step in block.steps)
+    return any(step.base in ("recv_moe", "return_bwd") for step in block.steps)
 
 
 def _check_unique_names(steps: StepProgram) -> None:

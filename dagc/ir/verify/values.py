@@ -10,9 +10,18 @@
   insert-transfers has run (or when the program needs no transfer): before, a block
   reached from another group still reads its input where the block before left it.
 - A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
-  that sums the MoE GPUs' results), once the block's communication is inserted.
+  that sums the MoE GPUs' results), once the block's communication is inserted. In the
+  backward, a per-GPU step may read a partial gradient (`d_…`): backward steps are linear in
+  the gradient, so it then writes partial values (the gradient of the input the partial one
+  flows to; qk_norm maps q and k apart), which a backward all-reduce sums.
 - A matmul contracts the trailing dims of its activation input (its first read value): on
-  every GPU, the term's K equals the product of the last dims that GPU holds.
+  every GPU, the term's K equals the product of the last dims that GPU holds. In the
+  backward: a dgrad or an activation product's gradient (BACKWARD) contracts the trailing
+  dims of its first read (dY, or the saved operand), or, reading several output gradients
+  (a fused product's), at most their summed row widths; its N is the trailing dims of the
+  gradient it writes. A weight gradient (WEIGHT_GRAD) Get_Time(K, M, N) reads the saved
+  input X first: K is a trailing product of X's dims there and the contracted M (tokens)
+  divides what is left of X.
 
 Before every shard pass has run, reads of a block not sharded yet are not checked.
 Errors name the step, its block and, where the step comes from the file, its line.
@@ -25,16 +34,35 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.values import PlacementKind, Value, residual_name
 from dagc.ir.verify.errors import VerificationError
 
 # Joint steps that write onto another group's GPUs (a transfer's sending side).
-SENDERS = frozenset({"send_stage", "broadcast", "return"})
+SENDERS = frozenset(
+    {"send_stage", "broadcast", "return", "send_grad_stage", "broadcast_bwd", "return_bwd"}
+)
 # Joint steps that may read a partial sum: they sum it.
 REDUCTIONS = frozenset(
-    {"all_reduce_attn", "all_reduce_mlp", "all_reduce_embed", "combine", "return"}
+    {
+        "all_reduce_attn",
+        "all_reduce_mlp",
+        "all_reduce_embed",
+        "combine",
+        "return",
+        "all_reduce_attn_bwd",
+        "all_reduce_mlp_bwd",
+        "all_reduce_moe_bwd",
+        "all_reduce_head_bwd",
+        "broadcast_bwd",  # the reverse of a broadcast sums the MoE GPUs' gradients
+        "reduce_scatter_attn",  # sequence parallelism
+        "reduce_scatter_mlp",
+        "reduce_scatter_attn_bwd",
+        "reduce_scatter_mlp_bwd",
+        "reduce_scatter_attn_out_bwd",
+        "reduce_scatter_mlp_out_bwd",
+    }
 )
 
 Restrict = Callable[[tuple[int, ...]], tuple[int, ...]]
@@ -50,15 +78,18 @@ class _Context:
 
     @property
     def kind(self) -> str:
-        """The step's base without a stage number (`send_stage1` -> `send_stage`)."""
-        return self.step.base.rstrip("0123456789")
+        """The step's base without a stage number (`send_stage1` -> `send_stage`), a rerun
+        as the step it reruns (`all_reduce_attn_recompute` -> `all_reduce_attn`)."""
+        return self.step.base.rstrip("0123456789").removesuffix("_recompute")
 
     @property
     def routed_dispatch(self) -> bool:
         """The dispatch of a routed excursion: it reads on the input GPUs and writes onto
         the MoE GPUs, a transfer that joins both sides."""
         return (
-            self.kind == "dispatch" and self.block.excursion and self.step.gpus != self.block.gpus
+            self.kind in ("dispatch", "dispatch_bwd")
+            and self.block.excursion
+            and self.step.gpus != self.block.gpus
         )
 
     @property
@@ -122,7 +153,10 @@ def _check_read(
 
 
 def _check_lives_here(context: _Context, value: Value) -> None:
-    step_gpus = context.block.input_gpus if context.routed_dispatch else context.step.gpus
+    step_gpus = context.step.gpus
+    if context.routed_dispatch:  # it reads on the sending side
+        backward = context.kind == "dispatch_bwd"
+        step_gpus = context.block.gpus if backward else context.block.input_gpus
     gpus = context.restrict(step_gpus)
     if not set(gpus) <= set(value.gpus):
         raise context.fail(
@@ -132,6 +166,21 @@ def _check_lives_here(context: _Context, value: Value) -> None:
 
 
 def _check_partial(context: _Context, value: Value) -> None:
+    step = context.step
+    if value.placement.kind is not PlacementKind.PARTIAL:
+        return
+    if (
+        step.phase in (Phase.BACKWARD, Phase.WEIGHT_GRAD)
+        and not step.joint
+        and value.name.startswith("d_")
+    ):
+        # linear in the gradient: a partial gradient in, partial values out
+        if not any(w.placement.kind is PlacementKind.PARTIAL for w in step.writes):
+            raise context.fail(
+                f"reads the partial gradient {value.name} but writes no partial value:"
+                " a backward step is linear in the gradient"
+            )
+        return
     if value.placement.kind is PlacementKind.PARTIAL and context.kind not in REDUCTIONS:
         raise context.fail(
             f"reads the partial sum {value.name}; only a reduction"
@@ -157,20 +206,70 @@ def _check_writes(context: _Context, written: dict[str, Value], transfers_pendin
 
 
 def _check_contraction(context: _Context) -> None:
-    """K of each rank's matmul is the product of the last dims its activation holds there."""
+    """K of each rank's matmul is the product of the last dims its activation holds there
+    (backward products: see the module docstring)."""
     step = context.step
     if step.joint or not step.reads or step.terms[0].kind is not TermKind.MATMUL:
         return
+    if step.phase is Phase.WEIGHT_GRAD:
+        _check_weight_grad(context)
+        return
     activation = step.reads[0]
+    gradients = [v for v in step.reads if v.name.startswith("d_")]
+    backward = step.phase is Phase.BACKWARD
     for rank, gpu in enumerate(step.gpus):
-        contracted = step.terms[rank].args[1]
+        m, contracted, n = step.terms[rank].args
         if gpu not in activation.gpus:
             continue  # reported by the location check (or a transfer is still pending)
         held = activation.local_sizes(activation.gpus.index(gpu))
-        suffixes = {math.prod(held[i:]) for i in range(len(held))}
-        if contracted not in suffixes:
+        if contracted in _suffixes(held):
+            pass
+        elif backward and len(gradients) > 1 and activation is gradients[0]:
+            widths = sum(_held(v, gpu) // m for v in gradients if gpu in v.gpus)
+            if contracted > widths:
+                raise context.fail(
+                    f"contracts K={contracted} on gpu {gpu}, more than the {widths} columns"
+                    " of the output gradients it reads"
+                )
+        else:
             raise context.fail(
                 f"contracts K={contracted} on gpu {gpu}, but its input {activation.name}"
                 f" holds {list(held)} there ({activation.describe()}):"
                 " no trailing dims of that size"
             )
+        if backward and step.writes and gpu in step.writes[0].gpus:
+            out = step.writes[0]
+            out_held = out.local_sizes(out.gpus.index(gpu))
+            if n not in _suffixes(out_held):
+                raise context.fail(
+                    f"writes N={n} columns on gpu {gpu}, but its gradient {out.name} holds"
+                    f" {list(out_held)} there: no trailing dims of that size"
+                )
+
+
+def _check_weight_grad(context: _Context) -> None:
+    """Get_Time(K, M, N) of a weight gradient: K a trailing product of the saved input X
+    (its first read), M dividing the rest of what X holds there."""
+    step = context.step
+    x = step.reads[0]
+    for rank, gpu in enumerate(step.gpus):
+        k, m, _ = step.terms[rank].args
+        if gpu not in x.gpus:
+            continue
+        held = x.local_sizes(x.gpus.index(gpu))
+        if k not in _suffixes(held) or (math.prod(held) // k) % m:
+            raise context.fail(
+                f"computes a weight gradient Get_Time({k}, {m}, ...) on gpu {gpu}, but its"
+                f" input {x.name} holds {list(held)} there ({x.describe()}): K must be its"
+                " trailing dims and M divide the rest"
+            )
+
+
+def _suffixes(held: tuple[int, ...]) -> set[int]:
+    """Products of the trailing dims (1 included for nothing)."""
+    return {math.prod(held[i:]) for i in range(len(held))}
+
+
+def _held(value: Value, gpu: int) -> int:
+    """Elements `value` holds on `gpu`."""
+    return math.prod(value.local_sizes(value.gpus.index(gpu)))
