@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/validation.py            # write the files, analyse, write the table
     .venv/bin/python benchmarks/validation.py --write    # only (re)write examples/validation/*.dag
     .venv/bin/python benchmarks/validation.py --only 1008.0
+    .venv/bin/python benchmarks/validation.py --set matmul_efficiency=0.75   # try a value
 
 Reads examples/validation/narayanan2021_table1.csv (a copy of
 ../shared/validation/narayanan2021_table1.csv), writes one `.dag` file per row under
@@ -248,11 +249,13 @@ class Result:
         return (predicted - self.row.tflops_per_gpu) / self.row.tflops_per_gpu
 
 
-def analyse(row: Row) -> Result:
-    """`dagc analyze --format json` on the row's file, timed."""
+def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
+    """`dagc analyze --format json` on the row's file, timed (`overrides`: `--set` values)."""
     dagc = [sys.executable, "-m", "dagc"]
     command = [*dagc, "analyze", str(row.path.relative_to(ROOT)), "--format", "json"]
     command += ["--symmetry", "on"]
+    for override in overrides:
+        command += ["--set", override]
     timer = ["/usr/bin/time", "-v"] if os.path.exists("/usr/bin/time") else []
     start = time.perf_counter()
     done = subprocess.run(timer + command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -354,6 +357,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="only write the .dag files")
     parser.add_argument("--only", help="analyse only this row (params_b, e.g. 1008.0)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a roofline parameter for every row, to try a value (docs/validation.md is left alone)",
+    )
     args = parser.parse_args()
     rows = read_rows()
     write_files(rows)
@@ -362,7 +372,7 @@ def main() -> None:
     chosen = [r for r in rows if args.only in (None, r.params_b)]
     results = []
     for row in chosen:
-        result = analyse(row)
+        result = analyse(row, tuple(args.set))
         results.append(result)
         shown = "pending" if result.predicted is None else f"{result.predicted:.1f}"
         print(
@@ -372,7 +382,7 @@ def main() -> None:
         )
     text = table(results)
     print(text)
-    if args.only is None:
+    if args.only is None and not args.set:
         write_table(text)
 
 
