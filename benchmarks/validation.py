@@ -362,7 +362,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a roofline parameter for every row, to try a value (docs/validation.md is left alone)",
+        help="a roofline value for every row, to try it (docs/validation.md is left alone)",
     )
     args = parser.parse_args()
     rows = read_rows()
