@@ -11,6 +11,7 @@ import pytest
 
 import dagc
 from dagc.api import analyze_compiled
+from dagc.diagnostics import DiagnosticError
 from dagc.expand import expand
 from dagc.ir.steps import Step, StepProgram
 from dagc.ir.terms import TermKind
@@ -361,3 +362,23 @@ def test_routed_dispatch_has_no_replicated_gate() -> None:
 def test_routed_dispatch_verifies() -> None:
     verified(routed_text())
     verified(routed_text(shared=True, overlap=True))
+
+
+def test_shared_experts_with_fewer_tokens_than_gpus_is_an_error() -> None:
+    # T = Bm·S = 1·2 = 2 tokens over ep = 4 GPUs: two GPUs would run the shared experts on
+    # no token.
+    text = (
+        "model m { layers = 1; hidden = 64; heads = 4; experts = 8; top_k = 2;"
+        " expert_ffn = 32; shared_experts = 1 }\n"
+        "workload { batch = 1; seq = 2 }\n"
+        "devices { group g = gpu[0..3] }\n"
+        "layers 0 on g { attention; moe }\n"
+    )
+    with pytest.raises(DiagnosticError) as raised:
+        expand(dagc.compile_text(text, "t.dag"))
+    (found,) = raised.value.diagnostics
+    assert found.span is not None and (found.span.line, found.span.column) == (4, 28)
+    assert found.message == (
+        "the shared experts split a micro-batch's 2 tokens over ep=4 GPUs, so some GPUs"
+        " would have none"
+    )

@@ -25,6 +25,7 @@ MAX_SYNTAX_ERRORS = 20
 # How users call the terminals that are not plain strings.
 _TERMINAL_NAMES = {
     "NAME": "a name",
+    "DIGIT_NAME": "a name",  # `1f1b`
     "INT": "an integer",
     "FLOAT": "a number",
     "_NL": "a new line",

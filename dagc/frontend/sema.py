@@ -2,7 +2,9 @@
 
 Every problem is recorded in the DiagnosticBag and checking goes on, so a file's errors are
 reported together. The pipeline sugar (`layers A..B on G1, G2 pp=2`) is lowered here to one
-explicit LayerRange per stage (`embed` in the first stage only, `lm_head` in the last only).
+explicit LayerRange per stage (`embed` in the first stage only, `lm_head` in the last only);
+with the training section's `virtual_stages = v`, one per chunk: pp·v chunks, chunk c on
+stage c mod pp (`embed` in chunk 0, `lm_head` in the last).
 """
 
 from __future__ import annotations
@@ -290,6 +292,8 @@ class _Lowering:
         self.source = source
         self.bag = bag
         self.model_section: ast.Section | None = None
+        self.virtual_stages = 1  # the training section's, for the `pp=` sugar
+        self.microbatches: int | None = None
 
     # -- the file ---------------------------------------------------------------------
 
@@ -313,6 +317,7 @@ class _Lowering:
             self._settings(devices.settings, DEVICES_KEYS, "devices") if devices else None
         )
         training = self._training(tree.trainings)
+        self.virtual_stages = training.virtual_stages if training else 1
         groups = self._groups(devices.groups) if devices else {}
         # `is not None`: an empty section has no settings but must still be checked
         built_model = (
@@ -324,6 +329,7 @@ class _Lowering:
             else None
         )
         hardware = self._hardware(device_settings) if device_settings is not None else None
+        self.microbatches = built_workload.microbatches if built_workload else None
         ranges = self._layer_ranges(tree.layers, groups, built_model, model_settings)
         if self.bag.errors or not (built_model and built_workload and hardware):
             return None
@@ -986,19 +992,23 @@ class _Lowering:
             return []
         blocks = self._block_kinds(decl)
         ranges: list[LayerRange] = []
-        layer_counts = split_evenly(decl.last - decl.first + 1, pp)
+        # interleaving (virtual_stages = v) cuts the layers into pp·v chunks, chunk c on
+        # stage c mod pp; without it each stage holds one chunk
+        chunks = pp * self._chunks_per_stage(decl, pp, options)
+        layer_counts = split_evenly(decl.last - decl.first + 1, chunks)
         first = decl.first
-        for stage, count in enumerate(layer_counts):  # stage groups repeat any diagnostics
+        for chunk, count in enumerate(layer_counts):  # stage groups repeat any diagnostics
+            stage = chunk % pp
             last = first + count - 1
             stage_group = stage_groups[stage] if stage_groups else None
             # `embed` runs before the first layer and `lm_head` after the last, so only the
-            # first stage keeps `embed` and only the last keeps `lm_head`, as if each stage
+            # first chunk keeps `embed` and only the last keeps `lm_head`, as if each chunk
             # had been written as its own statement.
             stage_blocks = [
                 (b, kind)
                 for b, kind in blocks
-                if not (kind is BlockKind.EMBED and stage > 0)
-                and not (kind is BlockKind.LM_HEAD and stage < pp - 1)
+                if not (kind is BlockKind.EMBED and chunk > 0)
+                and not (kind is BlockKind.LM_HEAD and chunk < chunks - 1)
             ]
             if blocks and not stage_blocks:
                 self.bag.warning(
@@ -1012,7 +1022,7 @@ class _Lowering:
                 self._resolve_block(b, kind, decl, stage_group, groups, model, overlap)
                 for b, kind in stage_blocks
             ]
-            if stage == 0:  # every stage places its blocks alike: say it once
+            if chunk == 0:  # every stage places its blocks alike: say it once
                 self._routed_without_excursion([b for b, _ in stage_blocks], placed)
             if all(p is not None for p in placed):
                 ranges.append(LayerRange(first, last, tuple(p for p in placed if p), decl.span))
@@ -1110,7 +1120,8 @@ class _Lowering:
                 help="each stage needs at least one layer: lower pp or widen the range",
             )
             return None
-        if layers % pp:
+        interleaved = self.virtual_stages > 1 and pp * self.virtual_stages <= layers
+        if layers % pp and not interleaved:  # interleaving warns about its chunks instead
             assert pp_entry is not None
             sizes = split_evenly(layers, pp)
             big = sizes.count(sizes[0])
@@ -1123,6 +1134,50 @@ class _Lowering:
                 " splits evenly, or write one `layers` statement per stage to choose the split",
             )
         return pp
+
+    def _chunks_per_stage(self, decl: ast.LayersDecl, pp: int, options: Settings) -> int:
+        """v, the chunks each stage of a pipelined statement runs (`virtual_stages`), or 1.
+
+        The same diagnostics as pp's: fewer layers than pp·v chunks is an error (v falls
+        back to 1), layers not dividing into them a warning; interleaving also needs the
+        micro-batches to fill whole rounds of pp (Megatron-LM's rule).
+        """
+        virtual = self.virtual_stages
+        if virtual <= 1 or pp <= 1:
+            return 1
+        span = options["pp"].span
+        layers = decl.last - decl.first + 1
+        chunks = pp * virtual
+        if chunks > layers:
+            self.bag.error(
+                span,
+                f"pp={pp} with virtual_stages={virtual} cuts {_layers_text(decl.first, decl.last)}"
+                f" into {chunks} chunks, but there {'is' if layers == 1 else 'are'} only"
+                f" {layers} layer{'s' if layers > 1 else ''}",
+                help="each chunk needs at least one layer: lower virtual_stages or pp",
+            )
+            return 1
+        if layers % chunks:
+            sizes = split_evenly(layers, chunks)
+            big = sizes.count(sizes[0])
+            self.bag.warning(
+                span,
+                f"{layers} layers do not split evenly into pp·virtual_stages = {chunks} chunks:"
+                f" {_chunks_get(0, big - 1, f'{sizes[0]} layers')},"
+                f" {_chunks_get(big, chunks - 1, str(sizes[-1]))}",
+                help=f"the chunks with the most layers set the pace; pp·virtual_stages dividing"
+                f" {layers} splits evenly",
+            )
+        microbatches = self.microbatches
+        if microbatches is not None and microbatches % pp:
+            self.bag.error(
+                span,
+                f"the interleaved schedule runs micro-batches in rounds of pp={pp}, but"
+                f" microbatches={microbatches} is not a multiple of {pp}",
+                help=f"use a multiple of {pp} micro-batches (as Megatron-LM requires), or"
+                " remove `virtual_stages`",
+            )
+        return virtual
 
     def _block_kinds(self, decl: ast.LayersDecl) -> list[tuple[ast.BlockDecl, BlockKind]]:
         """Known, non-duplicate block kinds of a statement, in order."""
@@ -1492,6 +1547,13 @@ def _stages_get(first: int, last: int, count: str) -> str:
     if first == last:
         return f"stage {first} gets {count}"
     return f"stages {first}-{last} get {count}"
+
+
+def _chunks_get(first: int, last: int, count: str) -> str:
+    """`chunk 0 gets 2 layers` or `chunks 3-7 get 3`."""
+    if first == last:
+        return f"chunk {first} gets {count}"
+    return f"chunks {first}-{last} get {count}"
 
 
 def _layers_text(first: int, last: int) -> str:

@@ -1,6 +1,8 @@
 """order: program-order edges, so each GPU runs its operations one at a time.
 
-Program order comes from the file, never from costs:
+Program order comes from the file, never from costs. A training program (a file with a
+`training` section) follows its pipeline schedule, per stage: see passes/schedules.py.
+A prefill program:
 - GPUs of a pipeline stage run micro-batch by micro-batch (GPipe forward);
 - GPUs of groups that alternate with another group inside a layer (attention/MoE
   separation) run ping-pong units in (layer, micro-batch) order. Within a layer, a GPU's
@@ -24,10 +26,14 @@ import numpy as np
 
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph
 from dagc.ir.steps import Phase, Step, Stream
+from dagc.passes.schedules import training_chains
 
 
 def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU and stream."""
+    if graph.program.training is not None:
+        src, dst = training_chains(graph)
+        return _merge(graph, src, dst)
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
     pingpong = np.asarray(sorted(_pingpong_gpus(graph.steps)), dtype=np.int64)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
@@ -38,14 +44,6 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     # part of a unit in step order. A pipeline stage's GPUs have one unit (micro-batch by
     # micro-batch); ping-pong GPUs one per layer, a later segment joining the next layer's.
     unit = np.where(np.isin(occ_gpu, pingpong), layer_of_step[occ_step] + (occ_segment > 0), 0)
-    # Training: ping-pong GPUs run every forward unit, then the backward's units, layer by
-    # layer downwards (a later segment joining the next lower layer's), so that a unit
-    # never waits for a later one.
-    backward = np.asarray([s.phase is not Phase.FORWARD for s in graph.steps], dtype=bool)
-    if backward.any():
-        top = int(layer_of_step.max()) + 2
-        down = top + (top - 2 - layer_of_step[occ_step]) + (occ_segment > 0)
-        unit = np.where(np.isin(occ_gpu, pingpong) & backward[occ_step], down, unit)
     sort = np.lexsort((occ_step, unit, lane))
     template, lane, unit = occ_template[sort], lane[sort], unit[sort]
     src, dst = _chains(template, lane, unit, graph.microbatches, graph.template_size)
