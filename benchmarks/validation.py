@@ -215,7 +215,7 @@ def render(row: Row) -> str:
     if v > 1:
         lines.append("  schedule  = interleaved")
     elif p > 1:
-        lines.append("  # schedule: 1F1B, the default")
+        lines.append("  schedule  = 1f1b")
     if v > 1:
         lines.append(f"  virtual_stages = {v}")
     lines.append("  recompute = full")
