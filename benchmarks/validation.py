@@ -291,6 +291,18 @@ class Result:
         return (predicted - self.row.tflops_per_gpu) / self.row.tflops_per_gpu
 
 
+def _has_backward(row: Row) -> bool:
+    """Whether dagc lowers the row's file with a backward (the training mode's passes)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dagc", "lower", str(row.path.relative_to(ROOT)), "--emit", "steps"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "[backward]" in done.stdout
+
+
 def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
     """`dagc analyze --format json` on the row's file, timed (`overrides`: `--set` values)."""
     dagc = [sys.executable, "-m", "dagc"]
@@ -310,10 +322,15 @@ def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
     report = json.loads(done.stdout)
     training = report.get("training")
     ops = report.get("totals", {}).get("ops")
+    path = report.get("critical_path", {})
     if not isinstance(training, dict) or "iteration_s" not in training:
-        return Result(row, None, wall, peak, ops, "no training report (forward only)")
+        # Before the training report: the iteration is the critical path (docs/training.md)
+        # once the backward is in the DAG; a forward-only DAG gives no prediction.
+        if "time_s" not in path or not _has_backward(row):
+            return Result(row, None, wall, peak, ops, "no backward in the DAG (forward only)")
+        training = {"iteration_s": path["time_s"]}
     iteration = float(training["iteration_s"])
-    kinds = report.get("critical_path", {}).get("by_kind", {})
+    kinds = path.get("by_kind", {})
     by_kind = {kind: float(part["share"]) for kind, part in kinds.items()}
     bubble, exposed = training.get("bubble"), training.get("exposed_communication_s")
     return Result(
