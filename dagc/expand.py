@@ -17,7 +17,7 @@ from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
 from dagc.ir.logical import BlockKind, Program
-from dagc.ir.steps import StepProgram
+from dagc.ir.steps import Phase, StepProgram
 from dagc.ir.toposort import find_cycle
 from dagc.passes.manager import PIPELINE, PassOptions, run_passes
 
@@ -102,8 +102,10 @@ def _hooked(options: PassOptions, hooks: dict[str, Callable[[Any], None]]) -> Pa
 
 
 def _operations(steps: StepProgram) -> int:
-    """Device operations of the expansion of `steps`: every step's width per micro-batch."""
-    return sum(step.width for step in steps.steps()) * steps.program.workload.microbatches
+    """Device operations of the expansion of `steps`: every step's width per micro-batch,
+    once for a step that runs once per iteration."""
+    m = steps.program.workload.microbatches
+    return sum(step.width * (1 if step.phase is Phase.ITERATION else m) for step in steps.steps())
 
 
 def least_operations(program: Program, *, collapsed: bool) -> int:

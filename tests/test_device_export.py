@@ -142,6 +142,7 @@ PASSES = (
     "insert-collectives",
     "insert-transfers",
     "backward",
+    "data-parallel",
     "assign-streams",
     "microbatch",
     "order",

@@ -14,11 +14,11 @@ from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.analysis.streams import stream_overlap
 from dagc.analysis.totals import ModelTotals, model_totals
-from dagc.blocks import MODULES, weight_products
+from dagc.blocks import weight_products
+from dagc.blocks.params import gpu_parameters
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind
-from dagc.ir.logical import Model as ModelDims
-from dagc.ir.steps import Step, StepBlockKind, TransferKind
+from dagc.ir.steps import Phase, Step, StepBlockKind, TransferKind
 from dagc.ir.terms import OpKind, TermKind, op_kind
 
 # Step bases whose products read a weight, as each block kind's module declares them.
@@ -363,10 +363,11 @@ def _gpu_figures(
     busy: dict[int, float] = defaultdict(float)
     flops: dict[int, int] = defaultdict(int)
     for step in graph.full_steps():  # every GPU, also those a symmetric collapse left out
+        runs = 1 if step.phase is Phase.ITERATION else m  # the tail runs once per iteration
         for rank, gpu in enumerate(step.gpus):
             term = step.term(rank)
-            busy[gpu] += float(term_costs[graph.terms.intern(term)]) * m
-            flops[gpu] += term.flops() * m
+            busy[gpu] += float(term_costs[graph.terms.intern(term)]) * runs
+            flops[gpu] += term.flops() * runs
     # busy is the time at least one stream runs: overlapped communication counts once
     for gpu, both in stream_overlap(graph, path).items():
         busy[gpu] -= both
@@ -400,30 +401,18 @@ def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int], dict[in
     """
     w = graph.program.workload.dtype.bytes
     model = graph.program.model
-    weights: dict[int, int] = defaultdict(int)
+    held = gpu_parameters(model, graph.full_steps())  # the rule data-parallel shares
+    weights: dict[int, int] = defaultdict(int, {gpu: n * w for gpu, n in held.items()})
     activations: dict[int, int] = defaultdict(int)
     peaks: dict[int, Step] = {}
-    tables: dict[int, list[int]] = defaultdict(list)  # tied table's parts on each GPU
     for step in graph.full_steps():
         if step.joint:
             continue
         for rank, gpu in enumerate(step.gpus):
-            term = step.terms[rank]
-            weights[gpu] += held_weights(model, step, rank) * w
             working = _activation_bytes(step, rank, w)
             if working > activations[gpu]:
                 activations[gpu] = working
                 peaks[gpu] = step
-            if term.kind is TermKind.MATMUL and step.base in WEIGHT_PRODUCTS:
-                _, k, n = term.args
-                weights[gpu] += k * n * w
-            if model.tied_embeddings:
-                tables[gpu] += [
-                    t for m in MODULES.values() if (t := m.tied_table(model, step, rank))
-                ]
-    # A tied table is one tensor: a GPU that runs embed and lm_head holds the larger part once.
-    for gpu, parts in tables.items():
-        weights[gpu] -= (sum(parts) - max(parts)) * w
     return weights, activations, peaks
 
 
@@ -481,12 +470,6 @@ def _score_notes(
 def _joined(names: list[str]) -> str:
     """`a`, `a and b`, `a, b and c`."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def held_weights(model: ModelDims, step: Step, rank: int) -> int:
-    """Weight elements rank `rank` of a step holds besides its products (the embedding
-    table, or its rows when vocab-parallel)."""
-    return sum(m.held_weights(model, step, rank) for m in MODULES.values())
 
 
 def _activation_bytes(step: Step, rank: int, w: int) -> int:

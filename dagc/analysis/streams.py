@@ -32,11 +32,10 @@ def stream_overlap(graph: DeviceGraph, path: CriticalPath) -> dict[int, float]:
         return {}
     starts: dict[int, list[FloatArray]] = defaultdict(list)
     ends: dict[int, list[FloatArray]] = defaultdict(list)
-    width = graph.template_size
     offset = 0
     for step in graph.steps:
         for rank in range(step.width):
-            ops = offset + rank + width * np.arange(graph.microbatches, dtype=np.int64)
+            ops = graph.template_ops(offset + rank)
             for gpu in step.gpus if step.joint else (step.gpus[rank],):
                 starts[gpu].append(path.start[ops])
                 ends[gpu].append(path.finish[ops])

@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 def graph_attributes(graph: DeviceGraph) -> dict[str, Any]:
     """Graph-level facts: model, workload and sizes."""
     program = graph.program
-    return {
+    attributes = {
         "format": "dagc-device-graph",
         "version": FORMAT_VERSION,
         "model": program.model.name,
@@ -31,6 +31,9 @@ def graph_attributes(graph: DeviceGraph) -> dict[str, Any]:
         "ops": graph.num_ops,
         "edges": graph.num_edges,
     }
+    if graph.tail_size:  # training: operations once per iteration, after m·W per micro-batch
+        attributes["iteration_ops"] = graph.tail_size
+    return attributes
 
 
 def node_record(graph: DeviceGraph, op: int) -> dict[str, Any]:

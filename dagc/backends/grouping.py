@@ -18,17 +18,40 @@ from dagc.backends.schedule import IntArray, Schedule
 
 @dataclass(frozen=True)
 class Grouping:
-    """The picture node of every template operation; micro-batch j's copy of template
-    node k is node j·size + k. `names[k]` is the (DOT id stem, name, main block) of
-    template node k when the grouping names its nodes itself (the block view's runs)."""
+    """The picture node of every template position (the tail's included); micro-batch j's
+    copy of template node k is node j·size + k, a tail operation's node m·size + k.
+    `names[k]` is the (DOT id stem, name, main block) of template node k when the grouping
+    names its nodes itself (the block view's runs)."""
 
     key: IntArray
     size: int
     names: tuple[tuple[str, str, int], ...] = ()
+    width: int = 0  # W: template positions per micro-batch (0: len(key), no tail)
+    tail_start: int = -1  # m·W, the first tail operation (-1: no tail)
 
     def nodes_of(self, ops: IntArray) -> IntArray:
-        micro, template = np.divmod(ops, len(self.key))
+        width = self.width or len(self.key)
+        micro, template = np.divmod(ops, width)
+        if self.tail_start >= 0:
+            tail = ops >= self.tail_start
+            micro = np.where(tail, self.tail_start // max(width, 1), micro)
+            template = np.where(tail, ops - self.tail_start + width, template)
         return micro * self.size + self.key[template]
+
+
+def _positions(schedule: Schedule) -> list[int]:
+    """For every template position (the tail's included), the operation that stands for it:
+    micro-batch 0's copy, or the tail operation."""
+    graph = schedule.graph
+    width = graph.template_size
+    return list(range(width)) + [graph.tail_start + i for i in range(graph.tail_size)]
+
+
+def _with_tail(schedule: Schedule, grouping: Grouping) -> Grouping:
+    graph = schedule.graph
+    if not graph.tail_size:
+        return grouping
+    return replace(grouping, width=graph.template_size, tail_start=graph.tail_start)
 
 
 def _intern(keys: Sequence[object]) -> Grouping:
@@ -40,7 +63,7 @@ def _intern(keys: Sequence[object]) -> Grouping:
 def device_grouping(schedule: Schedule) -> Grouping:
     """One node per node name: the products of `qkv_l0_gpu3` share one."""
     graph = schedule.graph
-    return _intern([graph.node_name(t) for t in range(graph.template_size)])
+    return _with_tail(schedule, _intern([graph.node_name(op) for op in _positions(schedule)]))
 
 
 def block_grouping(schedule: Schedule) -> Grouping:
@@ -57,15 +80,15 @@ def block_grouping(schedule: Schedule) -> Grouping:
     graph = schedule.graph
     seen: dict[int, int] = defaultdict(int)  # GPU -> joint operations met so far
     keys: list[object] = []
-    for t in range(graph.template_size):
-        gpus = graph.gpus_of(t)
+    for t, op in enumerate(_positions(schedule)):
+        gpus = graph.gpus_of(op)
         if graph.steps[int(graph.template_step[t])].joint:
             keys.append(("joint", t))
             for gpu in gpus:
                 seen[gpu] += 1
         else:
             keys.append((gpus[0], seen[gpus[0]]))
-    grouping = _intern(keys)
+    grouping = _with_tail(schedule, _intern(keys))
     return replace(grouping, names=_run_names(schedule, grouping))
 
 
@@ -74,9 +97,9 @@ def _run_names(schedule: Schedule, grouping: Grouping) -> tuple[tuple[str, str, 
     run is named after the block that takes most of its time (`moe l23 gpu0`), numbered
     when that block is cut into several runs (`moe l23 gpu0 (2/3)`: its experts)."""
     graph = schedule.graph
-    members: dict[int, list[int]] = defaultdict(list)
-    for t in range(graph.template_size):
-        members[int(grouping.key[t])].append(t)
+    members: dict[int, list[int]] = defaultdict(list)  # node -> the ops standing for it
+    for t, op in enumerate(_positions(schedule)):
+        members[int(grouping.key[t])].append(op)
     main: dict[int, int] = {}
     for node, ts in members.items():
         seconds: dict[int, float] = defaultdict(float)

@@ -155,14 +155,15 @@ def _block_label(schedule: Schedule, grouping: Grouping, members: IntArray) -> t
     time = duration(float(schedule.costs[members].sum()))
     if step.joint:
         return (graph.node_name(op), _terms_text(schedule, members)[0], time)
-    _, name, main = grouping.names[int(grouping.key[op % graph.template_size])]
+    _, name, main = grouping.names[int(grouping.key[graph.template_of(op)])]
     owner = np.asarray([schedule.block_of(int(m)) for m in members])
     seconds = {int(b): float(schedule.costs[members[owner == b]].sum()) for b in np.unique(owner)}
     drawn = min(seconds, key=lambda b: (-seconds[b], b))
     if drawn != main:  # the filters keep only part of the run: name what is drawn
         name = f"{_block_ops(schedule, members[owner == drawn], drawn)} gpu{graph.gpus_of(op)[0]}"
-    if graph.microbatches > 1:
-        name += f" mb{graph.split_id(op)[0]}"
+    microbatch = graph.microbatch_of(op)
+    if graph.microbatches > 1 and microbatch is not None:
+        name += f" mb{microbatch}"
     extra = [f"+ {_block_ops(schedule, members[owner == b], b)}" for b in sorted(seconds)
              if b != drawn]  # fmt: skip
     return (name, *extra, time)
@@ -173,14 +174,15 @@ def _node_id(schedule: Schedule, grouping: Grouping, members: IntArray) -> str:
     op = int(members[0])
     if not grouping.names or graph.step_of(op).joint:
         return graph.node_name(op)
-    ident = grouping.names[int(grouping.key[op % graph.template_size])][0]
-    return ident + (f"_mb{graph.split_id(op)[0]}" if graph.microbatches > 1 else "")
+    ident = grouping.names[int(grouping.key[graph.template_of(op)])][0]
+    microbatch = graph.microbatch_of(op)
+    return ident + (f"_mb{microbatch}" if graph.microbatches > 1 and microbatch is not None else "")
 
 
 def _dominant_kind(schedule: Schedule, members: IntArray) -> OpKind:
     """The kind with the largest share of the node's time (the first op's kind on a tie)."""
-    size = schedule.graph.template_size
-    kinds = [schedule.template_kind[int(op) % size] for op in members]
+    of = schedule.graph.template_of
+    kinds = [schedule.template_kind[of(int(op))] for op in members]
     seconds: dict[OpKind, float] = defaultdict(float)
     for kind, op in zip(kinds, members, strict=True):
         seconds[kind] += float(schedule.costs[op])
@@ -327,10 +329,10 @@ def logical_view(schedule: Schedule) -> View:
     """Layer ranges and their blocks as the file places them, with their critical time."""
     program = schedule.graph.program
     where = _logical_index(schedule)
-    size = schedule.graph.template_size
+    of = schedule.graph.template_of
     critical: dict[int, float] = defaultdict(float)
     for op in schedule.path.ops:
-        critical[where[int(schedule.graph.template_step[op % size])]] += float(schedule.costs[op])
+        critical[where[int(schedule.graph.template_step[of(int(op))])]] += float(schedule.costs[op])
     compute = _compute_kinds(schedule, where)
     nodes = [
         _logical_node(schedule, r, b, index, critical[index], compute.get(index, OpKind.MATMUL))
@@ -400,8 +402,10 @@ def _logical_edges(schedule: Schedule, nodes: list[Node], where: list[int]) -> t
     """Execution order between logical blocks; critical where the path goes that way."""
     steps = _runs(where)
     pairs = dict.fromkeys(itertools.pairwise(steps))
-    size = schedule.graph.template_size
-    path = _runs([where[int(schedule.graph.template_step[op % size])] for op in schedule.path.ops])
+    of = schedule.graph.template_of
+    path = _runs(
+        [where[int(schedule.graph.template_step[of(int(op))])] for op in schedule.path.ops]
+    )
     hot = set(itertools.pairwise(path))
     return tuple(
         Edge(nodes[s].id, nodes[d].id, True, (s, d) in hot, "next layer" if d <= s else "")

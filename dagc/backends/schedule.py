@@ -160,9 +160,12 @@ class Schedule:
         return self.graph.block_index(op)
 
     def select(self, filters: Filters) -> IntArray:
-        """The ids of the operations the filters keep, ascending; an error if none."""
+        """The ids of the operations the filters keep, ascending; an error if none.
+
+        The once-per-iteration tail belongs to no micro-batch: a micro-batch filter drops it.
+        """
         graph = self.graph
-        keep = np.ones(graph.template_size, dtype=np.bool_)
+        keep = np.ones(len(graph.template_step), dtype=np.bool_)
         if filters.layers is not None:
             first, last = filters.layers
             keep &= (self.template_layer >= first) & (self.template_layer <= last)
@@ -173,7 +176,10 @@ class Schedule:
         mbs = np.arange(graph.microbatches)
         if filters.microbatches is not None:
             mbs = mbs[(mbs >= filters.microbatches[0]) & (mbs <= filters.microbatches[1])]
-        ops = (mbs[:, None] * graph.template_size + np.flatnonzero(keep)[None, :]).ravel()
+        width = graph.template_size
+        ops = (mbs[:, None] * width + np.flatnonzero(keep[:width])[None, :]).ravel()
+        if filters.microbatches is None:
+            ops = np.concatenate([ops, graph.tail_start + np.flatnonzero(keep[width:])])
         if ops.size == 0:
             raise self._empty_selection(filters)
         return np.sort(ops.astype(np.int64))

@@ -121,7 +121,7 @@ def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
         on_comm = graph.step_of(op).stream is Stream.COMM
         yield {
             "name": graph.name(op),
-            "cat": schedule.template_kind[op % graph.template_size],
+            "cat": schedule.template_kind[graph.template_of(op)],
             "ph": "X",
             "ts": ts,
             "dur": _microseconds(float(schedule.costs[op])),
@@ -132,7 +132,7 @@ def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
                 "shape": shape_text(term),
                 "flops": term.flops(),
                 "bytes": term.bytes_moved(element_bytes),
-                "microbatch": graph.split_id(op)[0],
+                "microbatch": graph.microbatch_of(op),
                 "layer": graph.step_of(op).layer,
                 "critical": bool(schedule.critical[op]),
                 "gpus": format_gpus(gpus),
@@ -257,10 +257,10 @@ def _work_signatures(schedule: Schedule) -> dict[int, bytes]:
     these are equal: the same operations at the same times, not merely bars of the same
     span (a block's bar hides how much work it holds)."""
     graph = schedule.graph
-    size = graph.template_size
+    of = graph.templates_of
     ops = np.arange(graph.num_ops, dtype=np.int64)
-    joint = schedule.template_joint[ops % size]
-    gpu = [schedule.template_gpu[ops[~joint] % size]]
+    joint = schedule.template_joint[of(ops)]
+    gpu = [schedule.template_gpu[of(ops[~joint])]]
     owner = [ops[~joint]]
     for op in ops[joint].tolist():
         participants = graph.gpus_of(op)
@@ -268,7 +268,7 @@ def _work_signatures(schedule: Schedule) -> dict[int, bytes]:
         owner.append(np.full(len(participants), op, dtype=np.int64))
     gpus, members = np.concatenate(gpu), np.concatenate(owner)
     start = schedule.path.start[members]
-    term = graph.template_term[members % size].astype(np.int64)
+    term = graph.template_term[of(members)].astype(np.int64)
     order = np.lexsort((term, schedule.costs[members], start, gpus))
     gpus, members = gpus[order], members[order]
     bounds = np.flatnonzero(np.diff(gpus)) + 1
@@ -276,7 +276,7 @@ def _work_signatures(schedule: Schedule) -> dict[int, bytes]:
     for chunk in np.split(np.arange(len(gpus)), bounds):
         picked = members[chunk]
         rows = np.stack([schedule.path.start[picked], schedule.costs[picked]])
-        terms = graph.template_term[picked % size].astype(np.int64)
+        terms = graph.template_term[of(picked)].astype(np.int64)
         signatures[int(gpus[chunk[0]])] = rows.tobytes() + terms.tobytes()
     return signatures
 
@@ -288,7 +288,7 @@ def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
         bar = Bar(
             float(schedule.path.start[op]),
             float(schedule.costs[op]),
-            schedule.template_kind[op % graph.template_size],
+            schedule.template_kind[graph.template_of(op)],
             bool(schedule.critical[op]),
             graph.step_of(op).stream is Stream.COMM,
         )
@@ -314,10 +314,10 @@ def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
 
 
 def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
-    size = schedule.graph.template_size
+    of = schedule.graph.template_of
     seconds: dict[OpKind, float] = defaultdict(float)
     for op in members.tolist():
-        seconds[schedule.template_kind[op % size]] += float(schedule.costs[op])
+        seconds[schedule.template_kind[of(op)]] += float(schedule.costs[op])
     start = float(schedule.path.start[members].min())
     finish = float(schedule.path.finish[members].max())
     kind = max(KINDS, key=lambda k: seconds.get(k, -1.0))

@@ -48,7 +48,7 @@ def lower(
             metavar="PASS",
             help="Also print the IR after this pass (repeatable, or `all`). Passes: place,"
             " shard-attention, shard-mlp, shard-moe, shard-embed-head, insert-collectives,"
-            " insert-transfers, backward, assign-streams, microbatch, order.",
+            " insert-transfers, backward, data-parallel, assign-streams, microbatch, order.",
         ),
     ] = None,
     verify: Annotated[

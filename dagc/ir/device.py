@@ -2,7 +2,13 @@
 
 Stored as a struct of arrays so that millions of operations fit in memory. The operations
 of one micro-batch form a *template* of W operations (one per GPU of each per-GPU step, one
-per joint step); micro-batch j's copy of template operation t has id j·W + t. Per-operation
+per joint step); micro-batch j's copy of template operation t has id j·W + t. A training
+program's ITERATION steps (gradient reduction across replicas, the optimizer) run once per
+iteration, not per micro-batch: they come last in the step program and make the *tail*,
+operations m·W … m·W + W_t − 1, the tail's operation i at template position W + i. The
+template arrays cover both parts (W + W_t entries); `template_of(op)` and
+`microbatch_of(op)` (None for a tail operation) say where an operation comes from, and
+nothing else computes `op % W` or `op // W`. A prefill program has no tail. Per-operation
 facts (GPU, layer, cost term, name, step, block) come from the template, its step and the
 step's block, so they cost no memory per micro-batch. Only the edges are stored per
 operation: two int64 arrays, plus one byte saying whether an edge carries data or program
@@ -25,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.logical import Program, format_gpus
-from dagc.ir.steps import BlockSteps, Step, StepBlockKind, Symmetry
+from dagc.ir.steps import BlockSteps, Phase, Step, StepBlockKind, Symmetry
 from dagc.ir.terms import CostTerm, OpKind, TermTable, op_kind
 from dagc.ir.toposort import topological_levels
 
@@ -45,7 +51,7 @@ class Operation:
     kind: OpKind
     gpus: tuple[int, ...]
     layer: int
-    microbatch: int
+    microbatch: int | None  # None: once per iteration (the tail)
     term: CostTerm
     flops: int
     bytes: int
@@ -94,17 +100,25 @@ class DeviceGraph:
         self.template_step = np.asarray(step_of, dtype=np.int32)
         self.template_rank = np.asarray(rank_of, dtype=np.int32)
         self.template_term = np.asarray(term_of, dtype=np.int32)
+        once = [step.width for step in self.steps if step.phase is Phase.ITERATION]
+        self.tail_size = sum(once)
+        """W_t: operations of the once-per-iteration tail (0 for prefill)."""
 
     # -- sizes --------------------------------------------------------------------------
 
     @property
     def template_size(self) -> int:
-        """W: operations per micro-batch."""
-        return len(self.template_step)
+        """W: operations per micro-batch (the template's per-micro-batch part)."""
+        return len(self.template_step) - self.tail_size
+
+    @property
+    def tail_start(self) -> int:
+        """m·W: the id of the tail's first operation (== num_ops without a tail)."""
+        return self.template_size * self.microbatches
 
     @property
     def num_ops(self) -> int:
-        return self.template_size * self.microbatches
+        return self.template_size * self.microbatches + self.tail_size
 
     @property
     def num_edges(self) -> int:
@@ -122,12 +136,44 @@ class DeviceGraph:
 
     # -- per-operation facts ------------------------------------------------------------
 
-    def split_id(self, op: int) -> tuple[int, int]:
-        """(micro-batch, template index) of operation `op`."""
+    def split_id(self, op: int) -> tuple[int | None, int]:
+        """(micro-batch, template position) of operation `op`; micro-batch None in the tail."""
+        start = self.tail_start
+        if op >= start:
+            return None, op - start + self.template_size
         return divmod(op, self.template_size)
 
+    def template_of(self, op: int) -> int:
+        """The template position of operation `op` (index into the template arrays)."""
+        return self.split_id(op)[1]
+
+    def microbatch_of(self, op: int) -> int | None:
+        """The micro-batch of operation `op`, or None for a once-per-iteration (tail) one."""
+        return self.split_id(op)[0]
+
+    def templates_of(self, ops: IntArray) -> IntArray:
+        """template_of for an array of operations."""
+        ops = np.asarray(ops, dtype=np.int64)
+        width, start = self.template_size, self.tail_start
+        if not self.tail_size:
+            return ops % width if width else ops
+        return np.where(ops >= start, ops - start + width, ops % max(width, 1))
+
+    def microbatches_of(self, ops: IntArray) -> IntArray:
+        """microbatch_of for an array of operations, −1 for tail operations."""
+        ops = np.asarray(ops, dtype=np.int64)
+        return np.where(ops >= self.tail_start, -1, ops // max(self.template_size, 1))
+
+    def template_ops(self, position: int) -> IntArray:
+        """Every operation made from template position `position` (m of them, or the one
+        tail operation)."""
+        width = self.template_size
+        if position >= width:
+            return np.asarray([self.tail_start + position - width], dtype=np.int64)
+        return position + width * np.arange(self.microbatches, dtype=np.int64)
+
     def step_of(self, op: int) -> Step:
-        return self.steps[int(self.template_step[op % self.template_size])]
+        return self.steps[int(self.template_step[self.template_of(op)])]
 
     def name(self, op: int) -> str:
         """The whole name of operation `op`, e.g. `qkv_l0_gpu3_mb1.q`."""
@@ -143,7 +189,7 @@ class DeviceGraph:
 
     def block_index(self, op: int) -> int:
         """The index in `blocks` of the block operation `op` belongs to."""
-        return int(self.step_block[int(self.template_step[op % self.template_size])])
+        return int(self.step_block[int(self.template_step[self.template_of(op)])])
 
     def block_of(self, op: int) -> StepBlockKind:
         """The kind of block operation `op` belongs to (`attention`, `transfer`, ...)."""
@@ -163,12 +209,12 @@ class DeviceGraph:
 
     def gpus_of(self, op: int) -> tuple[int, ...]:
         """The GPU of a per-GPU operation, or every participant of a joint one."""
-        t = op % self.template_size
+        t = self.template_of(op)
         step = self.steps[int(self.template_step[t])]
         return step.gpus if step.joint else (step.gpus[int(self.template_rank[t])],)
 
     def term_of(self, op: int) -> CostTerm:
-        return self.terms[int(self.template_term[op % self.template_size])]
+        return self.terms[int(self.template_term[self.template_of(op)])]
 
     def operation(self, op: int) -> Operation:
         """Everything about operation `op` as one object."""
@@ -190,21 +236,26 @@ class DeviceGraph:
         )
 
     def operations(self) -> Iterator[Operation]:
-        """Every operation, in id order (micro-batch by micro-batch, steps in order)."""
+        """Every operation, in id order (micro-batch by micro-batch, steps in order, then
+        the tail)."""
         for op in range(self.num_ops):
             yield self.operation(op)
 
     @cached_property
     def op_term(self) -> npt.NDArray[np.int32]:
         """The term id of every operation (an array of length num_ops)."""
-        return np.tile(self.template_term, self.microbatches)
+        width = self.template_size
+        repeated = np.tile(self.template_term[:width], self.microbatches)
+        if not self.tail_size:
+            return repeated
+        return np.concatenate([repeated, self.template_term[width:]])
 
     @cached_property
     def levels(self) -> list[IntArray] | None:
         """Operations grouped by topological level, or None if the graph has a cycle."""
         return topological_levels(self.num_ops, self.src, self.dst)
 
-    def _mb_suffix(self, microbatch: int) -> int | None:
+    def _mb_suffix(self, microbatch: int | None) -> int | None:
         return microbatch if self.microbatches > 1 else None
 
     def full_steps(self) -> tuple[Step, ...]:
@@ -217,17 +268,22 @@ class DeviceGraph:
 
     def total_matmul_flops(self) -> int:
         """Sum of matmul FLOPs over every operation, GPU and micro-batch of the program."""
-        per_microbatch = sum(
-            step.term(rank).flops() for step in self.full_steps() for rank in range(step.width)
-        )
-        return per_microbatch * self.microbatches
+        total = 0
+        for step in self.full_steps():
+            flops = sum(step.term(rank).flops() for rank in range(step.width))
+            total += flops * (1 if step.phase is Phase.ITERATION else self.microbatches)
+        return total
 
     @property
     def full_num_ops(self) -> int:
         """Operations of the whole program (equals num_ops unless collapsed)."""
         if self.symmetry is None:
             return self.num_ops
-        return sum(step.width for step in self.symmetry.full_steps) * self.microbatches
+        m = self.microbatches
+        return sum(
+            step.width * (1 if step.phase is Phase.ITERATION else m)
+            for step in self.symmetry.full_steps
+        )
 
     @property
     def full_num_edges(self) -> int:
@@ -238,13 +294,13 @@ class DeviceGraph:
         """
         if self.symmetry is None:
             return self.num_edges
-        multiplicity = np.ones(self.template_size, dtype=np.int64)
-        for t in range(self.template_size):
+        multiplicity = np.ones(len(self.template_step), dtype=np.int64)
+        for t in range(len(self.template_step)):
             step = self.steps[int(self.template_step[t])]
             if not step.joint:
                 multiplicity[t] = self.symmetry.class_size[step.gpus[int(self.template_rank[t])]]
-        width = self.template_size
-        return int(np.maximum(multiplicity[self.src % width], multiplicity[self.dst % width]).sum())
+        src, dst = self.templates_of(self.src), self.templates_of(self.dst)
+        return int(np.maximum(multiplicity[src], multiplicity[dst]).sum())
 
     def predecessors(self) -> list[list[tuple[int, int]]]:
         """For each operation, its (predecessor, edge kind) pairs sorted by predecessor."""

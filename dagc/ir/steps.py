@@ -126,8 +126,21 @@ class TransferKind(enum.StrEnum):
     TRANSFER = "transfer"
 
 
-# The kind of a block of the step IR: one the file placed, or a transfer.
-StepBlockKind = BlockKind | TransferKind
+class IterationKind(enum.StrEnum):
+    """The kind of the blocks the data-parallel pass adds (dagc/passes/data_parallel.py).
+
+    `iteration`: once-per-iteration work (a layer's gradient reduction over the replicas,
+    the optimizer, zero=1's parameter all-gather), phase ITERATION, after every other block.
+    `param_gather`: zero=3's all-gather of one layer's parameters, per micro-batch, before
+    the layer's forward and before its backward.
+    """
+
+    ITERATION = "iteration"
+    PARAM_GATHER = "param_gather"
+
+
+# The kind of a block of the step IR: one the file placed, a transfer, or data parallelism's.
+StepBlockKind = BlockKind | TransferKind | IterationKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from dagc.ir.steps import StepProgram
 from dagc.ir.verify import verify
 from dagc.passes.backward import backward
 from dagc.passes.collectives import insert_collectives
+from dagc.passes.data_parallel import data_parallel
 from dagc.passes.microbatch import microbatch
 from dagc.passes.order import order
 from dagc.passes.place import place
@@ -40,6 +41,11 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("insert-collectives", insert_collectives, "all-reduce, dispatch and combine"),
     Pass("insert-transfers", insert_transfers, "pipeline send/recv, broadcast and return"),
     Pass("backward", backward, "training: the backward blocks after the forward, in reverse"),
+    Pass(
+        "data-parallel",
+        data_parallel,
+        "gradient reduction over dp replicas, optimizer, ZeRO gathers (training only)",
+    ),
     Pass("assign-streams", assign_streams, "communication of `overlap` blocks -> comm stream"),
     Pass(
         "collapse-symmetric",

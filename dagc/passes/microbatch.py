@@ -4,6 +4,12 @@ Data edges join the step that writes each value to every step that reads it (dat
 the values the steps name): on every GPU the two share, or every operation of one to every
 operation of the other when they share none (a transfer's two sides). The edges of one
 micro-batch form a template that numpy repeats m times.
+
+A training program's ITERATION steps (last in the step program) are not repeated: they make
+the graph's tail, operations m·W onward, once per iteration. A tail operation that reads a
+value a per-micro-batch step writes gets a data edge from that writer in EVERY micro-batch
+(a layer's gradient reduction waits for every micro-batch's weight gradients); one that
+reads a tail value, from the tail operation that wrote it.
 """
 
 from __future__ import annotations
@@ -11,18 +17,36 @@ from __future__ import annotations
 import numpy as np
 
 from dagc.ir.device import DATA_EDGE, DeviceGraph
-from dagc.ir.steps import Step, StepProgram
+from dagc.ir.steps import Phase, Step, StepProgram
 
 
 def microbatch(steps: StepProgram) -> DeviceGraph:
     """The device DAG with data edges only (program order is the `order` pass's job)."""
     all_steps = tuple(steps.steps())
+    once = [step.phase is Phase.ITERATION for step in all_steps]
+    first_once = once.index(True) if any(once) else len(all_steps)
+    if not all(once[first_once:]):
+        raise ValueError("iteration steps must come after every per-micro-batch step")
     src_t, dst_t = template_data_edges(all_steps)
-    width = sum(step.width for step in all_steps)
+    width = sum(step.width for step in all_steps[:first_once])
     count = steps.program.workload.microbatches
+    src_a = np.asarray(src_t, dtype=np.int64)
+    dst_a = np.asarray(dst_t, dtype=np.int64)
+    inside = dst_a < width  # edges of one micro-batch (their source is in it too)
     base = np.arange(count, dtype=np.int64)[:, None] * width
-    src = (base + np.asarray(src_t, dtype=np.int64)[None, :]).ravel()
-    dst = (base + np.asarray(dst_t, dtype=np.int64)[None, :]).ravel()
+    src_parts = [(base + src_a[inside][None, :]).ravel()]
+    dst_parts = [(base + dst_a[inside][None, :]).ravel()]
+    # into the tail: from every micro-batch's copy of a template source, or from the tail
+    tail_src, tail_dst = src_a[~inside], dst_a[~inside] - width + count * width
+    from_template = tail_src < width
+    src_parts.append((base + tail_src[from_template][None, :]).ravel())
+    dst_parts.append(
+        np.broadcast_to(tail_dst[from_template], (count, int(from_template.sum()))).ravel()
+    )
+    src_parts.append(tail_src[~from_template] - width + count * width)
+    dst_parts.append(tail_dst[~from_template])
+    src = np.concatenate(src_parts)
+    dst = np.concatenate(dst_parts)
     kinds = np.full(len(src), DATA_EDGE, dtype=np.uint8)
     return DeviceGraph(steps.program, steps.blocks, count, src, dst, kinds, steps.symmetry)
 

@@ -33,8 +33,12 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     """Add an edge from each operation to the next one on the same GPU and stream."""
     if graph.program.training is not None:
         src, dst = training_chains(graph)
+        src, dst = order_iteration(graph, src, dst)
         return _merge(graph, src, dst)
     occ_template, occ_gpu, occ_step, occ_segment = _occurrences(graph.steps)
+    per_mb = occ_template < graph.template_size  # the tail is ordered by order_iteration
+    occ_template, occ_gpu = occ_template[per_mb], occ_gpu[per_mb]
+    occ_step, occ_segment = occ_step[per_mb], occ_segment[per_mb]
     pingpong = np.asarray(sorted(_pingpong_gpus(graph.steps)), dtype=np.int64)
     layer_of_step = np.asarray([s.layer for s in graph.steps], dtype=np.int64)
     on_comm = np.asarray([s.stream is Stream.COMM for s in graph.steps], dtype=np.int64)
@@ -47,7 +51,69 @@ def order(graph: DeviceGraph) -> DeviceGraph:
     sort = np.lexsort((occ_step, unit, lane))
     template, lane, unit = occ_template[sort], lane[sort], unit[sort]
     src, dst = _chains(template, lane, unit, graph.microbatches, graph.template_size)
+    src, dst = order_iteration(graph, src, dst)
     return _merge(graph, src, dst)
+
+
+def order_iteration(
+    graph: DeviceGraph, src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The program order `src`→`dst` of the per-micro-batch operations, plus the tail's:
+    on each lane (GPU and stream) the once-per-iteration operations run after everything
+    else, in step order, the first after the lane's last per-micro-batch operation.
+
+    A lane's last operation is the one with no order edge to another operation of the same
+    lane, whatever schedule made the chains.
+    """
+    if not graph.tail_size:
+        return src, dst
+    width, start = graph.template_size, graph.tail_start
+    template: list[int] = []
+    lanes: list[int] = []
+    offset = 0
+    for step in graph.steps:
+        for rank, gpu in enumerate(step.gpus):
+            template.append(offset + (0 if step.joint else rank))
+            lanes.append(2 * gpu + (step.stream is Stream.COMM))
+        offset += step.width
+    occ_t = np.asarray(template, dtype=np.int64)
+    occ_lane = np.asarray(lanes, dtype=np.int64)
+    count = np.int64(occ_lane.max() + 1 if occ_lane.size else 1)
+    body = occ_t < width
+    # every (per-micro-batch operation, lane) pair, as op·count + lane
+    shift = np.arange(graph.microbatches, dtype=np.int64)[:, None] * width
+    body_ops = (shift + occ_t[body][None, :]).ravel()
+    body_lanes = np.broadcast_to(occ_lane[body], (graph.microbatches, int(body.sum()))).ravel()
+    keys = np.sort(body_ops * count + body_lanes)
+    # the (source, lane) pairs whose order edge stays on that lane
+    by_t = np.argsort(occ_t[body], kind="stable")
+    sorted_t, sorted_lane = occ_t[body][by_t], occ_lane[body][by_t]
+    first = np.searchsorted(sorted_t, np.arange(width + 1))
+    src_t = src % width
+    repeats = first[src_t + 1] - first[src_t]
+    edge_src = np.repeat(src, repeats)
+    edge_dst = np.repeat(dst, repeats)
+    within = np.arange(len(edge_src)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    edge_lane = sorted_lane[np.repeat(first[src_t], repeats) + within]
+    followed = _contains(keys, edge_dst * count + edge_lane)
+    not_last = _sorted_unique(edge_src[followed] * count + edge_lane[followed])
+    last_keys = keys[~_contains(not_last, keys)]
+    last_of_lane: dict[int, int] = {}
+    for key in last_keys.tolist():  # ascending: the largest op of a lane wins
+        last_of_lane[key % int(count)] = key // int(count)
+    new_src: list[int] = []
+    new_dst: list[int] = []
+    for t, lane in zip(occ_t[~body].tolist(), occ_lane[~body].tolist(), strict=True):
+        op = start + t - width
+        previous = last_of_lane.get(lane)
+        if previous is not None:
+            new_src.append(previous)
+            new_dst.append(op)
+        last_of_lane[lane] = op
+    return (
+        np.concatenate([src, np.asarray(new_src, dtype=np.int64)]),
+        np.concatenate([dst, np.asarray(new_dst, dtype=np.int64)]),
+    )
 
 
 def _chains(
@@ -156,7 +222,7 @@ def _sorted_data_keys(graph: DeviceGraph, n: np.int64) -> np.ndarray:
     """
     m, width = graph.microbatches, graph.template_size
     per_copy = len(graph.src) // m if m else 0
-    if m <= 1 or per_copy * m != len(graph.src):
+    if m <= 1 or per_copy * m != len(graph.src) or graph.tail_size:
         return np.sort(graph.src * n + graph.dst)
     first = np.sort(graph.src[:per_copy] * n + graph.dst[:per_copy])
     shifts = np.arange(m, dtype=np.int64) * np.int64(width) * (n + 1)

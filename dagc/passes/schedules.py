@@ -13,8 +13,9 @@ A *unit* is one micro-batch's work of one phase group on one chunk: F (forward),
 (recomputation, input gradients, the backward's communication, and the weight gradients
 unless the schedule defers them) and W (weight gradients, ZB-H1 only). Each stage runs its
 units in the order of `stage_order`; a unit's operations on a GPU and stream (a lane) run in
-template (step) order. ITERATION operations run after every unit, on their lane, micro-batch
-by micro-batch (a hook for the once-per-iteration steps).
+template (step) order. ITERATION operations are the device DAG's tail (once per iteration,
+not per micro-batch): they are left out here, and order.order_iteration chains them after
+each lane's last operation.
 
 Layouts that do not repeat with a period (a GPU in two stages that are not one stage's
 chunks) run every forward unit in (chunk, micro-batch) order, then every backward unit in
@@ -201,21 +202,23 @@ def _layout(graph: DeviceGraph) -> _Layout:
         run = run_of_block.get(block_index, 0)
         sets = members.get(direction, [])
         for step in block.steps:
+            if step.phase is Phase.ITERATION or direction == "I":
+                # once per iteration: the device DAG's tail, after every per-micro-batch
+                # operation; order.order_iteration chains it after each lane's last one
+                offset += step.width
+                continue
             for rank, gpu in enumerate(step.gpus):
-                if step.phase is Phase.ITERATION or direction == "I":
-                    key = ("I", 0)
+                own = run
+                if sets and gpu not in sets[run]:  # the sending side of a transfer
+                    earlier = [r for r in range(run) if gpu in sets[r]]
+                    own = earlier[-1] if earlier else run
+                if direction == "F":
+                    key = ("F", own)
                 else:
-                    own = run
-                    if sets and gpu not in sets[run]:  # the sending side of a transfer
-                        earlier = [r for r in range(run) if gpu in sets[r]]
-                        own = earlier[-1] if earlier else run
-                    if direction == "F":
-                        key = ("F", own)
-                    else:
-                        part = "W" if defer_w and step.phase is Phase.WEIGHT_GRAD else "B"
-                        # the backward's runs go from the last chunk to the first
-                        chunk = len(sets) - 1 - own if periods is not None else own
-                        key = (part, chunk)
+                    part = "W" if defer_w and step.phase is Phase.WEIGHT_GRAD else "B"
+                    # the backward's runs go from the last chunk to the first
+                    chunk = len(sets) - 1 - own if periods is not None else own
+                    key = (part, chunk)
                 kind = kind_ids.setdefault(key, len(kind_ids))
                 template.append(offset + (0 if step.joint else rank))
                 gpus.append(gpu)

@@ -4,7 +4,9 @@
   edge kinds are DATA or ORDER only; no edge is listed twice or joins an op to itself.
 - Names: the operation names are unique.
 - Data edges stay inside one micro-batch and go forward in template order (every input is
-  produced by an operation that comes earlier in the step program).
+  produced by an operation that comes earlier in the step program). The once-per-iteration
+  tail (ITERATION steps, last in the step program, operations m·W onward) reads from any
+  micro-batch or from an earlier tail operation; nothing per micro-batch reads the tail.
 - Acyclic: a topological order exists (dagc.ir.toposort).
 - Program order (once the order pass has run): the operations of one stream of one GPU form
   a single chain of edges, so the stream runs them one at a time in one order; in particular
@@ -61,9 +63,15 @@ def _check_arrays(graph: DeviceGraph) -> None:
             f"{len(graph.src)} edge sources, {len(graph.dst)} destinations and"
             f" {len(graph.edge_kind)} edge kinds"
         )
-    width = sum(step.width for step in graph.steps)
+    once = [step.phase is Phase.ITERATION for step in graph.steps]
+    if any(once) and not all(once[once.index(True) :]):
+        raise VerificationError("an iteration step comes before a per-micro-batch step")
+    width = sum(step.width for step, tail in zip(graph.steps, once, strict=True) if not tail)
     if width != graph.template_size:
         raise VerificationError(f"the template has {graph.template_size} ops, its steps {width}")
+    tail = sum(step.width for step, tail in zip(graph.steps, once, strict=True) if tail)
+    if tail != graph.tail_size or n != width * graph.microbatches + tail:
+        raise VerificationError(f"the tail has {graph.tail_size} ops, its steps {tail}")
     if len(graph.src) == 0:
         return
     outside = (graph.src < 0) | (graph.src >= n) | (graph.dst < 0) | (graph.dst >= n)
@@ -96,7 +104,7 @@ def _check_unique_names(graph: DeviceGraph) -> None:
     seen: set[str] = set()
     for step in graph.steps:  # names straight from the steps: graph.name() is per-op slow
         for rank in range(step.width):
-            name = step.op_name(rank, suffix)
+            name = step.op_name(rank, None if step.phase is Phase.ITERATION else suffix)
             if name in seen:
                 raise VerificationError(f"two operations are named {name}")
             seen.add(name)
@@ -118,6 +126,19 @@ def _check_data_edges(graph: DeviceGraph) -> None:
     """Data stays in its micro-batch and flows forward in the step program."""
     data = graph.edge_kind == DATA_EDGE
     width = np.int64(graph.template_size)
+    start = np.int64(graph.tail_start)
+    out_of_tail = data & (graph.src >= start) & (graph.dst < start)
+    if out_of_tail.any():
+        index = int(np.flatnonzero(out_of_tail)[0])
+        raise VerificationError(f"data edge {_edge(graph, index)} leaves the iteration's tail")
+    into_tail = data & (graph.dst >= start)
+    backwards = into_tail & (graph.src >= graph.dst)
+    if backwards.any():
+        index = int(np.flatnonzero(backwards)[0])
+        raise VerificationError(f"data edge {_edge(graph, index)} goes backwards in the tail")
+    data &= graph.dst < start
+    if not width:
+        return
     crossing = data & (graph.src // width != graph.dst // width)
     if crossing.any():
         index = int(np.flatnonzero(crossing)[0])
@@ -162,6 +183,16 @@ def _template_occurrences(graph: DeviceGraph) -> tuple[IntArray, IntArray]:
     return np.concatenate(ops), np.concatenate(lanes)
 
 
+def _lane_occurrences(graph: DeviceGraph) -> tuple[IntArray, IntArray]:
+    """(operation, lane) for every lane each operation occupies, the tail's included."""
+    m, width = graph.microbatches, graph.template_size
+    template, lane = _template_occurrences(graph)
+    body = template < width
+    op = (np.arange(m, dtype=np.int64)[:, None] * width + template[body][None, :]).ravel()
+    tail_ops = template[~body] - width + graph.tail_start
+    return np.concatenate([op, tail_ops]), np.concatenate([np.tile(lane[body], m), lane[~body]])
+
+
 def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
     """Each stream's operations on each GPU form one chain of edges.
 
@@ -169,13 +200,11 @@ def _check_program_order(graph: DeviceGraph, levels: list[IntArray]) -> None:
     level puts an edge between every two consecutive ones: along a path levels strictly
     increase, so the sort recovers the path, and two nodes of equal level are unordered.
     """
-    n, m, width = graph.num_ops, graph.microbatches, graph.template_size
+    n = graph.num_ops
     level_of = np.empty(n, dtype=np.int64)
     for index, level in enumerate(levels):
         level_of[level] = index
-    template, lane = _template_occurrences(graph)
-    op = (np.arange(m, dtype=np.int64)[:, None] * width + template[None, :]).ravel()
-    lane = np.tile(lane, m)
+    op, lane = _lane_occurrences(graph)
     sort = np.lexsort((op, level_of[op], lane))
     op, lane = op[sort], lane[sort]
     same = lane[1:] == lane[:-1]
@@ -218,10 +247,8 @@ def _unlinked(graph: DeviceGraph, op: int, gpu: str, side: str) -> str:
 
 def _lane_edges(graph: DeviceGraph, lane: int) -> tuple[list[int], list[tuple[int, int]]]:
     """The operations of one lane (a GPU's stream), ascending, and the edges between them."""
-    template, lanes = _template_occurrences(graph)
-    width = graph.template_size
-    mine = template[lanes == lane]
-    ops = sorted(int(j * width + t) for j in range(graph.microbatches) for t in mine.tolist())
+    every, lanes = _lane_occurrences(graph)
+    ops = sorted(every[lanes == lane].tolist())
     on = np.zeros(graph.num_ops, dtype=bool)
     on[ops] = True
     both = on[graph.src] & on[graph.dst]
@@ -296,9 +323,9 @@ def _template_flops(graph: DeviceGraph) -> tuple[FlopTable, FlopTable, FlopTable
         strict=True,
     ):
         flops = term_flops[term]
-        if not flops:
-            continue
         step = graph.steps[step_index]
+        if not flops or step.phase is Phase.ITERATION:
+            continue
         weight = 1 if step.joint else class_size.get(step.gpus[rank], 1)
         key = (step.layer, step_kinds[step_index])
         table = tables[part[step.phase]]

@@ -18,6 +18,8 @@
   return the receiving side).
 - Names: the operation names of one micro-batch are unique.
 - Values: the sharding type-check of the values steps read and write (verify/values.py).
+- Data parallelism: the blocks the data-parallel pass adds (kind `iteration` or
+  `param_gather`) are outside the rules above; verify/data_parallel.py checks them.
 
 After collapse-symmetric every GPU set is read restricted to the kept representatives.
 """
@@ -25,10 +27,12 @@ After collapse-symmetric every GPU set is read restricted to the kept representa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from dagc.ir.logical import BlockKind, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
+from dagc.ir.verify.data_parallel import check_data_parallel, is_dp_block
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
 
@@ -114,14 +118,16 @@ class _Restrict:
 def verify_steps(steps: StepProgram) -> None:
     """Check the step IR's invariants; raise VerificationError naming the culprit."""
     restrict = _Restrict(steps)
-    _check_block_sequence(steps)
-    for block in steps.blocks:
+    placed = replace(steps, blocks=tuple(b for b in steps.blocks if not is_dp_block(b)))
+    _check_block_sequence(placed)
+    for block in placed.blocks:
         _check_block_gpus(steps.program, block, restrict)
-    _check_data_placement(steps, restrict)
-    for block in steps.blocks:
+    _check_data_placement(placed, restrict)
+    for block in placed.blocks:
         for step in block.steps:
             _check_step_shape(block, step)
             _check_step_gpus(block, step, restrict)
+    check_data_parallel(steps)
     _check_unique_names(steps)
     check_values(steps, restrict)
 

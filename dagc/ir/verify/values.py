@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.values import PlacementKind, Value, residual_name
+from dagc.ir.verify.data_parallel import DP_STEPS
 from dagc.ir.verify.errors import VerificationError
 
 # Joint steps that write onto another group's GPUs (a transfer's sending side).
@@ -153,6 +154,12 @@ def _check_read(
 
 
 def _check_lives_here(context: _Context, value: Value) -> None:
+    if context.step.base in DP_STEPS:
+        # a data-parallel step reads each layer's gradients where they live: on some of its
+        # GPUs (one block's), never elsewhere
+        if not set(context.restrict(value.gpus)) <= set(context.restrict(context.step.gpus)):
+            raise context.fail(f"reads {value.name}, which lives on {list(value.gpus)}")
+        return
     step_gpus = context.step.gpus
     if context.routed_dispatch:  # it reads on the sending side
         backward = context.kind == "dispatch_bwd"
