@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "examples" / "validation"
@@ -265,6 +266,7 @@ class Result:
     bubble: float | None = None  # the report's idle share of the busiest GPU
     exposed_communication_s: float | None = None
     by_kind: dict[str, float] | None = None  # the critical path's share per kind of step
+    executed_flops: int | None = None  # every replica's, as dagc counts them
 
     @property
     def predicted(self) -> float | None:
@@ -289,6 +291,15 @@ class Result:
         iteration = self.iteration_s + dropout_seconds(self.row) * stretch
         predicted = self.row.paper_flops() / (iteration * self.row.gpus) / 1e12
         return (predicted - self.row.tflops_per_gpu) / self.row.tflops_per_gpu
+
+
+def _executed_flops(report: dict[str, Any], row: Row) -> int | None:
+    """Every replica's executed FLOPs: the training report's, else dp x the device DAG's."""
+    training = report.get("training")
+    if isinstance(training, dict) and "executed_flops" in training:
+        return int(training["executed_flops"])
+    replica = report.get("totals", {}).get("executed_flops")
+    return None if replica is None else int(replica) * row.dp
 
 
 def _has_backward(row: Row) -> bool:
@@ -342,6 +353,7 @@ def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
         bubble=None if bubble is None else float(bubble),
         exposed_communication_s=None if exposed is None else float(exposed),
         by_kind=by_kind,
+        executed_flops=_executed_flops(report, row),
     )
 
 
@@ -394,6 +406,21 @@ def table(results: list[Result]) -> str:
         lines.append(
             f"Pending: {len(missing)} of {len(results)} rows have no prediction yet"
             f" ({'; '.join(reasons)})."
+        )
+    counted = [r for r in results if r.executed_flops is not None]
+    if counted:
+        same = [r for r in counted if r.executed_flops == r.row.paper_flops()]
+        lines.append(
+            f"dagc's executed FLOPs (every replica) equal the paper's Eq. 3 exactly on"
+            f" {len(same)} of {len(counted)} rows"
+            + (
+                ""
+                if len(same) == len(counted)
+                else " (differing: "
+                + ", ".join(f"GPT {r.row.params_b}B" for r in counted if r not in same)
+                + ")"
+            )
+            + "."
         )
     lines.append("")
     shares = [r for r in results if r.by_kind]
