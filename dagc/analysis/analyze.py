@@ -12,17 +12,15 @@ import numpy.typing as npt
 
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
+from dagc.analysis.memory import GpuMemory, estimate_memory
 from dagc.analysis.streams import stream_overlap
 from dagc.analysis.totals import ModelTotals, model_totals
-from dagc.blocks import weight_products
-from dagc.blocks.params import gpu_parameters
+from dagc.analysis.training import TrainingFigures, training_figures
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind
 from dagc.ir.steps import Phase, Step, StepBlockKind, TransferKind
-from dagc.ir.terms import OpKind, TermKind, op_kind
+from dagc.ir.terms import OpKind, op_kind
 
-# Step bases whose products read a weight, as each block kind's module declares them.
-WEIGHT_PRODUCTS = weight_products()
 COMMUNICATION_KINDS = frozenset(kind for kind in OpKind if kind.is_communication)
 # Every operation kind, in the order reports list ties; the JSON report lists all four.
 KINDS: tuple[OpKind, ...] = tuple(OpKind)
@@ -102,11 +100,23 @@ class GpuFigures:
     tflops: float
     hfu: float  # hardware FLOPs utilisation: the products it executes, over its peak
     weight_bytes: int
-    activation_bytes: int
+    activation_bytes: int  # training: saved activations' peak plus the working set
+    # training only (dagc/analysis/memory.py): gradients, optimizer states, and the part of
+    # activation_bytes that is the liveness peak of saved values
+    gradient_bytes: int = 0
+    optimizer_bytes: int = 0
+    saved_activation_bytes: int = 0
 
     @property
     def memory_bytes(self) -> int:
-        return self.weight_bytes + self.activation_bytes
+        """The GPU's peak memory estimate: everything it holds plus its activations."""
+        held = self.weight_bytes + self.gradient_bytes + self.optimizer_bytes
+        return held + self.activation_bytes
+
+    @property
+    def working_set_bytes(self) -> int:
+        """The largest inputs-plus-outputs of one operation (prefill: all activations)."""
+        return self.activation_bytes - self.saved_activation_bytes
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class Analysis:
     by_kind: tuple[Share, ...] = ()
     by_block: tuple[Share, ...] = ()
     table_reach: TableReach | None = None
+    training: TrainingFigures | None = None  # None for prefill
 
     @property
     def tokens(self) -> int:
@@ -146,6 +157,8 @@ class Analysis:
     @property
     def tokens_per_s_per_gpu(self) -> float | None:
         """Throughput per GPU of the configuration (None as for tokens_per_s)."""
+        if self.training is not None:  # every GPU of every replica
+            return self.training.tokens_per_s_per_gpu
         rate = self.tokens_per_s
         return rate / len(self.gpus) if rate is not None and self.gpus else None
 
@@ -178,7 +191,10 @@ class Analysis:
 
     @property
     def mfu(self) -> float:
-        """Model FLOPs utilisation: the model's FLOPs over time x peak x GPUs."""
+        """Model FLOPs utilisation: the model's FLOPs over time x peak x GPUs (training:
+        3 x the forward's over the iteration and all dp·N GPUs)."""
+        if self.training is not None:
+            return self.training.mfu
         return self._utilisation(self.model_flops)
 
     @property
@@ -208,8 +224,8 @@ def analyze(
     nodes = _path_nodes(graph, path, costs)
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
-    weights, activations, peaks = _memory(graph)
-    gpus = _gpu_figures(graph, term_costs, path, peak_flops, weights, activations)
+    memory = estimate_memory(graph, path.start, path.finish)
+    gpus = _gpu_figures(graph, term_costs, path, peak_flops, memory.gpus)
     warnings = _memory_warnings(gpus, memory_limit)
     reach = _table_reach(graph, path, costs, model.extrapolated())
     if reach is not None:
@@ -228,10 +244,36 @@ def analyze(
         executed_flops=graph.total_matmul_flops(),
         cost_notes=tuple(model.notes()),
         warnings=warnings,
-        notes=_score_notes(graph, path, costs, gpus, peaks),
+        notes=_score_notes(graph, path, costs, gpus, memory.working_peak_step),
         by_kind=_split(graph, path, costs, lambda op: op_kind(graph.term_of(op)), KINDS),
         by_block=_split(graph, path, costs, _block_name(graph), ()),
         table_reach=reach,
+        training=_training(graph, path.time, peak_flops, gpus, communication),
+    )
+
+
+def _training(
+    graph: DeviceGraph,
+    total: float,
+    peak_flops: float,
+    gpus: tuple[GpuFigures, ...],
+    communication: float,
+) -> TrainingFigures | None:
+    """The training figures (dagc/analysis/training.py); None for prefill."""
+    training = graph.program.training
+    if training is None:
+        return None
+    workload = graph.program.workload
+    return training_figures(
+        iteration_s=total,
+        dp=training.dp,
+        layout_gpus=len(gpus),
+        tokens=workload.batch * workload.seq,
+        forward_model_flops=model_totals(graph.program).model_flops,
+        executed_flops=graph.total_matmul_flops(),
+        peak_flops=peak_flops,
+        busy_s={g.gpu: g.busy_s for g in gpus},
+        communication_s=communication,
     )
 
 
@@ -297,8 +339,7 @@ def _memory_warnings(gpus: tuple[GpuFigures, ...], limit: float) -> tuple[str, .
         if (
             previous is not None
             and previous.gpu == g.gpu - 1
-            and (previous.weight_bytes, previous.activation_bytes)
-            == (g.weight_bytes, g.activation_bytes)
+            and _memory_key(previous) == _memory_key(g)
         ):
             runs[-1].append(g)
         else:
@@ -307,11 +348,28 @@ def _memory_warnings(gpus: tuple[GpuFigures, ...], limit: float) -> tuple[str, .
     for run in runs:
         g = run[0]
         who = f"gpu{g.gpu}" if len(run) == 1 else f"gpu[{g.gpu}..{run[-1].gpu}] each"
+        training = (
+            f", gradients {g.gradient_bytes / 1e9:.1f} GB,"
+            f" optimizer states {g.optimizer_bytes / 1e9:.1f} GB"
+            if g.gradient_bytes or g.optimizer_bytes
+            else ""
+        )
         warnings.append(
-            f"{who} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB,"
-            f" activations {g.activation_bytes / 1e9:.1f} GB), more than {limit / 1e9:.0f} GB"
+            f"{who} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB"
+            f"{training}, activations {g.activation_bytes / 1e9:.1f} GB), more than"
+            f" {limit / 1e9:.0f} GB"
         )
     return tuple(warnings)
+
+
+def _memory_key(g: GpuFigures) -> tuple[int, ...]:
+    return (
+        g.weight_bytes,
+        g.gradient_bytes,
+        g.optimizer_bytes,
+        g.activation_bytes,
+        g.saved_activation_bytes,
+    )
 
 
 def _family(node_name: str) -> str:
@@ -356,8 +414,7 @@ def _gpu_figures(
     term_costs: npt.NDArray[np.float64],
     path: CriticalPath,
     peak_flops: float,
-    weights: dict[int, int],
-    activations: dict[int, int],
+    memory: dict[int, GpuMemory],
 ) -> tuple[GpuFigures, ...]:
     m, total = graph.microbatches, path.time
     busy: dict[int, float] = defaultdict(float)
@@ -384,36 +441,14 @@ def _gpu_figures(
                 matmul_flops=flops[gpu],
                 tflops=achieved / 1e12,
                 hfu=achieved / peak_flops,
-                weight_bytes=weights[gpu],
-                activation_bytes=activations[gpu],
+                weight_bytes=memory[gpu].weight_bytes,
+                activation_bytes=memory[gpu].activation_bytes,
+                gradient_bytes=memory[gpu].gradient_bytes,
+                optimizer_bytes=memory[gpu].optimizer_bytes,
+                saved_activation_bytes=memory[gpu].saved_activation_bytes,
             )
         )
     return tuple(figures)
-
-
-def _memory(graph: DeviceGraph) -> tuple[dict[int, int], dict[int, int], dict[int, Step]]:
-    """Weight bytes, the peak activation working set of one micro-batch, and the step that
-    has that peak (the first one), per GPU.
-
-    Weights: the K x N operand of every weight product the GPU runs (each layer and expert
-    has its own), plus the embedding table. Activations: the largest inputs-plus-outputs of
-    any single operation of one micro-batch.
-    """
-    w = graph.program.workload.dtype.bytes
-    model = graph.program.model
-    held = gpu_parameters(model, graph.full_steps())  # the rule data-parallel shares
-    weights: dict[int, int] = defaultdict(int, {gpu: n * w for gpu, n in held.items()})
-    activations: dict[int, int] = defaultdict(int)
-    peaks: dict[int, Step] = {}
-    for step in graph.full_steps():
-        if step.joint:
-            continue
-        for rank, gpu in enumerate(step.gpus):
-            working = _activation_bytes(step, rank, w)
-            if working > activations[gpu]:
-                activations[gpu] = working
-                peaks[gpu] = step
-    return weights, activations, peaks
 
 
 # A value with this dim holds attention scores: a row per query token and head, a column
@@ -450,12 +485,12 @@ def _score_notes(
     facts = []
     if share >= SCORE_PATH_SHARE:
         facts.append(f"{_joined(names)} take {share:.1%} of the critical path")
-    largest = max(gpus, key=lambda g: g.activation_bytes, default=None)
+    largest = max(gpus, key=lambda g: g.working_set_bytes, default=None)
     peak = peaks.get(largest.gpu) if largest is not None else None
     if largest is not None and peak is not None and holds_scores(peak):
         facts.append(
             f"gpu{largest.gpu}'s largest activation working set,"
-            f" {largest.activation_bytes / 1e9:.2f} GB, is {peak.base}'s"
+            f" {largest.working_set_bytes / 1e9:.2f} GB, is {peak.base}'s"
         )
     if not facts:
         return ()
@@ -470,16 +505,3 @@ def _score_notes(
 def _joined(names: list[str]) -> str:
     """`a`, `a and b`, `a, b and c`."""
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _activation_bytes(step: Step, rank: int, w: int) -> int:
-    term = step.terms[rank]
-    if term.kind is TermKind.MATMUL:
-        m, k, n = term.args
-        weight = k * n if step.base in WEIGHT_PRODUCTS else 0
-        return (m * k + k * n + m * n - weight) * w
-    if term.kind is TermKind.ELEMENTWISE:
-        return 2 * term.args[0] * w
-    if term.kind.is_fused_attention:  # Q, K, V in and O out; the scores never reach memory
-        return term.bytes_moved(w)
-    return 0

@@ -123,8 +123,13 @@ def write_text(
     out.append(f"throughput     {_throughput(analysis)}")
     out.append(f"params         {analysis.params:,} (active {analysis.active_params:,})")
     out.append(f"KV cache       {analysis.kv_cache_bytes_per_token:,} bytes per token")
-    out.append(f"model FLOPs    {analysis.model_flops:.4e}   MFU {analysis.mfu:.1%}")
-    out.append(f"executed FLOPs {analysis.executed_flops:.4e}   HFU {analysis.hfu:.1%}")
+    if analysis.training is None:
+        out.append(f"model FLOPs    {analysis.model_flops:.4e}   MFU {analysis.mfu:.1%}")
+        out.append(f"executed FLOPs {analysis.executed_flops:.4e}   HFU {analysis.hfu:.1%}")
+    else:  # the iteration's FLOPs and utilisations are in the training section
+        out.append(f"model FLOPs    {analysis.model_flops:.4e} (forward of the global batch)")
+        out.append(f"executed FLOPs {analysis.executed_flops:.4e} (one replica's iteration)")
+    out += _training_text(analysis)
     out.append("")
     out.append(f"  {'#':>4}  {'node':<34} {'kind':<11} {'time':>12} {'share':>6}")
     shown = analysis.path if path_limit <= 0 else analysis.path[:path_limit]
@@ -159,6 +164,45 @@ def write_text(
         lines += ["", f"formula ({exact})", *formula.text.splitlines()]
         lines += [f"note: {note}" for note in formula.notes]
     stream.write("\n".join(lines) + "\n")
+
+
+def _training_text(analysis: Analysis) -> list[str]:
+    """The training section of the text report (nothing for prefill)."""
+    t = analysis.training
+    if t is None:
+        return []
+    layout = t.gpus // t.dp
+    out = [
+        "",
+        f"training       iteration {_seconds(t.iteration_s)} (the critical path),"
+        f" dp {t.dp} x {layout} GPUs = {t.gpus} GPUs",
+        f"tokens/s       {_rate(t.tokens_per_s)}, {_rate(t.tokens_per_s_per_gpu)} per GPU"
+        f" ({t.tokens:,} tokens per iteration)",
+        f"step FLOPs     model {t.model_flops:.4e} (3 x forward), MFU {t.mfu:.1%},"
+        f" {t.model_tflops_per_gpu:.1f} TFLOP/s per GPU",
+        f"               executed {t.executed_flops:.4e} (every replica), HFU {t.hfu:.1%}",
+        f"bubble         {t.bubble:.1%} (idle share of the iteration on gpu{t.busiest_gpu},"
+        " the busiest)",
+        f"exposed comm   {_seconds(t.exposed_communication_s)}"
+        f" ({_share(t.exposed_communication_s, t.iteration_s)} of the iteration:"
+        " on the critical path)",
+        "",
+        f"memory per GPU (capacity {_bytes(analysis.memory_limit)}; activations: saved"
+        " peak + working set)",
+        f"  {'gpus':<14} {'weights':>9} {'grads':>9} {'optimizer':>9} {'activ.':>9}"
+        f" {'total':>9} {'of cap.':>7}",
+    ]
+    for label, g in gpu_rows(analysis.gpus):
+        out.append(
+            f"  {_clip(label, 14):<14} {_bytes(g.weight_bytes):>9} {_bytes(g.gradient_bytes):>9}"
+            f" {_bytes(g.optimizer_bytes):>9} {_bytes(g.activation_bytes):>9}"
+            f" {_bytes(g.memory_bytes):>9} {_share(g.memory_bytes, analysis.memory_limit):>7}"
+        )
+    return out
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
 
 
 def _shares(parts: Sequence[Share]) -> str:
@@ -231,6 +275,7 @@ def write_markdown(
         f" HFU {analysis.hfu:.1%}; throughput {_throughput(analysis)}.",
         "",
         *_markdown_totals(analysis),
+        *_markdown_training(analysis),
         "",
         *_markdown_split("kind", analysis.by_kind),
         "",
@@ -281,6 +326,98 @@ def _markdown_totals(analysis: Analysis) -> list[str]:
     return ["| total | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
+def _markdown_training(analysis: Analysis) -> list[str]:
+    """The training figures and memory per GPU as markdown tables (nothing for prefill)."""
+    t = analysis.training
+    if t is None:
+        return []
+    rows = [
+        ("iteration (critical path)", _seconds(t.iteration_s)),
+        ("GPUs (dp x layout)", f"{t.gpus} ({t.dp} x {t.gpus // t.dp})"),
+        ("tokens per iteration", f"{t.tokens:,}"),
+        ("tokens/s", _rate(t.tokens_per_s)),
+        ("tokens/s per GPU", _rate(t.tokens_per_s_per_gpu)),
+        ("model FLOPs (3 x forward)", f"{t.model_flops:.4e}"),
+        ("executed FLOPs (every replica)", f"{t.executed_flops:.4e}"),
+        ("model TFLOP/s per GPU", f"{t.model_tflops_per_gpu:.1f}"),
+        ("MFU", f"{t.mfu:.1%}"),
+        ("HFU", f"{t.hfu:.1%}"),
+        ("bubble (busiest GPU's idle share)", f"{t.bubble:.1%} (gpu{t.busiest_gpu})"),
+        ("exposed communication", _seconds(t.exposed_communication_s)),
+    ]
+    out = ["", "| training | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
+    out += [
+        "",
+        f"Memory per GPU (capacity {_bytes(analysis.memory_limit)}):",
+        "",
+        "| GPUs | weights | gradients | optimizer states | activations (saved + working)"
+        " | total | of capacity |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, g in gpu_rows(analysis.gpus):
+        out.append(
+            f"| {label} | {_bytes(g.weight_bytes)} | {_bytes(g.gradient_bytes)}"
+            f" | {_bytes(g.optimizer_bytes)} | {_bytes(g.activation_bytes)}"
+            f" ({_bytes(g.saved_activation_bytes)} + {_bytes(g.working_set_bytes)})"
+            f" | {_bytes(g.memory_bytes)} | {_share(g.memory_bytes, analysis.memory_limit)} |"
+        )
+    return out
+
+
+def _json_training(analysis: Analysis) -> dict[str, Any]:
+    """The `training` object of the JSON report."""
+    t = analysis.training
+    assert t is not None
+    return {
+        "iteration_s": t.iteration_s,
+        "dp": t.dp,
+        "gpus": t.gpus,
+        "tokens": t.tokens,
+        "tokens_per_s": t.tokens_per_s,
+        "tokens_per_s_per_gpu": t.tokens_per_s_per_gpu,
+        "model_flops": t.model_flops,
+        "executed_flops": t.executed_flops,
+        "model_tflops_per_gpu": t.model_tflops_per_gpu,
+        "mfu": t.mfu,
+        "hfu": t.hfu,
+        "bubble": t.bubble,
+        "busiest_gpu": t.busiest_gpu,
+        "exposed_communication_s": t.exposed_communication_s,
+        "peak_memory_bytes": _peak_memory(analysis),
+    }
+
+
+def _json_memory(g: GpuFigures) -> dict[str, int]:
+    """A GPU's `memory` object (training reports)."""
+    return {
+        "peak_bytes": g.memory_bytes,
+        "weight_bytes": g.weight_bytes,
+        "gradient_bytes": g.gradient_bytes,
+        "optimizer_bytes": g.optimizer_bytes,
+        "activation_bytes": g.activation_bytes,
+        "saved_activation_bytes": g.saved_activation_bytes,
+        "working_set_bytes": g.working_set_bytes,
+    }
+
+
+def _json_gpu(g: GpuFigures, training: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "gpu": g.gpu,
+        "busy_s": g.busy_s,
+        "idle_s": g.idle_s,
+        "bubble": g.bubble,
+        "matmul_flops": g.matmul_flops,
+        "tflops": g.tflops,
+        "hfu": g.hfu,
+        "weight_bytes": g.weight_bytes,
+        "activation_bytes": g.activation_bytes,
+        "memory_bytes": g.memory_bytes,
+    }
+    if training:
+        entry["memory"] = _json_memory(g)
+    return entry
+
+
 def _markdown_split(what: str, parts: Sequence[Share]) -> list[str]:
     """The critical path's time per kind or block as a markdown table, largest first."""
     rows = [f"| {p.name} | {_seconds(p.time_s)} | {p.share:.1%} |" for p in parts]
@@ -314,7 +451,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
     graph = analysis.graph
     program = graph.program
     family, share = analysis.bottleneck()
-    return {
+    document: dict[str, Any] = {
         "format": "dagc-analysis",
         "version": JSON_VERSION,
         "source": program.source_path,
@@ -359,25 +496,14 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "tokens_per_s": analysis.tokens_per_s,
             "tokens_per_s_per_gpu": analysis.tokens_per_s_per_gpu,
         },
-        "gpus": [
-            {
-                "gpu": g.gpu,
-                "busy_s": g.busy_s,
-                "idle_s": g.idle_s,
-                "bubble": g.bubble,
-                "matmul_flops": g.matmul_flops,
-                "tflops": g.tflops,
-                "hfu": g.hfu,
-                "weight_bytes": g.weight_bytes,
-                "activation_bytes": g.activation_bytes,
-                "memory_bytes": g.memory_bytes,
-            }
-            for g in analysis.gpus
-        ],
+        "gpus": [_json_gpu(g, analysis.training is not None) for g in analysis.gpus],
         "memory_limit_bytes": analysis.memory_limit,
         "notes": list(analysis.notes),
         "warnings": list(analysis.warnings),
     }
+    if analysis.training is not None:  # prefill reports keep their keys exactly
+        document["training"] = _json_training(analysis)
+    return document
 
 
 def write_json(
@@ -412,7 +538,20 @@ def comparison_notes(analyses: Sequence[Analysis]) -> list[str]:
     models = sorted({a.graph.program.model.name for a in analyses})
     if len(models) > 1:
         notes.append(f"models differ ({', '.join(models)}): a token costs different work in each")
+    training = [a.graph.program.source_path for a in analyses if a.training is not None]
+    if training:
+        notes.append(
+            f"training ({', '.join(training)}): time is one iteration (the critical path:"
+            " forward, backward and optimizer of the global batch), GPUs count every"
+            " data-parallel replica, and MFU counts 3 x the forward's model FLOPs"
+        )
     return notes
+
+
+def _gpu_count(analysis: Analysis) -> int:
+    """The configuration's GPUs: the layout's, times dp for training."""
+    t = analysis.training
+    return t.gpus if t is not None else len(analysis.gpus)
 
 
 def same_workload(analyses: Sequence[Analysis]) -> bool:
@@ -446,7 +585,7 @@ def _comparison_rows(analyses: Sequence[Analysis]) -> tuple[list[str], list[list
             _seconds(a.total_s),
             _rate(a.tokens_per_s),
             _rate(a.tokens_per_s_per_gpu),
-            str(len(a.gpus)),
+            str(_gpu_count(a)),
         ]
         if speedups is not None:
             ratio = speedups[index]
@@ -513,7 +652,7 @@ def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
                 "batch": workload.batch,
                 "seq": workload.seq,
                 "tokens": a.tokens,
-                "gpus": len(a.gpus),
+                "gpus": _gpu_count(a),
                 "time_s": a.total_s,
                 "tokens_per_s": a.tokens_per_s,
                 "tokens_per_s_per_gpu": a.tokens_per_s_per_gpu,
@@ -534,6 +673,8 @@ def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
                 "warnings": list(a.warnings),
             }
         )
+        if a.training is not None:  # prefill rows keep their keys exactly
+            configs[-1]["training"] = {"iteration_s": a.training.iteration_s, "mfu": a.mfu}
     return {
         "format": "dagc-comparison",
         "version": JSON_VERSION,

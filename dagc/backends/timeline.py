@@ -7,6 +7,10 @@ https://ui.perfetto.dev and chrome://tracing open: one track per GPU, one comple
 event per operation on each GPU it runs on. A GPU with operations on its communication
 stream (`overlap`) gets a second track, `gpu3 comm`, so that overlapping operations never
 share a track. The Gantt chart draws the same with matplotlib, a second row for such GPUs.
+
+A training program's Gantt chart colours bars by phase (forward, recompute, backward, weight
+gradient, iteration; communication hatched) instead of by kind, and its trace events carry
+the phase in `args.phase`; prefill pictures and traces are as before.
 """
 
 from __future__ import annotations
@@ -24,10 +28,17 @@ import numpy as np
 
 from dagc.backends.grouping import grouping_for
 from dagc.backends.schedule import IntArray, Schedule
-from dagc.backends.style import CRITICAL, KINDS
+from dagc.backends.style import (
+    COMMUNICATION_HATCH,
+    CRITICAL,
+    KINDS,
+    PHASE_COLOUR,
+    PHASE_LABEL,
+    PHASES,
+)
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import format_gpus
-from dagc.ir.steps import Stream
+from dagc.ir.steps import Phase, Stream
 from dagc.ir.terms import CostTerm, OpKind, TermKind
 from dagc.outputs import temporary_beside, write_error, write_text_atomically
 
@@ -115,11 +126,13 @@ def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
     graph = schedule.graph
     element_bytes = graph.program.workload.dtype.bytes
     base = _comm_tid_base(graph)
+    training = graph.program.training is not None
     for op, gpu, ts in _event_order(schedule):
         term = graph.term_of(op)
         gpus = graph.gpus_of(op)
-        on_comm = graph.step_of(op).stream is Stream.COMM
-        yield {
+        step = graph.step_of(op)
+        on_comm = step.stream is Stream.COMM
+        event: dict[str, Any] = {
             "name": graph.name(op),
             "cat": schedule.template_kind[graph.template_of(op)],
             "ph": "X",
@@ -138,6 +151,9 @@ def _op_events(schedule: Schedule) -> Iterator[dict[str, Any]]:
                 "gpus": format_gpus(gpus),
             },
         }
+        if training:  # prefill traces keep their keys exactly
+            event["args"]["phase"] = step.phase.value
+        yield event
 
 
 def _event_order(schedule: Schedule) -> Iterator[tuple[int, int, float]]:
@@ -195,6 +211,7 @@ class Bar:
     kind: OpKind
     critical: bool
     comm: bool = False  # on the communication stream
+    phase: Phase = Phase.FORWARD
 
 
 @dataclass(frozen=True)
@@ -231,7 +248,14 @@ def gantt_rows(schedule: Schedule, *, blocks: bool) -> list[Row]:
     rows = []
     for members in merged.values():
         bars = [
-            Bar(b.start, b.length, b.kind, any(per_gpu[g][i].critical for g in members), b.comm)
+            Bar(
+                b.start,
+                b.length,
+                b.kind,
+                any(per_gpu[g][i].critical for g in members),
+                b.comm,
+                b.phase,
+            )
             for i, b in enumerate(per_gpu[members[0]])
         ]
         rows.append(Row(tuple(members), tuple(bars)))
@@ -285,12 +309,14 @@ def _op_bars(schedule: Schedule) -> dict[int, list[Bar]]:
     graph = schedule.graph
     bars: dict[int, list[Bar]] = defaultdict(list)
     for op in range(graph.num_ops):
+        step = graph.step_of(op)
         bar = Bar(
             float(schedule.path.start[op]),
             float(schedule.costs[op]),
             schedule.template_kind[graph.template_of(op)],
             bool(schedule.critical[op]),
-            graph.step_of(op).stream is Stream.COMM,
+            step.stream is Stream.COMM,
+            step.phase,
         )
         for gpu in graph.gpus_of(op):
             bars[gpu].append(bar)
@@ -316,14 +342,18 @@ def _block_bars(schedule: Schedule) -> dict[int, list[Bar]]:
 def _span_bar(schedule: Schedule, members: IntArray) -> Bar:
     of = schedule.graph.template_of
     seconds: dict[OpKind, float] = defaultdict(float)
+    in_phase: dict[Phase, float] = defaultdict(float)
     for op in members.tolist():
         seconds[schedule.template_kind[of(op)]] += float(schedule.costs[op])
+        in_phase[schedule.graph.step_of(op).phase] += float(schedule.costs[op])
     start = float(schedule.path.start[members].min())
     finish = float(schedule.path.finish[members].max())
     kind = max(KINDS, key=lambda k: seconds.get(k, -1.0))
+    phase = max(PHASES, key=lambda p: in_phase.get(p, -1.0))
     # a collective or transfer is a bar of its own, so its first op tells the stream
     comm = schedule.graph.step_of(int(members[0])).stream is Stream.COMM
-    return Bar(start, finish - start, kind, bool(schedule.critical[members].any()), comm)
+    critical = bool(schedule.critical[members].any())
+    return Bar(start, finish - start, kind, critical, comm, phase)
 
 
 def draw_gantt(
@@ -359,13 +389,18 @@ def _figure(schedule: Schedule, rows: list[Row], blocks: bool) -> Any:
     figure = Figure(figsize=(14, 1.6 + 0.42 * len(rows)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    by_phase = schedule.graph.program.training is not None
     for index, row in enumerate(rows):
-        _draw_row(axes, len(rows) - 1 - index, row)
+        if by_phase:
+            _draw_phase_row(axes, len(rows) - 1 - index, row)
+        else:
+            _draw_row(axes, len(rows) - 1 - index, row)
     axes.set_yticks(range(len(rows)), [r.label(schedule.group_of_gpu) for r in reversed(rows)])
     axes.set_ylim(-0.6, len(rows) - 0.4)
     _time_axis(axes, schedule.total_s)
     axes.set_title("\n".join(_title(schedule, rows, blocks)), fontsize=11, loc="left")
-    axes.legend(handles=_legend(rows), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    handles = _phase_legend(rows) if by_phase else _legend(rows)
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     axes.grid(axis="x", color="#DDDDDD", linewidth=0.6)
     axes.set_axisbelow(True)
     return figure
@@ -380,10 +415,30 @@ def _draw_row(axes: Any, y: float, row: Row) -> None:
         if by_kind[kind]:
             axes.broken_barh(by_kind[kind], (y - 0.35, 0.7), facecolors=COLOUR[kind],
                              edgecolor="white", linewidth=0.3)  # fmt: skip
+    _outline_critical(axes, y, row)
+
+
+def _outline_critical(axes: Any, y: float, row: Row) -> None:
     critical = _spans([(b.start, b.length) for b in row.bars if b.critical and b.length > 0])
     if critical:
         axes.broken_barh(critical, (y - 0.35, 0.7), facecolors="none", edgecolor=CRITICAL,
                          linewidth=1.4)  # fmt: skip
+
+
+def _draw_phase_row(axes: Any, y: float, row: Row) -> None:
+    """A training program's row: bars coloured by phase, communication hatched."""
+    groups: dict[tuple[Phase, bool], list[tuple[float, float]]] = defaultdict(list)
+    for bar in row.bars:
+        if bar.length > 0:
+            groups[bar.phase, bar.kind.is_communication].append((bar.start, bar.length))
+    for phase in PHASES:
+        for communication in (False, True):
+            spans = groups.get((phase, communication))
+            if spans:
+                axes.broken_barh(spans, (y - 0.35, 0.7), facecolors=PHASE_COLOUR[phase],
+                                 edgecolor="white", linewidth=0.3,
+                                 hatch=COMMUNICATION_HATCH if communication else None)  # fmt: skip
+    _outline_critical(axes, y, row)
 
 
 def _spans(bars: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -414,11 +469,12 @@ def _title(schedule: Schedule, rows: list[Row], blocks: bool) -> list[str]:
     gpu_rows = sum(not row.comm for row in rows)
     merged = " (GPUs with identical work share a row)" if gpu_rows < gpus else ""
     what = "blocks" if blocks else "operations"
+    by_phase = ", coloured by phase" if program.training is not None else ""
     return [
         f"{program.model.name}: {gpus} GPUs ({schedule.gpu_preset}),"
         f" {m} micro-batch{'es' if m > 1 else ''}; critical path"
         f" {schedule.total_s:.4g} s under {schedule.cost_model}",
-        f"{what} by GPU{merged}; critical path outlined",
+        f"{what} by GPU{merged}{by_phase}; critical path outlined",
     ]
 
 
@@ -427,6 +483,24 @@ def _legend(rows: list[Row]) -> list[Any]:
 
     shown = {bar.kind for row in rows for bar in row.bars}
     handles = [Patch(facecolor=COLOUR[k], label=k) for k in KINDS if k in shown]
+    handles.append(Patch(facecolor="none", edgecolor=CRITICAL, linewidth=1.4, label="critical"))
+    return handles
+
+
+def _phase_legend(rows: list[Row]) -> list[Any]:
+    """The phases drawn, then communication's hatching and the critical outline."""
+    from matplotlib.patches import Patch
+
+    shown = {bar.phase for row in rows for bar in row.bars}
+    handles = [Patch(facecolor=PHASE_COLOUR[p], label=PHASE_LABEL[p]) for p in PHASES if p in shown]
+    if any(bar.kind.is_communication for row in rows for bar in row.bars):
+        hatched = Patch(
+            facecolor="white",
+            edgecolor="#555555",
+            hatch=COMMUNICATION_HATCH,
+            label="communication (hatched)",
+        )
+        handles.append(hatched)
     handles.append(Patch(facecolor="none", edgecolor=CRITICAL, linewidth=1.4, label="critical"))
     return handles
 
