@@ -200,6 +200,7 @@ def render(row: Row) -> str:
         "  activation     = gelu",
         f"  vocab          = {VOCAB}",
         "  attention_mask = causal",
+        "  tied_embeddings = true",
         "}",
         "",
         "workload {",
