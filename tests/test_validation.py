@@ -65,6 +65,7 @@ def test_every_file_compiles_to_the_papers_configuration(row: Any) -> None:
     model, workload, training = program.model, program.workload, program.training
     assert (model.layers, model.hidden, model.heads) == (r.layers, r.hidden, r.heads)
     assert (model.ffn, model.vocab) == (4 * r.hidden, 51200)
+    assert model.tied_embeddings  # GPT ties its embedding and output layer
     assert (workload.batch, workload.seq) == (r.batch, 2048)
     assert training is not None
     # data-parallel size = GPUs / (t·p), and the layout itself holds t·p GPUs
