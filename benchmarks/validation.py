@@ -268,6 +268,7 @@ class Result:
     exposed_communication_s: float | None = None
     by_kind: dict[str, float] | None = None  # the critical path's share per kind of step
     executed_flops: int | None = None  # every replica's, as dagc counts them
+    memory_bytes: float | None = None  # the training report's peak memory per GPU
 
     @property
     def predicted(self) -> float | None:
@@ -345,6 +346,7 @@ def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
     kinds = path.get("by_kind", {})
     by_kind = {kind: float(part["share"]) for kind, part in kinds.items()}
     bubble, exposed = training.get("bubble"), training.get("exposed_communication_s")
+    memory = training.get("peak_memory_bytes")
     return Result(
         row,
         iteration,
@@ -355,6 +357,7 @@ def analyse(row: Row, overrides: tuple[str, ...] = ()) -> Result:
         exposed_communication_s=None if exposed is None else float(exposed),
         by_kind=by_kind,
         executed_flops=_executed_flops(report, row),
+        memory_bytes=None if memory is None else float(memory),
     )
 
 
@@ -363,9 +366,9 @@ def table(results: list[Result]) -> str:
     head = (
         "| model | t | p | dp | GPUs | batch | micro-batch | schedule | measured TFLOP/s"
         " | predicted TFLOP/s | error | iteration (s) | bubble | exposed comm."
-        " | dropout traffic (s) | error with it"
+        " | dropout traffic (s) | error with it | memory per GPU (GB)"
         " | analysis wall (s) | peak RSS (MB) |\n"
-        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     )
     lines = [head]
     errors = []
@@ -387,10 +390,11 @@ def table(results: list[Result]) -> str:
         dropout = f"{dropout_seconds(row):.2f}"
         with_dropout = r.error_with_dropout
         corrected = "pending" if with_dropout is None else f"{100 * with_dropout:+.1f}%"
+        memory = "" if r.memory_bytes is None else f"{r.memory_bytes / 1e9:.1f}"
         lines.append(
             f"| GPT {row.params_b}B | {row.t} | {row.p} | {row.dp} | {row.gpus} | {row.batch}"
             f" | {row.microbatch_size} | {schedule} | {row.tflops_per_gpu:g} | {predicted}"
-            f" | {error} | {iteration} | {bubble} | {exposed} | {dropout} | {corrected}"
+            f" | {error} | {iteration} | {bubble} | {exposed} | {dropout} | {corrected} | {memory}"
             f" | {r.wall_s:.1f} | {rss} |"
         )
     lines.append("")
