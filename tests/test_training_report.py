@@ -239,3 +239,24 @@ def test_bubble_closed_form_under_1f1b(p: int, m: int) -> None:
     analysis = analyze_compiled(compile_text(text, "pp.dag"), options).analysis
     assert analysis.training is not None
     assert analysis.training.bubble == pytest.approx((p - 1) / (m + p - 1), rel=1e-9)
+
+
+def test_the_training_example_verifies_and_reports() -> None:
+    # examples/training/ is left out of the every-example tests (its formula meets more
+    # incomparable branches than the limit and takes minutes without symmetry): here it is
+    # verified after every pass, collapsed, and its report names the 8 × 32 GPUs.
+    from typer.testing import CliRunner
+
+    import dagc
+    from dagc.cli import app
+    from dagc.expand import expand
+    from dagc.passes.manager import PassOptions
+
+    path = Path(__file__).parent.parent / "examples" / "training" / "llama_3_1_70b_train.dag"
+    compiled = dagc.compile_file(path)
+    expand(compiled, options=PassOptions(verify_each=True), symmetric=True)
+    result = CliRunner().invoke(app, ["analyze", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    training = json.loads(result.stdout)["training"]
+    assert training["gpus"] == 8 * 32
+    assert training["iteration_s"] > 0
