@@ -127,35 +127,6 @@ class Row:
         return 96 * b * s * lay * h * h + 16 * b * s * s * lay * h + 6 * b * s * h * v
 
 
-# The a100 preset's HBM bandwidth and dagc's default memory efficiency (docs/cost-models.md).
-HBM_BANDWIDTH = 2.0e12
-MEMORY_EFFICIENCY = 0.85
-
-
-def dropout_seconds(row: Row) -> float:
-    """Per GPU and iteration, the HBM time of the memory traffic Megatron-LM's runs had and
-    dagc's GPT blocks do not model (an estimate, for docs/validation.md's findings).
-
-    Per layer and micro-batch on one of the t GPUs of a stage, with n = Bm·(nh/t)·S²
-    attention probabilities and T·h hidden elements:
-
-    - attention dropout (p = 0.1, Megatron-LM's default) over the probabilities: read 2 B,
-      write 2 B and a 1 B mask forward, the same again in the recomputed forward, and read
-      2 B + the mask and write 2 B backward: 15 B per probability;
-    - the softmax backward reads the probabilities and their gradient and writes one
-      (6 B per element, where dagc's elementwise backward counts 4): 2 B more;
-    - hidden dropout in the fused bias-dropout-add after attention and after the MLP:
-      the bias and the mask besides the residual add dagc counts, about 3 B per element
-      more, in each of the three passes: 2 × 3 × 3 = 18 B per hidden element.
-    """
-    per_gpu_heads = row.heads // row.t
-    n = row.microbatch_size * per_gpu_heads * SEQ * SEQ
-    hidden = row.microbatch_size * SEQ * row.hidden
-    per_layer = 17 * n + 18 * hidden
-    layers = row.layers // row.p
-    return per_layer * layers * row.microbatches / (HBM_BANDWIDTH * MEMORY_EFFICIENCY)
-
-
 def read_rows(path: Path = CSV) -> list[Row]:
     """The table's rows, in the CSV's order."""
     lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
@@ -201,6 +172,8 @@ def render(row: Row) -> str:
         f"  vocab          = {VOCAB}",
         "  attention_mask = causal",
         "  tied_embeddings = true",
+        "  attention_dropout = 0.1   # Megatron-LM's defaults, which run_table_1.sh keeps",
+        "  hidden_dropout    = 0.1",
         "}",
         "",
         "workload {",
@@ -283,17 +256,6 @@ class Result:
             return None
         return (predicted - self.row.tflops_per_gpu) / self.row.tflops_per_gpu
 
-    @property
-    def error_with_dropout(self) -> float | None:
-        """The error once dropout's traffic (`dropout_seconds`) is added to the iteration,
-        stretched by the bubble as the stage's own work is (an estimate, not a correction)."""
-        if self.iteration_s is None:
-            return None
-        stretch = 1 / (1 - self.bubble) if self.bubble is not None and self.bubble < 1 else 1
-        iteration = self.iteration_s + dropout_seconds(self.row) * stretch
-        predicted = self.row.paper_flops() / (iteration * self.row.gpus) / 1e12
-        return (predicted - self.row.tflops_per_gpu) / self.row.tflops_per_gpu
-
 
 def _executed_flops(report: dict[str, Any], row: Row) -> int | None:
     """Every replica's executed FLOPs: the training report's, else dp x the device DAG's."""
@@ -366,9 +328,9 @@ def table(results: list[Result]) -> str:
     head = (
         "| model | t | p | dp | GPUs | batch | micro-batch | schedule | measured TFLOP/s"
         " | predicted TFLOP/s | error | iteration (s) | bubble | exposed comm."
-        " | dropout traffic (s) | error with it | memory per GPU (GB)"
+        " | memory per GPU (GB)"
         " | analysis wall (s) | peak RSS (MB) |\n"
-        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     )
     lines = [head]
     errors = []
@@ -387,14 +349,11 @@ def table(results: list[Result]) -> str:
             exposed = f"{100 * r.exposed_communication_s / r.iteration_s:.1f}%"
         if r.relative_error is not None:
             errors.append(abs(r.relative_error))
-        dropout = f"{dropout_seconds(row):.2f}"
-        with_dropout = r.error_with_dropout
-        corrected = "pending" if with_dropout is None else f"{100 * with_dropout:+.1f}%"
         memory = "" if r.memory_bytes is None else f"{r.memory_bytes / 1e9:.1f}"
         lines.append(
             f"| GPT {row.params_b}B | {row.t} | {row.p} | {row.dp} | {row.gpus} | {row.batch}"
             f" | {row.microbatch_size} | {schedule} | {row.tflops_per_gpu:g} | {predicted}"
-            f" | {error} | {iteration} | {bubble} | {exposed} | {dropout} | {corrected} | {memory}"
+            f" | {error} | {iteration} | {bubble} | {exposed} | {memory}"
             f" | {r.wall_s:.1f} | {rss} |"
         )
     lines.append("")

@@ -378,6 +378,10 @@ def _read_model(config: _Config) -> _Spec:
     tied = config.flag("tie_word_embeddings")
     if tied:
         key("tied_embeddings", True, "tie_word_embeddings: embed and lm_head share a table")
+    dropout = config.fields.get("attention_dropout")
+    if isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 < dropout < 1:
+        key("attention_dropout", float(dropout), "attention_dropout (applied in training only)")
+        config.used.add("attention_dropout")
     key("attention_kernel", "fused", "FlashAttention-style, as served")
     key("attention_mask", "causal", "a decoder's mask")
     return _Spec(architecture, family, layers, keys, moe_layers, heads, experts)

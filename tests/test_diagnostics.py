@@ -445,7 +445,7 @@ def test_unknown_key_far_from_every_key_lists_the_keys() -> None:
         5,
         15,
         "unknown model key `dense_ffn`",
-        help="model accepts 27 keys, listed in docs/language.md; the common ones are `layers`,"
+        help="model accepts 29 keys, listed in docs/language.md; the common ones are `layers`,"
         " `hidden`, `heads`, `head_dim`, `kv_heads`, `ffn`, `activation`, `experts`, `top_k`,"
         " `expert_ffn`, `capacity_factor`, `vocab`",
     )

@@ -435,3 +435,13 @@ def test_output_is_written_atomically(tmp_path: Path) -> None:
     assert os.listdir(out.parent) == ["m.dag"]
     err = _fails(["--hf", str(path), "-o", str(tmp_path)])
     assert "-o names a file, not a folder" in err
+
+
+def test_attention_dropout_is_written_only_when_set(tmp_path: Path) -> None:
+    zero = _write_config(tmp_path, _small("LlamaForCausalLM", attention_dropout=0.0))
+    assert "attention_dropout" not in _model_keys(new_from_hf(zero).text)
+    path = _write_config(tmp_path, _small("LlamaForCausalLM", attention_dropout=0.1), "d.json")
+    result = new_from_hf(path)
+    assert "attention_dropout = 0.1" in _model_keys(result.text)
+    assert not result.warnings
+    assert dagc.compile_text(result.text).program.model.attention_dropout == 0.1

@@ -327,12 +327,15 @@ def test_gpipe_holds_m_and_1f1b_p_minus_s_microbatches(p: int, m: int) -> None:
 # - full recomputation: 2sbh (the layer's input).
 #
 # dagc saves exactly the values its backward steps read (dagc/analysis/memory.py). Its own
-# closed forms, in elements (w = 2 bytes each), are written below and checked exactly; the
-# difference from the paper is then checked to be exactly the terms dagc lacks: dropout
-# (masks of 1 byte per element after attention's softmax, after the attention output and
-# after the MLP; softmax-dropout's output of 2 bytes) and the pre-softmax scores dagc keeps
-# (softmax's backward reads its input in dagc, its output in the paper).
-#
+# closed forms, in bytes, are written below and checked exactly; the model runs the paper's
+# dropout (attention_dropout = hidden_dropout = 0.1), whose masks dagc keeps at 1 byte per
+# element: the attention mask after softmax (as²b/t) and the hidden masks before the two
+# residual adds (sbh each). The difference from the paper is then checked to be exactly the
+# terms dagc saves differently: the pre-softmax scores dagc keeps where the paper keeps
+# softmax's output (both 2as²b/t: softmax's backward reads its input in dagc, its output in
+# the paper; they cancel), the attention output under selective recomputation, and the
+# all-gathered products' inputs under sequence parallelism.
+
 # The per-layer figure is the difference between the same layout with 3 and with 2 layers on
 # one tensor-parallel group, so the ends of the program (the input no step writes, the loss)
 # cancel.
@@ -351,6 +354,8 @@ model gpt {{
   hidden = {KH}
   heads = {KA}
   ffn = {KF}
+  attention_dropout = 0.1
+  hidden_dropout = 0.1
 }}
 workload {{
   batch = {KB}
@@ -392,14 +397,15 @@ SCORES = KA * KS * KS * KB  # elements of the attention scores (all heads)
 def test_tensor_parallel_layer(t: int) -> None:
     # dagc, in elements: the layer's input and its copy after ln1, ln2's input and output
     # (4·sbh, replicated), q, k, v and the attention output (4·sbh/t), the MLP's up and
-    # activation outputs (2·s·b·F/t), the scores and probabilities (2·a·s²·b/t)
-    dagc = W * (4 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t)
+    # activation outputs (2·s·b·F/t), the scores and the dropped probabilities (2·a·s²·b/t);
+    # in bytes: the two hidden dropout masks (2·sbh) and the attention mask (a·s²·b/t)
+    masks = 2 * SBH + SCORES // t
+    dagc = W * (4 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t) + masks
     assert saved_per_layer(t) == dagc
-    # the paper: sbh(10 + 24/t + 5as/(ht)); t = 1 is its sbh(34 + 5as/h)
+    # the paper: sbh(10 + 24/t + 5as/(ht)); t = 1 is its sbh(34 + 5as/h). dagc's pre-softmax
+    # scores stand for the paper's softmax output (2as²b/t each): the same bytes
     paper = 10 * SBH + 24 * SBH // t + 5 * SCORES // t
-    dropout = 2 * SBH + SCORES // t + 2 * SCORES // t  # two masks of sbh, softmax's mask, output
-    scores = 2 * SCORES // t  # dagc's pre-softmax scores
-    assert paper - dagc == dropout - scores
+    assert paper == dagc
 
 
 @NEEDS_BACKWARD
@@ -407,25 +413,30 @@ def test_sequence_parallel_layer() -> None:
     t = 2
     # the norms' inputs are split over the tp ranks (sbh/t each); the products' inputs are
     # the all-gathered norm outputs (sbh each), kept whole for the weight gradients
-    dagc = W * (2 * SBH // t + 2 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t)
+    # the hidden dropouts run on the token shares: their masks are split too (sbh/t each)
+    masks = 2 * SBH // t + SCORES // t
+    dagc = (
+        W * (2 * SBH // t + 2 * SBH + 4 * SBH // t + 2 * KS * KB * KF // t + 2 * SCORES // t)
+        + masks
+    )
     assert saved_per_layer(t, "  sequence_parallel = true\n") == dagc
     paper = 34 * SBH // t + 5 * SCORES // t
-    dropout = 2 * SBH // t + 3 * SCORES // t
     # Megatron saves the norms' outputs split and gathers them again in the backward
     gathered = 2 * W * SBH - 2 * W * SBH // t
-    assert paper - dagc == dropout - 2 * SCORES // t - gathered
+    assert paper - dagc == -gathered
 
 
 @NEEDS_BACKWARD
 def test_selective_recompute_layer() -> None:
     t = 2
-    # the attention core is rerun, weights·V included: the scores, the probabilities and the
-    # attention output (o_proj's input) are not saved, only q, k and v of the core's inputs
-    dagc = W * (4 * SBH + 3 * SBH // t + 2 * KS * KB * KF // t)
+    # the attention core is rerun, its dropout and weights·V included: the scores, the
+    # probabilities, their mask and the attention output (o_proj's input) are not saved,
+    # only q, k and v of the core's inputs; the two hidden dropout masks are (2·sbh bytes)
+    dagc = W * (4 * SBH + 3 * SBH // t + 2 * KS * KB * KF // t) + 2 * SBH
     assert saved_per_layer(t, "  recompute = selective\n") == dagc
     paper = 10 * SBH + 24 * SBH // t  # sbh(10 + 24/t); 34·sbh/t with sequence parallelism
-    # the two dropout masks, and the attention output the paper keeps and dagc recomputes
-    assert paper - dagc == 2 * SBH + W * SBH // t
+    # the attention output the paper keeps and dagc recomputes
+    assert paper - dagc == W * SBH // t
 
 
 @NEEDS_BACKWARD

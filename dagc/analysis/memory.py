@@ -42,7 +42,7 @@ from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import DType, Training
 from dagc.ir.steps import Phase, Step
 from dagc.ir.terms import TermKind
-from dagc.ir.values import Value
+from dagc.ir.values import MASK_DTYPE, Value
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -195,7 +195,7 @@ def value_bytes(value: Value, gpu: int) -> int:
 
 
 def _dtype_bytes(name: str) -> int:
-    return DType(name).bytes
+    return 1 if name == MASK_DTYPE else DType(name).bytes
 
 
 @dataclass(frozen=True)

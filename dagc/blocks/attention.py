@@ -9,6 +9,9 @@ The core, by the block's kernel:
 - explicit (the seed's): Q·Kᵀ is Get_Time(Bm·h·S, d, S), softmax Elem_Time(Bm·h·S·S) and
   weights·V Get_Time(Bm·h·S, S, d). A causal mask changes none of these (an explicit
   masked GEMM computes every S×S entry), only the model's FLOPs.
+  In training with `attention_dropout`, `attn_dropout` Elem_Time(Bm·h·S·S) follows softmax:
+  it reads the probabilities and writes the dropped ones (which weights·V reads) and their
+  u8 mask (which its backward reads).
 - fused (FlashAttention-style): one step `attn_core`, Attn_Time(Bm, h_i, kv_i, S, d, d),
   Causal_Attn_Time under a causal mask; the S×S scores never exist as a value.
 
@@ -30,14 +33,17 @@ projections (under MLA through the replicated latents q_a, kv_a and their normed
 qk_norm reads q and k and writes their normed forms; the explicit scores read q and k,
 softmax the scores, weights·V the probabilities and v; a fused core reads q, k and v; both
 write attn; o_proj writes o, a partial sum of T x H when t > 1, which only the all-reduce
-reads; res1 reads the reduced o and x.
+reads; res1 reads the reduced o and x. A fused kernel drops out inside (no step). In training
+with `hidden_dropout`, `hidden_dropout1` Elem_Time(T·H) (base.py's hidden_dropout) reads the
+reduced o before res1 and writes `o_dropped`, which res1 reads, and its u8 mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, Values, per_gpu, same, tensor_parallel
+from dagc.blocks.base import BlockModule, Values, hidden_dropout, per_gpu, same, tensor_parallel
 from dagc.blocks.shapes import (
     count,
     dims,
@@ -51,7 +57,7 @@ from dagc.blocks.shapes import (
 from dagc.ir.logical import AttentionKernel, AttentionMask, BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, Label, elementwise, fused_attention, matmul
-from dagc.ir.values import PARTIAL, REPLICATED, Value, split
+from dagc.ir.values import MASK_DTYPE, PARTIAL, REPLICATED, Value, split
 from dagc.split import split_evenly
 
 PerRank = Callable[..., Step]
@@ -139,6 +145,19 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             )
         ]
     else:
+        # training with attention_dropout: a dropout of the probabilities after softmax
+        probs = v["probs"]
+        dropout: list[Step] = []
+        if program.training is not None and model.attention_dropout:
+            probs = v["probs_dropped"]
+            dropout = [
+                per_rank(
+                    "attn_dropout",
+                    lambda h, k_: elementwise(times(scores_rows(h), D.seq)),
+                    reads=(v["probs"],),
+                    writes=(probs, v["attn_dropout_mask"]),
+                )
+            ]
         core = [
             per_rank(
                 "attn_scores",
@@ -152,13 +171,15 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
                 reads=(v["scores"],),
                 writes=(v["probs"],),
             ),
+            *dropout,
             per_rank(
                 "attn_out",
                 lambda h, k_: matmul(scores_rows(h), D.seq, d_v),
-                reads=(v["probs"], v["v"]),
+                reads=(probs, v["v"]),
                 writes=(v["attn"],),
             ),
         ]
+    dropped, out = hidden_dropout(program, block, v["o"], "o", "hidden_dropout1")
     return (
         same("ln1", block, elementwise(times(tok, hid)), reads=x, writes=ln1),
         *qkv,
@@ -170,11 +191,12 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             reads=(v["attn"],),
             writes=(v["o"],),
         ),
+        *dropped,
         same(
             "res1",
             block,
             elementwise(times(tok, hid)),
-            reads=(v["o"], *x),
+            reads=(out, *x),
             writes=(residual_out(program, block, block.gpus),),
         ),
     )
@@ -299,6 +321,11 @@ def _values(program: Program, block: BlockSteps) -> dict[str, Value]:
         "v": value(program, block, "v", (*kv_rows, v_dim), kv_placement),
         "scores": value(program, block, "scores", (*rows, ("keys", S)), heads),
         "probs": value(program, block, "probs", (*rows, ("keys", S)), heads),
+        "probs_dropped": value(program, block, "probs_dropped", (*rows, ("keys", S)), heads),
+        "attn_dropout_mask": replace(
+            value(program, block, "attn_dropout_mask", (*rows, ("keys", S)), heads),
+            dtype=MASK_DTYPE,
+        ),
         "attn": value(program, block, "attn", (*rows, v_dim), heads),
         "o": value(program, block, "o", hidden_shape(program), o_placement),
     }
@@ -346,5 +373,5 @@ MODULE = BlockModule(
     grad_only=frozenset({"res1"}),
     transposed_operand=frozenset({"attn_scores"}),
     backward_all_reduce="all_reduce_attn_bwd",
-    recompute_core=frozenset({"attn_scores", "softmax", "attn_out", "attn_core"}),
+    recompute_core=frozenset({"attn_scores", "softmax", "attn_dropout", "attn_out", "attn_core"}),
 )

@@ -18,14 +18,16 @@ from dagc.blocks.shapes import (
     communication,
     count,
     dims,
+    hidden_shape,
     sequence_parallel,
     times,
     tokens,
+    value,
 )
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import CostTerm, TermKind, elementwise
-from dagc.ir.values import REPLICATED, Value, split
+from dagc.ir.values import MASK_DTYPE, REPLICATED, Value, split
 from dagc.split import split_evenly
 
 # A block's compute or communication: the block (with the steps it has so far) in, its steps
@@ -155,6 +157,36 @@ def joint(
     )
 
 
+HIDDEN_DROPOUTS = frozenset({"hidden_dropout1", "hidden_dropout2"})
+
+
+def hidden_dropout(
+    program: Program, block: BlockSteps, source: Value, prefix: str, base: str
+) -> tuple[tuple[Step, ...], Value]:
+    """The hidden dropout before a residual add (training with `hidden_dropout` > 0): the
+    step `base` (`hidden_dropout1` before res1, `hidden_dropout2` before res2), Elem_Time(T·H),
+    reading `source` (the block's output, summed by the collective in between) and writing
+    `{prefix}_dropped` and its mask `{prefix}_dropout_mask` (dtype u8: one byte per element),
+    which its backward reads.
+    Megatron-LM fuses the dropout into bias-dropout-add; dagc prices it as its own pass over
+    the T·H activation. Returns the steps and the value the residual add reads."""
+    if program.training is None or not program.model.hidden_dropout:
+        return (), source
+    d = dims(program)
+    dropped = value(program, block, f"{prefix}_dropped", hidden_shape(program))
+    mask = replace(
+        value(program, block, f"{prefix}_dropout_mask", hidden_shape(program)), dtype=MASK_DTYPE
+    )
+    step = same(
+        base,
+        block,
+        elementwise(times(d.tokens, d.hidden)),
+        reads=(source,),
+        writes=(dropped, mask),
+    )
+    return (step,), dropped
+
+
 def insert_after(steps: tuple[Step, ...], anchor: str, new: Step) -> tuple[Step, ...]:
     """`steps` with `new` after the last step whose base is `anchor`."""
     index = max(i for i, step in enumerate(steps) if step.base == anchor)
@@ -267,6 +299,13 @@ def _sequence_parallel(
         f"reduce_scatter_{kind}", block, scatter_term, reads=(partial,), writes=(scattered,)
     )
     out = list(communicate_after(with_gather, anchor, scatter, {partial.name: scattered}))
+    # a hidden dropout before the residual add runs on the token shares, as the add does
+    shared: dict[str, Value] = {}
+    for i, step in enumerate(out):
+        if step.base in HIDDEN_DROPOUTS:
+            writes = tuple(replace(w, placement=by_token) for w in step.writes)
+            shared.update((w.name, w) for w in writes)
+            out[i] = replace(step, terms=on_shares(step), writes=writes)
     (residual,) = res.writes
     written = replace(residual, placement=by_token)
     if not block.split_output:
@@ -274,7 +313,9 @@ def _sequence_parallel(
     out[-1] = replace(
         out[-1],
         terms=on_shares(res),
-        reads=tuple(split_x(v) if v.name == x_name else v for v in out[-1].reads),
+        reads=tuple(
+            split_x(v) if v.name == x_name else shared.get(v.name, v) for v in out[-1].reads
+        ),
         writes=(written,),
     )
     if not block.split_output:

@@ -5,12 +5,14 @@ the down projection; with t > 1 the block ends in an all-reduce after mlp_down.
 
 Values: ln2 reads the residual x; up (and gate) read ln2, act reads them, down reads act and
 writes a partial sum when t > 1, which only the all-reduce reads; res2 reads the reduced
-down and x.
+down and x. In training with `hidden_dropout`, `hidden_dropout2` (Elem_Time(T·H), base.py's
+hidden_dropout) comes before res2: it reads the reduced down and writes `down_dropped`
+(which res2 reads) and its u8 mask.
 """
 
 from __future__ import annotations
 
-from dagc.blocks.base import BlockModule, per_gpu, same, tensor_parallel
+from dagc.blocks.base import BlockModule, hidden_dropout, per_gpu, same, tensor_parallel
 from dagc.blocks.shapes import (
     count,
     dims,
@@ -54,6 +56,7 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
         )
         act_reads = (v["up"], v["gate"])
     x = residual_in(program, block)
+    dropout, out = hidden_dropout(program, block, v["down"], "down", "hidden_dropout2")
     return (
         same("ln2", block, elementwise(times(tok, hid)), reads=x, writes=ln2),
         *up,
@@ -71,11 +74,12 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             reads=(v["act"],),
             writes=(v["down"],),
         ),
+        *dropout,
         same(
             "res2",
             block,
             elementwise(times(tok, hid)),
-            reads=(v["down"], *x),
+            reads=(out, *x),
             writes=(residual_out(program, block, block.gpus),),
         ),
     )

@@ -23,7 +23,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, insert_after, joint, per_gpu, reroute, same
+from dagc.blocks.base import (
+    BlockModule,
+    hidden_dropout,
+    insert_after,
+    joint,
+    per_gpu,
+    reroute,
+    same,
+)
 from dagc.blocks.shapes import (
     communication,
     count,
@@ -70,6 +78,7 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     shared_out = tuple(s.writes[0] for s in shared if s.part in (".down", ".score"))
     x = residual_in(program, block)
     agg = v["agg"]
+    dropout, out = hidden_dropout(program, block, agg, "agg", "hidden_dropout2")
     return (
         *_router_steps(program, block, x, v),
         *shared,
@@ -81,11 +90,12 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
             reads=(*outputs, *shared_out),
             writes=(agg,),
         ),
+        *dropout,
         same(
             "res2",
             block,
             elementwise(times(tok, hid)),
-            reads=(agg, *x),
+            reads=(out, *x),
             writes=(residual_out(program, block, block.gpus),),
         ),
     )

@@ -52,7 +52,8 @@ from dagc.split import split_evenly
 class KeySpec:
     """What one key of a section accepts."""
 
-    kind: str  # "int" (positive integer), "number" (positive), "choice", "bool"
+    kind: str  # "int" (positive integer), "number" (positive), "probability" ([0, 1)),
+    # "choice", "bool"
     required: bool = False
     choices: tuple[str, ...] = ()
     meaning: str = ""
@@ -113,6 +114,12 @@ MODEL_KEYS: dict[str, KeySpec] = {
     ),
     "shared_expert_gate": KeySpec("bool", meaning="a sigmoid gate on the shared experts"),
     "router_bias": KeySpec("bool", meaning="a per-expert bias in the router"),
+    "attention_dropout": KeySpec(
+        "probability", meaning="dropout probability of the attention probabilities (training)"
+    ),
+    "hidden_dropout": KeySpec(
+        "probability", meaning="dropout probability of attention's and the MLP's outputs (training)"
+    ),
 }
 # A help that lists more keys than this names the common ones and points at the docs.
 MAX_KEYS_LISTED = 12
@@ -241,7 +248,8 @@ UNSUPPORTED_KEYS: dict[str, str] = {
     "max_position_embeddings": _NOT_COSTED,
     "rms_norm_eps": _NOT_COSTED,
     "norm_eps": _NOT_COSTED,
-    "dropout": _NOT_COSTED,
+    "dropout": "dropout is two keys: `attention_dropout` and `hidden_dropout` (probabilities"
+    " in [0, 1), applied in training)",
     "dp": "data-parallel replicas are not modelled: each group runs one copy of its layers",
     "sp": "sequence parallelism is not modelled: `tp` splits the block's weights and heads",
     "cp": "context parallelism is not modelled: each GPU of a block sees the whole sequence",
@@ -460,6 +468,16 @@ class _Lowering:
                 help=_choice_help(key, str(value.value), spec.choices),
             )
             return None
+        if spec.kind == "probability":
+            number = value.value
+            if isinstance(number, (int, float)) and 0 <= number < 1:
+                return float(number)
+            self.bag.error(
+                value.span,
+                f"`{key}` must be a probability in [0, 1), not `{value.value}`",
+                help=f"`{key}` is the {spec.meaning}; e.g. `{key} = 0.1`",
+            )
+            return None
         if spec.kind == "number":
             number = value.value
             if isinstance(number, (int, float)) and 0 < number <= sys.float_info.max:
@@ -604,6 +622,8 @@ class _Lowering:
             shared_expert_gate=bool(get("shared_expert_gate")) if shared else False,
             router_bias=bool(get("router_bias")) if experts is not None else False,
             tied_embeddings=bool(get("tied_embeddings")),
+            attention_dropout=get("attention_dropout") or 0.0,
+            hidden_dropout=get("hidden_dropout") or 0.0,
         )
 
     def _check_latent_attention(self, section: ast.Section, s: Settings) -> bool:

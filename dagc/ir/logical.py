@@ -139,8 +139,14 @@ class Model:
     shared_expert_gate: bool = False
     router_bias: bool = False
     tied_embeddings: bool = False
+    # dropout probabilities in [0, 1), applied only by training programs (docs/training.md)
+    attention_dropout: float = 0.0  # on the attention probabilities (explicit kernel)
+    hidden_dropout: float = 0.0  # on attention's and the MLP's outputs, before the residual
 
     def __post_init__(self) -> None:
+        for name in ("attention_dropout", "hidden_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"model {name} must be in [0, 1), is {getattr(self, name)}")
         _require_positive(
             self, "layers", "hidden", "heads", "head_dim", "kv_heads", "ffn", "experts",
             "top_k", "expert_ffn", "capacity_factor", "vocab", "q_lora_rank", "kv_lora_rank",
@@ -360,6 +366,8 @@ def print_program(program: Program) -> str:
         ("qk_nope_head_dim", m.qk_nope_head_dim), ("qk_rope_head_dim", m.qk_rope_head_dim),
         ("v_head_dim", m.v_head_dim), ("shared_experts", m.shared_experts),
         ("shared_expert_ffn", m.shared_expert_ffn),
+        ("attention_dropout", f"{m.attention_dropout:g}" if m.attention_dropout else None),
+        ("hidden_dropout", f"{m.hidden_dropout:g}" if m.hidden_dropout else None),
     ]  # fmt: skip
     flags = [
         ("qkv_bias", "true", m.qkv_bias),

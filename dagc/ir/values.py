@@ -118,6 +118,10 @@ class Value:
         return self.name
 
 
+# The dtype of a dropout mask: one byte per element (Megatron-LM keeps its masks as bytes).
+MASK_DTYPE = "u8"
+
+
 def residual_name(kind: str, layer: int) -> str:
     """The residual-stream value a block of `kind` in `layer` writes (`x_l3_attention`)."""
     return f"x_l{layer}_{kind}"

@@ -18,7 +18,8 @@ steps, derived from its cost term and the values it reads and writes (docs/seman
 - a fused attention kernel: `{base}_bwd`, Attn_Bwd_Time or Causal_Attn_Bwd_Time of the same
   arguments, reading dO, Q, K, V and O;
 - an elementwise step: `{base}_bwd`, the same Elem_Time, reading the output gradient and
-  the values the forward read (only the gradient for the module's `grad_only` steps);
+  the values the forward read (only the gradient for the module's `grad_only` steps; a
+  dropout, which writes a mask of dtype u8, reads the gradient and its mask);
   an elementwise step that reads no value (the embedding lookup) updates a weight:
   `{base}_wgrad` (WEIGHT_GRAD);
 - a forward all-reduce (Megatron's g) is the identity backward: no step; a receive
@@ -67,7 +68,7 @@ from dagc.blocks.shapes import activation_bytes, communication, count, dims, hid
 from dagc.ir.logical import Program, Recompute
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, Label, TermKind, elementwise, matmul
-from dagc.ir.values import PARTIAL, REPLICATED, Dim, Placement, Value, split
+from dagc.ir.values import MASK_DTYPE, PARTIAL, REPLICATED, Dim, Placement, Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
 _LAYER_SUFFIX = re.compile(r"_l\d+$")
@@ -318,6 +319,9 @@ class _Builder:
                 )
             ]
         saved = () if forward_base(step.base) in mod.grad_only else self._saved(step.reads)
+        masks = tuple(w for w in step.writes if w.dtype == MASK_DTYPE)
+        if masks:  # a dropout's backward multiplies the gradient by its saved mask
+            saved = self._saved(masks)
         if len(step.reads) == len(step.writes) > 1:
             # one map per input (qk_norm: q -> q_normed, k -> k_normed)
             pairs = [

@@ -206,15 +206,27 @@ def _return(
         span=block.span,
     )
     assert res2.base == "res2"
+    # a hidden dropout runs with res2, on the input GPUs, on what returned
+    dropout: tuple[Step, ...] = ()
+    if moe_side[-1].base == "hidden_dropout2":
+        *rest, drop = moe_side
+        moe_side = tuple(rest)
+        dropout = (drop,)
     (partial,) = moe_side[-1].writes  # expert_agg's
     returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
     back = replace(back, reads=(partial,), writes=(returned,))
+    added = returned
+    if dropout:
+        (drop,) = dropout
+        writes = tuple(w.on(block.input_gpus) for w in drop.writes)
+        dropout = (replace(drop.with_gpus(block.input_gpus), reads=(returned,), writes=writes),)
+        added = writes[0]
     residual = replace(
         res2.with_gpus(block.input_gpus),
-        reads=(returned, x),
+        reads=(added, x),
         writes=(residual_out(program, block, block.input_gpus),),
     )
-    return (*moe_side, back, residual)
+    return (*moe_side, back, *dropout, residual)
 
 
 def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:

@@ -292,7 +292,7 @@ def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None
             side = "input"
     elif block.backward and bare in _AT_OUTPUT:
         side = "input"  # a backward block's input GPUs hold the forward output's gradient
-    elif block.excursion and base == "res2" and _has_transfers(block):
+    elif block.excursion and base in ("res2", "hidden_dropout2") and _has_transfers(block):
         side = "input"  # the residual stream stays where the layer came from
     elif routed and base in ("ln2", "gate"):
         side = "input"  # routed: the router runs where the tokens are
