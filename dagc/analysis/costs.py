@@ -47,6 +47,9 @@ PLUGIN_NAMES: dict[TermKind, str] = {
     TermKind.ATTENTION_BWD: "attn_bwd_time",
     TermKind.CAUSAL_ATTENTION_BWD: "causal_attn_bwd_time",
     TermKind.OPTIMIZER: "adam_time",
+    TermKind.DECODE_ATTENTION: "decode_attn_time",
+    TermKind.LATENT_DECODE_ATTENTION: "mla_decode_attn_time",
+    TermKind.BATCHED_MATMUL: "bmm_time",
 }
 
 

@@ -23,6 +23,34 @@ def tokens(program: Program) -> int:
     return program.workload.tokens_per_microbatch
 
 
+def rank_sequences(program: Program, block: BlockSteps) -> list[int]:
+    """Sequences of the micro-batch each rank of `block.gpus` works on: Bm on every rank,
+    or, for a block with dp replicas, split(Bm, dp)[j] on the ranks of replica j (rank r
+    is in replica r // degree)."""
+    bm = program.workload.microbatch_size
+    if block.dp == 1:
+        return [bm] * len(block.gpus)
+    shares = split_evenly(bm, block.dp)
+    return [shares[rank // block.degree] for rank in range(len(block.gpus))]
+
+
+def rank_tokens(program: Program, block: BlockSteps) -> list[int]:
+    """Tokens each rank of `block.gpus` works on: rank_sequences × S."""
+    return [n * program.workload.seq for n in rank_sequences(program, block)]
+
+
+def input_tokens(program: Program, block: BlockSteps) -> list[int]:
+    """Tokens of the block's input each rank of `block.input_gpus` holds: T on every one,
+    or, when the block before it ran with dp replicas (`block.input_dp`), rank r's
+    split(Bm, input_dp)[r // (|input_gpus| / input_dp)] sequences × S."""
+    n, dp = len(block.input_gpus), block.input_dp
+    if dp == 1:
+        return [tokens(program)] * n
+    shares = split_evenly(program.workload.microbatch_size, dp)
+    per_replica = n // dp
+    return [shares[rank // per_replica] * program.workload.seq for rank in range(n)]
+
+
 def element_bytes(program: Program) -> int:
     """w, bytes per element."""
     return program.workload.dtype.bytes

@@ -8,7 +8,7 @@ tests.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dagc.source import Span
 
@@ -60,6 +60,20 @@ class Recompute(enum.Enum):
     NONE = "none"
     SELECTIVE = "selective"  # attention's core (scores, softmax, weights·V) rerun in backward
     FULL = "full"  # a layer's whole forward rerun before its backward
+
+
+class Mode(enum.Enum):
+    """What the workload runs (docs/serving.md).
+
+    PREFILL: one forward pass over B sequences of S tokens (the default, the seed's).
+    DECODE: one decode step: B sequences, one new token each, attending over C keys.
+    SERVE: prefill of `seq` (the input length I) tokens, then the decode steps that
+    generate the rest of `output` (O) tokens, the context growing from I+1 to I+O−1.
+    """
+
+    PREFILL = "prefill"
+    DECODE = "decode"
+    SERVE = "serve"
 
 
 class DType(enum.Enum):
@@ -178,6 +192,12 @@ class Workload:
 
     `replicas` is the data-parallel degree dp of a training run: the global batch B is
     split over dp replicas, each running m micro-batches of Bm = B/(m·dp) sequences.
+
+    `mode` (Mode): PREFILL as before. DECODE: `seq` is 1 (one query token per sequence) and
+    `context` is C, the keys each new token attends over, itself included (the cache holds
+    C − 1 earlier tokens). SERVE: `seq` is the input length I and `output` the tokens O
+    generated per sequence (the first by the prefill); `context` is unset. A SERVE program
+    is analysed through its phases (`prefill_phase`, `decode_phase`).
     """
 
     batch: int
@@ -185,11 +205,20 @@ class Workload:
     dtype: DType = DType.BF16
     microbatches: int = 1
     replicas: int = 1
+    mode: Mode = Mode.PREFILL
+    context: int | None = None
+    output: int | None = None
 
     def __post_init__(self) -> None:
-        _require_positive(self, "batch", "seq", "microbatches", "replicas")
+        _require_positive(self, "batch", "seq", "microbatches", "replicas", "context", "output")
         if self.batch % (self.microbatches * self.replicas):
             raise ValueError("batch is not divisible by microbatches × replicas")
+        if (self.mode is Mode.DECODE) != (self.context is not None):
+            raise ValueError("a decode workload, and only one, has a context")
+        if self.mode is Mode.DECODE and self.seq != 1:
+            raise ValueError("a decode step has one query token per sequence (seq = 1)")
+        if (self.mode is Mode.SERVE) != (self.output is not None):
+            raise ValueError("a serve workload, and only one, has an output length")
 
     @property
     def microbatch_size(self) -> int:
@@ -266,10 +295,13 @@ class DeviceGroup:
 class Block:
     """One block of a layer, placed on a group with its parallel degree (tp or ep).
 
-    `overlap` puts the block's communication on its GPUs' communication stream. `kernel`
-    and `mask` are an attention block's (resolved from the model's defaults); `dispatch`
-    is a moe block's; `vocab_parallel` is an embed block's (rows split over its GPUs, an
-    all-reduce after the lookup).
+    `dp` (attention data parallelism; attention, mlp, embed, lm_head): the block runs as
+    dp replicas over its group, |group| = degree·dp; rank r is in replica r // degree and
+    replica j works on split(Bm, dp)[j] of the micro-batch's sequences, with its own copy of
+    the weights. `overlap` puts the block's communication on its GPUs' communication
+    stream. `kernel` and `mask` are an attention block's (resolved from the model's
+    defaults); `dispatch` is a moe block's; `vocab_parallel` is an embed block's (rows
+    split over its GPUs, an all-reduce after the lookup).
     """
 
     kind: BlockKind
@@ -281,10 +313,13 @@ class Block:
     mask: AttentionMask = AttentionMask.FULL
     dispatch: MoeDispatch = MoeDispatch.BROADCAST
     vocab_parallel: bool = False
+    dp: int = 1
     span: Span | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        _require_positive(self, "degree")
+        _require_positive(self, "degree", "dp")
+        if self.dp > 1 and self.kind is BlockKind.MOE:
+            raise ValueError("a moe block has no data-parallel replicas (its experts are split)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +350,14 @@ class Program:
     groups: tuple[DeviceGroup, ...]
     ranges: tuple[LayerRange, ...]
     source_path: str = field(default="<memory>", compare=False)
-    training: Training | None = None  # None: one forward pass (prefill)
+    training: Training | None = None  # None: one forward pass (prefill) or decode step
+    # SERVE: the decode phase's layout when it differs from `ranges` (the prefill's); that
+    # is disaggregated serving, prefill and decode on disjoint GPUs. Empty: decode runs on
+    # `ranges` (collocated).
+    decode_ranges: tuple[LayerRange, ...] = ()
+    # The prefill phase of a disaggregated serve: the decode layout its KV cache is sent to
+    # (insert-transfers adds one kv_send_l{l} per layer). Empty otherwise.
+    kv_handoff: tuple[LayerRange, ...] = ()
 
     def __post_init__(self) -> None:
         names = [g.name for g in self.groups]
@@ -327,6 +369,15 @@ class Program:
                 if block.group not in known:
                     raise ValueError(f"block on unknown group {block.group}")
 
+    @property
+    def mode(self) -> Mode:
+        return self.workload.mode
+
+    @property
+    def disaggregated(self) -> bool:
+        """A serve program whose prefill and decode run on different layouts (disjoint GPUs)."""
+        return bool(self.decode_ranges)
+
     def group(self, name: str) -> DeviceGroup:
         """The device group called `name`."""
         for group in self.groups:
@@ -336,6 +387,26 @@ class Program:
 
     def __str__(self) -> str:
         return print_program(self)
+
+
+def prefill_phase(program: Program) -> Program:
+    """The prefill of a SERVE program: one forward pass over its B sequences of I tokens on
+    the prefill layout (sending each layer's KV cache to the decode layout when
+    disaggregated). Any other program is returned unchanged."""
+    if program.mode is not Mode.SERVE:
+        return program
+    workload = replace(program.workload, mode=Mode.PREFILL, output=None)
+    return replace(program, workload=workload, decode_ranges=(), kv_handoff=program.decode_ranges)
+
+
+def decode_phase(program: Program, context: int) -> Program:
+    """One decode step of a SERVE or DECODE program at context C = `context` (keys each new
+    token attends over, itself included), on the decode layout."""
+    if program.mode is Mode.PREFILL:
+        raise ValueError("a prefill program has no decode phase")
+    workload = replace(program.workload, mode=Mode.DECODE, seq=1, context=context, output=None)
+    ranges = program.decode_ranges or program.ranges
+    return replace(program, workload=workload, ranges=ranges, decode_ranges=(), kv_handoff=())
 
 
 def format_gpus(gpus: tuple[int, ...]) -> str:
@@ -384,7 +455,10 @@ def print_program(program: Program) -> str:
         f"  model {model_text}",
         f"  workload batch={w.batch} seq={w.seq} dtype={w.dtype.value}"
         f" microbatches={w.microbatches}"
-        + (f" microbatch_size={w.microbatch_size}" if program.training else ""),
+        + (f" microbatch_size={w.microbatch_size}" if program.training else "")
+        + (f" mode={w.mode.value}" if w.mode is not Mode.PREFILL else "")
+        + (f" context={w.context}" if w.context is not None else "")
+        + (f" output={w.output}" if w.output is not None else ""),
         f"  hardware gpu={hw.gpu} node_size={hw.node_size}"
         + (" split_sends" if hw.split_sends else "")
         + "".join(f" {key}={value:g}" for key, value in sorted(hw.overrides.items())),
@@ -398,19 +472,29 @@ def print_program(program: Program) -> str:
             f" grad_overlap={str(t.grad_overlap).lower()}"
         )
     lines += [f"  group @{g.name} = {format_gpus(g.gpus)}" for g in program.groups]
-    for layer_range in program.ranges:
-        lines.append(f"  layers {layer_range.first}..{layer_range.last} {{")
-        for block in layer_range.blocks:
-            lines.append(f"    {_format_block(block)}")
-        lines.append("  }")
+    prefix = "prefill " if program.decode_ranges else ""
+    lines += _format_ranges(program.ranges, prefix)
+    lines += _format_ranges(program.decode_ranges, "decode ")
+    lines += _format_ranges(program.kv_handoff, "kv_handoff ")
     lines.append("}")
     return "\n".join(lines)
+
+
+def _format_ranges(ranges: tuple[LayerRange, ...], prefix: str) -> list[str]:
+    lines: list[str] = []
+    for layer_range in ranges:
+        lines.append(f"  {prefix}layers {layer_range.first}..{layer_range.last} {{")
+        lines += [f"    {_format_block(block)}" for block in layer_range.blocks]
+        lines.append("  }")
+    return lines
 
 
 def _format_block(block: Block) -> str:
     text = f"{block.kind.value} on @{block.group}"
     if block.kind.degree_key:
         text += f" {block.kind.degree_key}={block.degree}"
+    if block.dp > 1:
+        text += f" dp={block.dp}"
     if block.kind is BlockKind.ATTENTION:
         text += f" kernel={block.kernel.value} mask={block.mask.value}"
     if block.fused_qkv:

@@ -186,6 +186,12 @@ class BlockSteps:
     # tokens over its GPUs (between two sequence-parallel blocks on the same GPUs)
     split_input: bool = False
     split_output: bool = False
+    # attention data parallelism: the block runs as `dp` replicas (rank r in replica
+    # r // degree, on split(Bm, dp)[j] sequences); `input_dp` is how the block's input is
+    # spread over `input_gpus` (the dp of the last non-moe block before it: a moe block
+    # leaves tokens where it found them), 1 when every input GPU holds every token
+    dp: int = 1
+    input_dp: int = 1
     span: Span | None = field(default=None, compare=False)
 
     @property
@@ -215,6 +221,9 @@ class StepProgram:
     program: Program
     blocks: tuple[BlockSteps, ...]
     symmetry: Symmetry | None = None
+    # values no step writes: the program's inputs from outside the step (a decode step's
+    # KV cache, `kv_cache_l{l}`, written by the prefill and earlier decode steps)
+    inputs: tuple[Value, ...] = ()
 
     def steps(self) -> list[Step]:
         """Every step in execution order."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 # the tokens of a micro-batch. An empty symbol is a plain number (a rank's 3 heads).
 Factor = tuple[str, int]
 Label = tuple[Factor, ...]
-TOKEN_SYMBOLS = frozenset({"B", "B/m", "S", "T_e"})
+TOKEN_SYMBOLS = frozenset({"B", "B/m", "S", "T_e", "C", "I"})
 
 
 class TermKind(enum.Enum):
@@ -39,6 +39,15 @@ class TermKind(enum.Enum):
     CAUSAL_ATTENTION_BWD = "Causal_Attn_Bwd_Time"
     # A mixed-precision Adam step over n parameters of the local shard.
     OPTIMIZER = "Adam_Time"
+    # One decode step's attention (Bm, h, kv, C, d_qk, d_v): Bm new tokens, each attending
+    # over C cached keys and values of its sequence (a paged / FlashDecoding kernel).
+    DECODE_ATTENTION = "Decode_Attn_Time"
+    # Multi-head latent attention's decode in the absorbed form (Bm, h, C, d_c, d_r): every
+    # head reads the same latent cache of d_c + d_r values per token (FlashMLA).
+    LATENT_DECODE_ATTENTION = "MLA_Decode_Attn_Time"
+    # b independent products [M,K]×[K,N], each with its own weight (per-head absorbed
+    # projections of MLA decode).
+    BATCHED_MATMUL = "BMM_Time"
 
     @property
     def is_communication(self) -> bool:
@@ -59,8 +68,18 @@ class TermKind(enum.Enum):
 
     @property
     def does_products(self) -> bool:
-        """Matrix products (Get_Time) or a fused attention kernel: work counted in FLOPs."""
-        return self is TermKind.MATMUL or self.is_fused_attention
+        """Matrix products (Get_Time, BMM_Time) or an attention kernel (fused, or a decode
+        step's): work counted in FLOPs."""
+        return (
+            self in (TermKind.MATMUL, TermKind.BATCHED_MATMUL)
+            or self.is_fused_attention
+            or self.is_decode_attention
+        )
+
+    @property
+    def is_decode_attention(self) -> bool:
+        """A decode step's attention over the KV cache (Decode_Attn_Time, MLA_Decode_Attn_Time)."""
+        return self in (TermKind.DECODE_ATTENTION, TermKind.LATENT_DECODE_ATTENTION)
 
 
 _FUSED_ATTENTION = frozenset(
@@ -116,6 +135,9 @@ _ARITY = {
     TermKind.ATTENTION_BWD: 6,
     TermKind.CAUSAL_ATTENTION_BWD: 6,
     TermKind.OPTIMIZER: 1,
+    TermKind.DECODE_ATTENTION: 6,
+    TermKind.LATENT_DECODE_ATTENTION: 5,
+    TermKind.BATCHED_MATMUL: 4,
 }
 # Bytes a mixed-precision Adam step moves per parameter: it reads the fp32 gradient, master
 # weight and the two moments (16 B) and writes the master weight, the moments (12 B) and the
@@ -167,6 +189,16 @@ class CostTerm:
         if self.kind is TermKind.MATMUL:
             m, k, n = self.args
             return 2 * m * k * n
+        if self.kind is TermKind.BATCHED_MATMUL:
+            b, m, k, n = self.args
+            return 2 * b * m * k * n
+        if self.kind is TermKind.DECODE_ATTENTION:
+            batch, heads, _, context, d_qk, d_v = self.args
+            return 2 * batch * heads * context * (d_qk + d_v)
+        if self.kind is TermKind.LATENT_DECODE_ATTENTION:
+            # scores over the latent and rope parts (d_c + d_r), weights·latent (d_c)
+            batch, heads, context, d_c, d_r = self.args
+            return 2 * batch * heads * context * (2 * d_c + d_r)
         if self.kind.is_fused_attention:
             batch, heads, _, seq, d_qk, d_v = self.args
             pairs = causal_pairs(seq) if self.kind.is_causal else seq * seq
@@ -190,6 +222,19 @@ class CostTerm:
         if self.kind is TermKind.MATMUL:
             m, k, n = self.args
             return (m * k + k * n + m * n) * element_bytes
+        if self.kind is TermKind.BATCHED_MATMUL:
+            b, m, k, n = self.args
+            return b * (m * k + k * n + m * n) * element_bytes
+        if self.kind is TermKind.DECODE_ATTENTION:
+            # the cache's C keys and values of each sequence read once (kv heads), the
+            # queries read and the outputs written (h heads)
+            batch, heads, kv, context, d_qk, d_v = self.args
+            return batch * (context * kv + heads) * (d_qk + d_v) * element_bytes
+        if self.kind is TermKind.LATENT_DECODE_ATTENTION:
+            # one latent cache (d_c + d_r per token) shared by every head; queries of
+            # d_c + d_r in, outputs of d_c out
+            batch, heads, context, d_c, d_r = self.args
+            return batch * (context * (d_c + d_r) + heads * (2 * d_c + d_r)) * element_bytes
         if self.kind is TermKind.ELEMENTWISE:
             return 2 * self.args[0] * element_bytes  # one read and one write per element
         if self.kind.is_fused_attention:
@@ -291,6 +336,38 @@ def fused_attention(
     kind = kinds[causal, backward]
     labels = (batch, heads, kv_heads, seq, d_qk, d_v)
     return CostTerm(kind, tuple(_value(label) for label in labels), labels=labels)
+
+
+@functools.cache
+def batched_matmul(batch: Label, m: Label, k: Label, n: Label) -> CostTerm:
+    """BMM_Time(b, M, K, N): b products [M,K]×[K,N], each with its own [K,N] operand."""
+    labels = (batch, m, k, n)
+    return CostTerm(
+        TermKind.BATCHED_MATMUL, tuple(_value(label) for label in labels), labels=labels
+    )
+
+
+@functools.cache
+def decode_attention(
+    batch: Label, heads: Label, kv_heads: Label, context: Label, d_qk: Label, d_v: Label
+) -> CostTerm:
+    """Decode_Attn_Time(Bm, h, kv, C, d_qk, d_v) from labelled dimensions."""
+    labels = (batch, heads, kv_heads, context, d_qk, d_v)
+    return CostTerm(
+        TermKind.DECODE_ATTENTION, tuple(_value(label) for label in labels), labels=labels
+    )
+
+
+@functools.cache
+def latent_decode_attention(
+    batch: Label, heads: Label, context: Label, d_c: Label, d_r: Label
+) -> CostTerm:
+    """MLA_Decode_Attn_Time(Bm, h, C, d_c, d_r) from labelled dimensions (d_c: kv_lora_rank,
+    d_r: qk_rope_head_dim)."""
+    labels = (batch, heads, context, d_c, d_r)
+    return CostTerm(
+        TermKind.LATENT_DECODE_ATTENTION, tuple(_value(label) for label in labels), labels=labels
+    )
 
 
 @functools.cache

@@ -26,6 +26,7 @@ def place(program: Program) -> StepProgram:
     previous_output: tuple[int, ...] | None = None
     previous_value = ""
     previous_layer = -1
+    previous_dp = 1  # how the input tokens are spread: a moe block leaves them in place
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
             for block in layer_range.blocks:
@@ -58,9 +59,13 @@ def place(program: Program) -> StepProgram:
                         dispatch=block.dispatch,
                         vocab_parallel=block.vocab_parallel,
                         input_value=previous_value,
+                        dp=block.dp,
+                        input_dp=previous_dp,
                         span=block.span,
                     )
                 )
+                if block.kind is not BlockKind.MOE:
+                    previous_dp = block.dp
                 previous_output, previous_layer = output, layer
                 previous_value = residual_name(block.kind.value, layer)
     return StepProgram(program, _sequence_splits(program, blocks))
