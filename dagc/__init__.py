@@ -14,14 +14,17 @@ __version__ = "0.1.0"
 # What dagc models today, in two lines; README.md and `dagc --help` print them verbatim
 # (a test keeps the three in step). Update them as the scope grows.
 SCOPE = (
-    "Models prefill (one forward pass) and training steps (backward, recomputation, "
-    "data parallelism with ZeRO 0/1/3, GPipe, 1F1B, interleaved and zero-bubble schedules) "
-    "of released dense and MoE transformers (fused or explicit, causal or full attention; "
-    "GQA and MLA; shared experts; vocabulary-parallel embeddings) in one given layout: tp, "
-    "sequence parallelism, pp, ep, attention/MoE separation with broadcast or routed "
-    "dispatch, micro-batches, communication overlapping compute where the file says so.",
-    "Not modelled yet: decode and serving (the KV cache over time), data-parallel replicas "
-    "for inference, contention between overlapping operations, layout search.",
+    "Models prefill (one forward pass), decode steps and serving (KV cache, time to first "
+    "token, time per output token, throughput, batch sweeps) and training steps (backward, "
+    "recomputation, data parallelism with ZeRO 0/1/3, GPipe, 1F1B, interleaved and "
+    "zero-bubble schedules) of released dense and MoE transformers (fused or explicit, "
+    "causal or full attention; GQA and MLA; shared experts; vocabulary-parallel embeddings) "
+    "in one given layout: tp, sequence parallelism, pp, ep, attention data parallelism, "
+    "attention/MoE separation with broadcast or routed dispatch, disaggregated prefill and "
+    "decode, micro-batches, communication overlapping compute where the file says so.",
+    "Not modelled yet: continuous batching and paged KV memory, speculative decoding, "
+    "tensor parallelism inside data-parallel replicas, contention between overlapping "
+    "operations, layout search.",
 )
 
 _EXPORTS = {
