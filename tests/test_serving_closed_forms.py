@@ -163,7 +163,7 @@ model llama_3_1_8b {{
   layers = {L8}; hidden = {H8}; heads = {NH8}; kv_heads = {NKV8}; ffn = {F8}
   activation = swiglu; vocab = {V8}; attention_kernel = fused; attention_mask = causal
 }}
-workload {{ mode = decode; batch = BATCH; context = CONTEXT; dtype = bf16 }}
+WORKLOAD
 devices {{ gpu = h100; group g = gpu[0] }}
 layers 0..{L8 - 1} on g {{
   embed
@@ -195,9 +195,32 @@ def llama_8b_step(b: int, c: int) -> float:
     return elem_time(b * H8) + L8 * layer + get_time(b, H8, V8)  # embed, layers, lm_head
 
 
+def llama_8b_prefill(b: int, s: int) -> float:
+    """The prefill of B prompts of S tokens on one GPU (T = B·S tokens, a fused causal
+    attention kernel), every operation in program order."""
+    t = b * s
+    pairs = s * (s + 1) // 2
+    attn = max(
+        2 * b * NH8 * pairs * 2 * D8 / COMPUTE, b * s * (NH8 + NKV8) * 2 * D8 * W / MEMORY
+    )  # Causal_Attn_Time(B, h, kv, S, d, d)
+    layer = (
+        elem_time(t * H8)
+        + get_time(t, H8, NH8 * D8)
+        + 2 * get_time(t, H8, NKV8 * D8)
+        + attn
+        + get_time(t, NH8 * D8, H8)
+        + 2 * elem_time(t * H8)
+        + 2 * get_time(t, H8, F8)
+        + elem_time(t * F8)
+        + get_time(t, F8, H8)
+        + elem_time(t * H8)
+    )
+    return elem_time(t * H8) + L8 * layer + get_time(t, H8, V8)
+
+
 def _llama_8b(tmp_path: Path, batch: int, context: int) -> dict[str, Any]:
-    text = LLAMA_8B.replace("BATCH", str(batch)).replace("CONTEXT", str(context))
-    return _analyze_text(tmp_path, text)
+    workload = f"workload {{ mode = decode; batch = {batch}; context = {context}; dtype = bf16 }}"
+    return _analyze_text(tmp_path, LLAMA_8B.replace("WORKLOAD", workload))
 
 
 def test_weights_and_kv_cache_of_llama_3_1_8b() -> None:
@@ -264,6 +287,44 @@ def test_decode_at_batch_512_is_bound_by_compute_and_the_kv_read(tmp_path: Path)
     small = llama_8b_step(1, 4096)
     assert f"{(b / step) / (1 / small):.0f}" == "117" and f"{step / small:.1f}" == "4.4"
     _in_doc("117 times the throughput of B = 1 for 4.4 times the step time")
+
+
+@needs_decode
+def test_serving_llama_3_1_8b_from_its_steps(tmp_path: Path) -> None:
+    """TTFT, TPOT, end to end and tokens/s of B = 8 prompts of 2048 tokens and 256 output
+    tokens: the prefill, then 255 decode steps at contexts 2049 … 2303, each in closed form."""
+    b, i, o = 8, 2048, 256
+    workload = f"workload {{ mode = serve; batch = {b}; input = {i}; output = {o}; dtype = bf16 }}"
+    report = _analyze_text(tmp_path, LLAMA_8B.replace("WORKLOAD", workload))
+    serving = report["serving"]
+    ttft = llama_8b_prefill(b, i)
+    steps = [llama_8b_step(b, i + j) for j in range(1, o)]
+    total = sum(steps)
+    assert serving["ttft_s"] == pytest.approx(ttft, rel=1e-9)
+    assert serving["decode_step_first_s"] == pytest.approx(steps[0], rel=1e-9)
+    assert serving["decode_step_last_s"] == pytest.approx(steps[-1], rel=1e-9)
+    # 255 steps > 64: 65 sampled, the rest interpolated, the exact sum within the bound
+    approximation = serving["approximation"]
+    assert approximation["exact"] is False and approximation["priced_steps"] == 65
+    assert approximation["sum_lower_s"] <= total <= approximation["sum_upper_s"]
+    # every step is memory-bound in C here, so a step is linear in C and interpolation exact
+    assert approximation["sum_s"] == pytest.approx(total, rel=1e-9)
+    tpot = total / (o - 1)
+    e2e = ttft + total
+    assert serving["tpot_s"] == pytest.approx(tpot, rel=1e-9)
+    assert serving["e2e_s"] == pytest.approx(e2e, rel=1e-9)
+    assert serving["tokens_per_s"] == pytest.approx(b * o / e2e, rel=1e-9)
+    assert serving["tokens_per_s_per_gpu"] == pytest.approx(b * o / e2e, rel=1e-9)
+    _in_doc(
+        f"{ttft * 1e3:.1f} ms",
+        f"{tpot * 1e3:.3f} ms",
+        f"{steps[0] * 1e3:.3f} ms",
+        f"{steps[-1] * 1e3:.3f} ms",
+        f"{e2e:.3f} s",
+        f"{b * o / e2e:,.0f} tokens/s",
+        f"T = {b * i:,} tokens",
+        f"contexts {i + 1} … {i + o - 1}",
+    )
 
 
 # ---------------------------------------------------------------------------------------
