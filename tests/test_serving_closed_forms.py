@@ -474,6 +474,8 @@ def test_separation_decode_is_moe_bound_at_context_4096() -> None:
     expected = a + layers * m * b
     assert report["critical_path"]["time_s"] == pytest.approx(expected, rel=1e-9)
     _in_doc(f"{a * 1e3:.4f} ms", f"{b * 1e3:.4f} ms", f"{expected * 1e3:.3f} ms")
+    assert round(1 - a / b, 2) == 0.80  # the attention GPUs' idle share: four fifths
+    _in_doc("idle four fifths")
 
 
 @needs_decode
@@ -488,3 +490,38 @@ def test_separation_decode_is_attention_bound_at_context_32768(tmp_path: Path) -
     expected = layers * m * a + b
     assert report["critical_path"]["time_s"] == pytest.approx(expected, rel=1e-9)
     _in_doc(f"{a * 1e3:.4f} ms", f"{expected * 1e3:.3f} ms")
+    assert round(1 - b / a, 2) == 0.33  # the expert GPUs' idle share: a third
+    _in_doc("a third of it at 32768")
+
+
+@needs_decode
+@pytest.mark.parametrize("context", [4096, 32_768])
+def test_separation_decode_formula_is_the_ping_pong_for_every_cost_model(context: int) -> None:
+    """`dagc formula --matmul-only` gives a + b + (L·m − 1)·max(a, b): both of the spec's
+    cases at once. Evaluated with this file's roofline it is the closed form above."""
+    result = runner.invoke(
+        app,
+        [
+            "formula",
+            str(SEPARATION),
+            "--matmul-only",
+            "--format",
+            "python",
+            "--context",
+            str(context),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    formula = result.stdout.strip()
+    assert "7 * max(" in formula
+    a, b = _separation_units(context)
+    names = {"Get_Time": get_time, "Decode_Attn_Time": _decode_attn_term, "max": max}
+    value = eval(formula, {"__builtins__": {}}, names)
+    assert value == pytest.approx(a + b + 7 * max(a, b), rel=1e-12)
+    assert value == pytest.approx(a + 8 * b if a <= b else 8 * a + b, rel=1e-12)
+    _in_doc("a + b + 7 × max(a, b)")
+
+
+def _decode_attn_term(bm: int, h: int, kv: int, c: int, d_qk: int, d_v: int) -> float:
+    assert d_qk == d_v
+    return decode_attn_time(bm, h, kv, c, d_qk)
