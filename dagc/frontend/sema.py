@@ -140,11 +140,11 @@ WORKLOAD_KEYS: dict[str, KeySpec] = {
     ),
     "context": KeySpec(
         "int",
-        meaning="keys each new token attends over, itself included (decode)",
+        meaning="keys each new token attends over, itself included",
         maximum=MAX_TOKENS,
     ),
-    "input": KeySpec("int", meaning="prompt tokens per sequence (serve)", maximum=MAX_TOKENS),
-    "output": KeySpec("int", meaning="tokens generated per sequence (serve)", maximum=MAX_TOKENS),
+    "input": KeySpec("int", meaning="prompt tokens per sequence", maximum=MAX_TOKENS),
+    "output": KeySpec("int", meaning="tokens generated per sequence", maximum=MAX_TOKENS),
 }
 # The keys each mode requires, and the keys that belong to one mode only.
 MODE_REQUIRED: dict[Mode, tuple[str, ...]] = {
@@ -406,10 +406,13 @@ class _Lowering:
 
     @staticmethod
     def _written_mode(settings: Settings | None, section: ast.Section | None) -> Mode | None:
-        """The workload's `mode` as written (prefill when absent); None when it is invalid."""
-        if settings is not None and "mode" in settings:
+        """The workload's `mode` as written (prefill when absent); None when it is invalid
+        or there is no workload section (both reported)."""
+        if section is None or settings is None:
+            return None
+        if "mode" in settings:
             return Mode(settings["mode"].value)
-        if section is not None and any(s.key.text == "mode" for s in section.settings):
+        if any(s.key.text == "mode" for s in section.settings):
             return None
         return Mode.PREFILL
 
@@ -1729,8 +1732,8 @@ class _Lowering:
                 entry.span,
                 f"dp={dp} on a block replicates it for inference; a training program"
                 " replicates its whole layout",
-                help=f"remove `dp={dp}` and write `dp = {dp}` in the training section (with"
-                f" {dp} times the GPUs)",
+                help=f"remove `dp={dp}`: the training section's `dp` makes data-parallel"
+                " replicas of the whole layout",
             )
             return None
         if degree_entry is not None:
@@ -1782,9 +1785,8 @@ class _Lowering:
                 entry.span,
                 f"dp={dp} replicas need {dp} sequences per micro-batch, but a micro-batch"
                 f" holds {bm}: a replica would run without sequences",
-                help=f"write `batch = {dp * m}` or more"
-                + (", or fewer `microbatches`" if m > 1 else "")
-                + f", or use at most dp={bm}",
+                help=f"each replica needs at least one sequence: write `batch = {dp * m}` or"
+                " more" + (", or fewer `microbatches`" if m > 1 else ""),
             )
             return None
         return dp
