@@ -1040,12 +1040,12 @@ class _Lowering:
                 self._check_unplaced(num_layers, written[name], model_settings, name)
         for name in layouts:
             ranges[name].sort(key=lambda r: r.first)
-            self._check_layout(ranges[name], groups)
+            self._check_layout(ranges[name])
         if len(layouts) == 2:
             self._check_disjoint_layouts(ranges[PREFILL], ranges[DECODE], groups)
         return ranges[layouts[0]], ranges[DECODE] if len(layouts) == 2 else []
 
-    def _check_layout(self, ranges: list[LayerRange], groups: dict[str, DeviceGroup]) -> None:
+    def _check_layout(self, ranges: list[LayerRange]) -> None:
         """A layout's data-parallel groups: every block but moe on a group has one `dp`, and
         a group with dp > 1 is no pipeline stage boundary (a moe excursion to another group
         and back is not one)."""
@@ -1946,7 +1946,7 @@ def _stage_boundaries(
             home = None
         previous_range = layer_range
         # layers of a range run the same blocks, but `embed` (layer 0 only) and `lm_head`
-        # (the last layer only): the first two layers and the last show every move
+        # (the last layer only): the first three layers and the last show every move
         first, last = layer_range.first, layer_range.last
         layers = sorted({first, min(first + 1, last), min(first + 2, last), last})
         for layer in layers:
