@@ -19,6 +19,7 @@ docs/serving.md prints is the one computed here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ from typer.testing import CliRunner
 import dagc
 from dagc.analysis.costs import RooflineParams
 from dagc.cli import app
+from dagc.expand import expand
 from dagc.hardware import PRESETS
 from dagc.ir.logical import DType
 from helpers import EXAMPLES, REPO
@@ -38,17 +40,22 @@ runner = CliRunner()
 
 
 def _has_decode() -> bool:
-    """Whether the front end reads `mode = decode` yet (issue 16 lands in parts)."""
+    """Whether decode steps are analysed yet: the front end reads `mode = decode`, the
+    expansion has decode attention and the report a serving section (issue 16 lands in
+    parts)."""
     text = (
         "model m { layers = 1; hidden = 64; heads = 4; ffn = 128 }\n"
         "workload { mode = decode; batch = 1; context = 8 }\n"
         "devices { group g = gpu[0] }\nlayers 0..0 on g { attention; mlp }\n"
     )
     try:
-        dagc.compile_text(text, path="t.dag")
+        compiled = dagc.compile_text(text, path="t.dag")
+        graph = expand(compiled).graph
     except dagc.DiagnosticError:
         return False
-    return True
+    names = (graph.name(op) for op in range(graph.num_ops))
+    has_serving = importlib.util.find_spec("dagc.analysis.serving") is not None
+    return has_serving and any(name.startswith("attn_decode") for name in names)
 
 
 # TEMPORARY: removed once the decode front end and decode attention are merged.
