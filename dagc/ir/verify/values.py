@@ -1,8 +1,10 @@
 """The sharding type-check of the step IR: the values steps read and write (dagc/ir/values.py).
 
 - Every step writes at least one value, and every value has exactly one writer.
-- Every value a step reads was written by an earlier step, and is read as it was written:
-  the same shape, dtype, placement and GPUs.
+- Every value a step reads was written by an earlier step, or is one of the program's
+  inputs (`StepProgram.inputs`: a decode step's KV cache, which no step writes), and is
+  read as it was written (declared): the same shape, dtype, placement and GPUs. No step
+  writes an input; input names are unique; each input is read by some step.
 - Where values live: a step reads values living on its GPUs and writes values onto its own
   GPUs. A value crosses groups only through a transfer: the sending steps (send_stage,
   broadcast, return, and a routed excursion's dispatch, which reads on the input GPUs)
@@ -110,7 +112,8 @@ class _Context:
 
 def check_values(steps: StepProgram, restrict: Restrict) -> None:
     """Type-check the values of every step, in program order; see the module docstring."""
-    written: dict[str, Value] = {}
+    written = _inputs(steps)
+    inputs = frozenset(written)
     transfers_pending = _transfers_pending(steps)
     # the shard passes run one block kind at a time: a block not sharded yet writes nothing
     unsharded = {residual_name(str(b.kind), b.layer) for b in steps.blocks if not b.steps}
@@ -127,7 +130,21 @@ def check_values(steps: StepProgram, restrict: Restrict) -> None:
                 if communicated:
                     _check_partial(context, source)
             _check_contraction(context)
-            _check_writes(context, written, transfers_pending)
+            _check_writes(context, written, transfers_pending, inputs)
+    read = {value.name for step in steps.steps() for value in step.reads}
+    for value in steps.inputs:
+        if value.name not in read:
+            raise VerificationError(f"program input {value.name} is read by no step")
+
+
+def _inputs(steps: StepProgram) -> dict[str, Value]:
+    """The program's inputs by name: values every step may read, none writes."""
+    inputs: dict[str, Value] = {}
+    for value in steps.inputs:
+        if value.name in inputs:
+            raise VerificationError(f"program input {value.name} is listed twice")
+        inputs[value.name] = value
+    return inputs
 
 
 def _transfers_pending(steps: StepProgram) -> bool:
@@ -195,11 +212,15 @@ def _check_partial(context: _Context, value: Value) -> None:
         )
 
 
-def _check_writes(context: _Context, written: dict[str, Value], transfers_pending: bool) -> None:
+def _check_writes(
+    context: _Context, written: dict[str, Value], transfers_pending: bool, inputs: frozenset[str]
+) -> None:
     step = context.step
     if not step.writes:
         raise context.fail("writes no value")
     for value in step.writes:
+        if value.name in inputs:
+            raise context.fail(f"writes {value.name}, a program input: no step writes one")
         if value.name in written:
             raise context.fail(f"writes {value.name}, which an earlier step already writes")
         placed = transfers_pending or context.sends
