@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ import dagc
 import dagc.api
 from dagc.analysis.costs import CostModel, roofline_for
 from dagc.analysis.memory import activation_bytes
+from dagc.analysis.selection import CostOptions
 from dagc.analysis.totals import model_totals
 from dagc.backends import formula as printers
 from dagc.backends.timeline import shape_text
@@ -573,3 +575,18 @@ def test_decode_step_analyses() -> None:
     analysis = result.analysis
     assert analysis.model_flops == gqa_model_flops(C)
     assert analysis.executed_flops == np.int64(gqa_model_flops(C)) + (4 - NKV) * 4 * BM * H * D * 4
+
+
+def test_a_plugin_prices_the_decode_terms(tmp_path: Path) -> None:
+    # every GQA decode attention 1 ms, everything else 0: 2 layers × 2 micro-batches on the
+    # one chain of a tp group
+    plugin = tmp_path / "decode.py"
+    plugin.write_text(
+        "def decode_attn_time(bm, h, kv, c, d_qk, d_v):\n    return 1e-3\n"
+        "def get_time(m, k, n):\n    return 0.0\n"
+        "def elem_time(n):\n    return 0.0\n"
+        "def all_reduce_time(nbytes, n):\n    return 0.0\n"
+    )
+    costs = CostOptions(plugin=plugin)
+    analysis = dagc.api.analyze_compiled(decode(gqa(4)), costs).analysis
+    assert analysis.total_s == pytest.approx(2 * 2 * 1e-3)
