@@ -7,20 +7,21 @@ has T = Bm tokens (S = 1), each attending over C keys; attention's core is one
 `kv_cache_l{l}`; MLA decodes in the absorbed form (q_absorb, MLA_Decode_Attn_Time,
 v_absorb); dp replicas (tp = 1) work on their own split(Bm, dp)[r] sequences.
 
-Decode programs are built from a compiled prefill file with the workload of a decode
-step (mode DECODE, seq 1, context C), as `dagc.ir.logical.decode_phase` does, and dp
-blocks by giving the attention blocks dp replicas (degree 1).
+Decode files are the prefill files below with `mode = decode; context = C` in place of
+`seq`; dp files write `attention dp=N` in place of `tp`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_formula import RandomModel, check_models, numeric, up_set_models
+from typer.testing import CliRunner
 
 import dagc
 import dagc.api
@@ -31,16 +32,18 @@ from dagc.analysis.totals import model_totals
 from dagc.backends import formula as printers
 from dagc.backends.timeline import shape_text
 from dagc.blocks.params import gpu_parameters
+from dagc.cli import app
 from dagc.compiler import CompileResult
 from dagc.expand import expand
 from dagc.ir.device import DATA_EDGE, DeviceGraph
-from dagc.ir.logical import BlockKind, DType, Mode
+from dagc.ir.logical import DType
 from dagc.ir.steps import Step, StepProgram
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.values import Dim, PlacementKind, split
 from dagc.ir.verify import VerificationError, expected_flops, verify_steps
 from dagc.passes.manager import PassOptions, lower_to_steps
 from dagc.passes.microbatch import microbatch
+from helpers import EXAMPLES
 
 W = 2  # bf16
 
@@ -86,34 +89,18 @@ DP_SHARES = [2, 1, 1, 1]
 
 
 def decode(text: str, context: int = C, dp: int = 1) -> CompileResult:
-    """The decode step of a compiled prefill file at context `context` (the workload a
-    `mode = decode` file has); with `dp`, its attention blocks as dp replicas (tp = 1)."""
-    compiled = dagc.compile_text(text, "t.dag")
-    program = compiled.program
-    workload = replace(program.workload, mode=Mode.DECODE, seq=1, context=context)
-    program = replace(program, workload=workload)
-    if dp > 1:
-        program = with_dp(program, dp)
-    return replace(compiled, program=program)
+    """`text` made a decode step (`mode = decode`, `context = C`, no seq) at context
+    `context`; with `dp`, its attention blocks as dp replicas (`attention dp=N`, tp = 1)."""
+    made = re.sub(r"seq = \d+", f"mode = decode; context = {context}", text)
+    return dagc.compile_text(with_dp(made, dp) if dp > 1 else made, "t.dag")
 
 
 def prefill_dp(text: str, dp: int) -> CompileResult:
-    compiled = dagc.compile_text(text, "t.dag")
-    return replace(compiled, program=with_dp(compiled.program, dp))
+    return dagc.compile_text(with_dp(text, dp), "t.dag")
 
 
-def with_dp(program: dagc.Program, dp: int) -> dagc.Program:
-    ranges = tuple(
-        replace(
-            r,
-            blocks=tuple(
-                replace(b, degree=1, dp=dp) if b.kind is BlockKind.ATTENTION else b
-                for b in r.blocks
-            ),
-        )
-        for r in program.ranges
-    )
-    return replace(program, ranges=ranges)
+def with_dp(text: str, dp: int) -> str:
+    return re.sub(r"attention tp=\d+", f"attention dp={dp}", text)
 
 
 def graph_of(compiled: CompileResult, symmetric: bool = False) -> DeviceGraph:
@@ -590,3 +577,39 @@ def test_a_plugin_prices_the_decode_terms(tmp_path: Path) -> None:
     costs = CostOptions(plugin=plugin)
     analysis = dagc.api.analyze_compiled(decode(gqa(4)), costs).analysis
     assert analysis.total_s == pytest.approx(2 * 2 * 1e-3)
+
+
+# -- the example: Llama-3.1-70B, one decode step on 8 GPUs (tp = 8) ------------------------
+
+LLAMA = EXAMPLES / "serving" / "llama_3_1_70b_decode_tp8.dag"
+
+
+def test_llama_decode_example_by_hand() -> None:
+    # B = 64 sequences, C = 4096; 64 heads and 8 kv heads of d = 128 over tp = 8: 8 query
+    # heads and 1 kv head a GPU
+    compiled = dagc.compile_file(LLAMA)
+    s = steps_of(compiled)
+    assert (
+        step(s, 0, "attn_decode").terms
+        == (CostTerm(TermKind.DECODE_ATTENTION, (64, 8, 1, 4096, 128, 128)),) * 8
+    )
+    # the cache a GPU reads for one layer: 64 sequences × 4095 earlier tokens × one kv head
+    # × (k and v of 128), bf16: 128 MiB less 64·256·2
+    cache = s.inputs[0]
+    assert math.prod(cache.local_sizes(3)) * W == 64 * 4095 * 256 * 2 == 134_184_960
+    # model FLOPs: 2·64 per product weight, plus 80 × 2·64·64·4096·256 for attention
+    h, f, v = 8192, 28_672, 128_256
+    layer = h * 64 * 128 + 2 * h * 8 * 128 + 64 * 128 * h + 3 * h * f
+    model = 2 * 64 * (80 * layer + h * v) + 80 * 2 * 64 * 64 * 4096 * 256
+    assert model_totals(compiled.program).model_flops == model
+    # nkv = tp = 8: no K/V replicated, so executed = model exactly
+    assert expand(compiled).graph.total_matmul_flops() == model
+
+
+def test_lower_verify_prints_the_inputs() -> None:
+    result = CliRunner().invoke(app, ["lower", str(LLAMA), "--emit", "steps", "--verify"])
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "  input kv_cache_l79[sequences=64, context=4095, kv_heads=8, kv_dim=256] bf16"
+        " split(kv_heads) on gpu[0..7]"
+    ) in result.stdout.splitlines()
