@@ -228,8 +228,15 @@ def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
 
 
 def residual_out(program: Program, block: BlockSteps, gpus: tuple[int, ...]) -> Value:
-    """The residual-stream value the block writes on `gpus`: replicated, or split by tokens
-    when the block runs with dp replicas (each replica writes its own tokens)."""
+    """The residual-stream value the block writes, replicated on `gpus`, or split by tokens
+    where they are spread (`tokens_spread`: dp replicas)."""
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
     name = residual_name(str(block.kind), block.layer)
-    return Value(name, dims_, program.workload.dtype.value, gpus, token_placement(block))
+    placement = split("tokens") if tokens_spread(block) else REPLICATED
+    return Value(name, dims_, program.workload.dtype.value, gpus, placement)
+
+
+def tokens_spread(block: BlockSteps) -> bool:
+    """Whether the block's residual output is spread over its GPUs by tokens: a block with
+    dp replicas, or a moe block after one (it leaves each GPU its own tokens)."""
+    return block.dp > 1 or (str(block.kind) == "moe" and block.input_dp > 1)

@@ -6,13 +6,7 @@ these extras: the gate replicated on every GPU of an MoE group, K/V projections 
 when nkv < tp, MLA's down-projections (q_a, kv_a) replicated on every tp rank ((tp − 1)
 copies), expert tokens rounded up by the capacity rule, and explicit attention under a
 causal mask computing all S·S query-key pairs (a fused kernel computes S·(S+1)/2). Norms
-(qk_norm, MLA's latent norms) are elementwise: no FLOPs.
-
-A decode step (mode DECODE: S = 1, T = Bm, C keys a token attends over): the projections
-as above on T tokens; the core, whatever the kernel and mask, 2·Bm·nh·C·(d_qk + d_v); MLA
-in the absorbed form has no kv_b but q_absorb (2·T·nh·nope·r_kv) and v_absorb
-(2·T·nh·r_kv·d_v), and its core is 2·Bm·nh·C·(2·r_kv + rope). Attention data parallelism
-(dp replicas, tp = 1) splits tokens, not work: no extra. This module derives that sum from
+(qk_norm, MLA's latent norms) are elementwise: no FLOPs. This module derives that sum from
 the model, the workload and the placement, without the passes' helpers, so that the device
 verifier compares two independent answers.
 """
@@ -137,7 +131,10 @@ def _core_flops(block: Block, shape: _Shape, heads: int, d_qk: int, d_v: int) ->
 def _latent_attention_flops(program: Program, block: Block, shape: _Shape) -> int:
     """Multi-head latent attention: the down-projections (q_a, kv_a) run whole on every
     one of the tp ranks, (tp - 1) copies beyond the model's; the up-projections, the core
-    and o_proj split by heads."""
+    and o_proj split by heads. A decode step (S = 1, T = Bm, C keys) in the absorbed form
+    has no kv_b but q_absorb (2·T·nh·nope·r_kv) and v_absorb (2·T·nh·r_kv·d_v), and its
+    core is 2·Bm·nh·C·(2·r_kv + rope), whatever the kernel. Attention data parallelism (dp
+    replicas, tp = 1) splits tokens, not work: no extra."""
     model = program.model
     assert model.kv_lora_rank is not None and model.heads is not None
     nope, rope = model.qk_nope_head_dim or 0, model.qk_rope_head_dim or 0

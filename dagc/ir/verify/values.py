@@ -1,10 +1,8 @@
 """The sharding type-check of the step IR: the values steps read and write (dagc/ir/values.py).
 
 - Every step writes at least one value, and every value has exactly one writer.
-- Every value a step reads was written by an earlier step, or is one of the program's
-  inputs (`StepProgram.inputs`: a decode step's KV cache, which no step writes), and is
-  read as it was written (declared): the same shape, dtype, placement and GPUs. No step
-  writes an input; input names are unique; each input is read by some step.
+- Every value a step reads was written by an earlier step, and is read as it was written:
+  the same shape, dtype, placement and GPUs.
 - Where values live: a step reads values living on its GPUs and writes values onto its own
   GPUs. A value crosses groups only through a transfer: the sending steps (send_stage,
   broadcast, return, and a routed excursion's dispatch, which reads on the input GPUs)
@@ -26,6 +24,10 @@
   divides what is left of X.
 
 Before every shard pass has run, reads of a block not sharded yet are not checked.
+
+The program's inputs (`StepProgram.inputs`: a decode step's KV cache, which no step of the
+program writes) are read as they are declared, as if written before the first step; no
+step writes one, input names are unique, and each input is read by some step.
 Errors name the step, its block and, where the step comes from the file, its line.
 After collapse-symmetric the steps run on the kept GPUs only; values keep every GPU.
 """
