@@ -13,6 +13,7 @@ import numpy.typing as npt
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.analysis.memory import GpuMemory, estimate_memory
+from dagc.analysis.serving import ServingFigures
 from dagc.analysis.streams import stream_overlap
 from dagc.analysis.totals import ModelTotals, model_totals
 from dagc.analysis.training import TrainingFigures, training_figures
@@ -141,6 +142,8 @@ class Analysis:
     by_block: tuple[Share, ...] = ()
     table_reach: TableReach | None = None
     training: TrainingFigures | None = None  # None for prefill
+    # decode and serve programs (dagc.api.serve_compiled): the rest describes one decode step
+    serving: ServingFigures | None = None
 
     @property
     def tokens(self) -> int:
