@@ -42,17 +42,24 @@ def _label(value: float, step: float) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def _axis(top: float) -> tuple[float, list[float]]:
-    """The axis' end and its tick values, from 0."""
-    step = nice_step(top)
-    count = max(1, math.ceil(top / step - 1e-9))
-    return step * count, [step * i for i in range(count + 1)]
+def _axis(values: list[float]) -> list[float]:
+    """The tick values of an axis showing `values`: from 0, or, when the values lie in the
+    upper half of their range from 0, from a tick below the smallest (a curve crowded at
+    one edge says nothing)."""
+    low, high = min(values, default=0.0), max(values, default=0.0)
+    first = 0
+    step = nice_step(high)
+    if low > high / 2:
+        step = nice_step(high - low) if high > low else nice_step(high)
+        first = math.floor(low / step + 1e-9)
+    last = max(first + 1, math.ceil(high / step - 1e-9))
+    return [step * i for i in range(first, last + 1)]
 
 
 def _plotted(sweep: Sweep) -> list[SweepRow]:
-    return [
-        row for row in sweep.rows if row.tpot_s is not None and row.tokens_per_s_per_gpu is not None
-    ]
+    """The rows with both figures, by batch (the curve joins them in that order)."""
+    rows = [r for r in sweep.rows if r.tpot_s is not None and r.tokens_per_s_per_gpu is not None]
+    return sorted(rows, key=lambda row: row.batch)
 
 
 def sweep_svg(sweep: Sweep) -> str:
@@ -60,17 +67,16 @@ def sweep_svg(sweep: Sweep) -> str:
     rows = _plotted(sweep)
     xs = [row.tpot_s * 1e3 for row in rows if row.tpot_s is not None]
     ys = [row.tokens_per_s_per_gpu for row in rows if row.tokens_per_s_per_gpu is not None]
-    x_end, x_ticks = _axis(max(xs, default=0.0))
-    y_end, y_ticks = _axis(max(ys, default=0.0))
+    x_ticks, y_ticks = _axis(xs), _axis(ys)
     x_step = x_ticks[1] - x_ticks[0]
     y_step = y_ticks[1] - y_ticks[0]
     inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:
-        return LEFT + inner_w * x / x_end
+        return LEFT + inner_w * (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0])
 
     def py(y: float) -> float:
-        return TOP + inner_h * (1 - y / y_end)
+        return TOP + inner_h * (1 - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]))
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'

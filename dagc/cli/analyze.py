@@ -167,7 +167,7 @@ def _sweep_request(
             )
         if batch not in batches:
             batches.append(batch)
-    return batches
+    return sorted(batches)
 
 
 def _sweep(
