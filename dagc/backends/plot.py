@@ -121,7 +121,13 @@ def sweep_svg(sweep: Sweep) -> str:
             f'<circle cx="{x:.2f}" cy="{y:.2f}" r="4" fill="{fill}" stroke="#1f77b4"'
             ' stroke-width="1.5"/>'
         )
-        out.append(f'<text x="{x + 6:.2f}" y="{y - 6:.2f}">{row.batch}</text>')
+        # a label near the right edge goes to the point's left, inside the picture
+        if x > LEFT + inner_w - 40:
+            out.append(
+                f'<text x="{x - 6:.2f}" y="{y - 6:.2f}" text-anchor="end">{row.batch}</text>'
+            )
+        else:
+            out.append(f'<text x="{x + 6:.2f}" y="{y - 6:.2f}">{row.batch}</text>')
     if any(not row.fits for row in rows):
         out.append(
             f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end" font-size="10">'
