@@ -17,6 +17,7 @@ FLOPs). With one micro-batch the path runs through the 4 layers one after anothe
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -136,7 +137,7 @@ def test_long_outputs_sample_65_evenly_spaced_steps() -> None:
     assert positions[0] == 0 and positions[-1] == 999
     # k·999/64 rounded to the nearest step, halves up
     assert positions == [math.floor(k * 999 / 64 + 0.5) for k in range(65)]
-    gaps = {b - a for a, b in zip(positions, positions[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(positions)}
     assert gaps == {15, 16}
 
 
@@ -161,9 +162,11 @@ def test_sampled_sum_lies_within_its_bound_of_the_exact_sum() -> None:
     # the bounds are the left and right Riemann sums over the samples
     positions = [math.floor(j * (steps - 1) / 64 + 0.5) for j in range(65)]
     times = [a + k * (first + p) ** 2 for p in positions]
-    left = sum(times) + sum((q - p - 1) * t for p, q, t in zip(positions, positions[1:], times))
+    left = sum(times) + sum(
+        (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times, strict=False)
+    )
     right = sum(times) + sum(
-        (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times[1:])
+        (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times[1:], strict=True)
     )
     assert total.lower_s == pytest.approx(left, rel=1e-12)
     assert total.upper_s == pytest.approx(right, rel=1e-12)
@@ -214,7 +217,8 @@ def test_serve_report_describes_the_last_decode_step(tmp_path: Path, plugin: Pat
     }
     args = ["analyze", str(file), "--cost-plugin", str(plugin), "--matmul-only"]
     text = runner.invoke(app, args).stdout.splitlines()
-    assert text[0].startswith(f"dagc analyze: {file} (serve; the report below is its last")
+    header = " ".join(line.strip() for line in text[:3])  # wrapped at 80 columns
+    assert f"(serve; the report below is its last decode step, at context 143)" in header
     assert any(line.startswith("TTFT           ") for line in text)
     assert any(line.startswith("approximation  exact: every decode step priced") for line in text)
     markdown = runner.invoke(app, [*args, "--format", "markdown"]).stdout
