@@ -166,7 +166,7 @@ def test_sampled_sum_lies_within_its_bound_of_the_exact_sum() -> None:
         (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times, strict=False)
     )
     right = sum(times) + sum(
-        (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times[1:], strict=True)
+        (q - p - 1) * t for p, q, t in zip(positions, positions[1:], times[1:], strict=False)
     )
     assert total.lower_s == pytest.approx(left, rel=1e-12)
     assert total.upper_s == pytest.approx(right, rel=1e-12)
@@ -218,7 +218,7 @@ def test_serve_report_describes_the_last_decode_step(tmp_path: Path, plugin: Pat
     args = ["analyze", str(file), "--cost-plugin", str(plugin), "--matmul-only"]
     text = runner.invoke(app, args).stdout.splitlines()
     header = " ".join(line.strip() for line in text[:3])  # wrapped at 80 columns
-    assert f"(serve; the report below is its last decode step, at context 143)" in header
+    assert "(serve; the report below is its last decode step, at context 143)" in header
     assert any(line.startswith("TTFT           ") for line in text)
     assert any(line.startswith("approximation  exact: every decode step priced") for line in text)
     markdown = runner.invoke(app, [*args, "--format", "markdown"]).stdout
