@@ -207,8 +207,11 @@ def test_serve_figures_by_hand(tmp_path: Path, plugin: Path) -> None:
     assert serving["disaggregated"] is False and serving["kv_handoff_s"] is None
 
 
-def test_serve_report_describes_the_last_decode_step(tmp_path: Path, plugin: Path) -> None:
-    file = workload(SERVE, tmp_path / "serve.dag")
+def test_serve_report_describes_the_last_decode_step(
+    tmp_path: Path, plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a short path: the header is wrapped at spaces only
+    file = workload(SERVE, Path("serve.dag"))
     report = analyze_json(file, plugin)
     assert report["critical_path"]["time_s"] == pytest.approx(step(8, 143), rel=1e-12)
     assert report["serving"]["context"] == 143
@@ -217,8 +220,10 @@ def test_serve_report_describes_the_last_decode_step(tmp_path: Path, plugin: Pat
     }
     args = ["analyze", str(file), "--cost-plugin", str(plugin), "--matmul-only"]
     text = runner.invoke(app, args).stdout.splitlines()
-    header = " ".join(line.strip() for line in text[:3])  # wrapped at 80 columns
-    assert "(serve; the report below is its last decode step, at context 143)" in header
+    header = " ".join(line.strip() for line in text[:2])  # wrapped at 80 columns
+    assert header == (
+        "dagc analyze: serve.dag (serve; the report below is its last decode step, at context 143)"
+    )
     assert any(line.startswith("TTFT           ") for line in text)
     assert any(line.startswith("approximation  exact: every decode step priced") for line in text)
     markdown = runner.invoke(app, [*args, "--format", "markdown"]).stdout
