@@ -289,7 +289,7 @@ def test_prefill_reports_have_no_serving_section(tmp_path: Path, plugin: Path) -
     assert "serving" not in analyze_json(file, plugin)
     args = ["analyze", str(file), "--cost-plugin", str(plugin), "--matmul-only"]
     text = runner.invoke(app, args).stdout.splitlines()
-    assert text[0] == f"dagc analyze: {file}"
+    assert text[0].startswith("dagc analyze:") and "(" not in " ".join(text[:3])
     assert not any(line.startswith("serving") for line in text)
 
 
