@@ -342,7 +342,7 @@ def test_sweep_table_rows_by_hand(tmp_path: Path, plugin: Path) -> None:
 def test_sweep_text_and_markdown(tmp_path: Path, plugin: Path) -> None:
     file = workload(SERVE, tmp_path / "serve.dag")
     text = sweep(file, plugin, "--batch-sweep", "1,2").stdout.splitlines()
-    text = text[[line.startswith("batch ") for line in text].index(True) - 1 :]  # after the title
+    text = text[[line.startswith("batch  ") for line in text].index(True) - 1 :]  # the title wraps
     assert text[1].split() == ["batch", "TTFT", "TPOT", "ms", "tokens/s", "tokens/s/GPU", "fits"]
     assert [line.split()[0] for line in text[2:]] == ["1", "2"]
     assert all(line.split()[-1] == "yes" for line in text[2:])

@@ -832,7 +832,7 @@ def write_sweep(sweep: Sweep, stream: TextIO, *, fmt: str = "text") -> None:
         stream.write("\n")
         return
     rows = [SWEEP_HEADER, *(_sweep_cells(row) for row in sweep.rows)]
-    title = f"batch sweep of {sweep.source} ({sweep.mode.value}; {sweep.cost_model})"
+    title = f"dagc analyze --batch-sweep: {sweep.source} ({sweep.mode.value}; {sweep.cost_model})"
     if fmt == "markdown":
         lines = [f"**{title}**", ""]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
