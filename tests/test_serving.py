@@ -354,11 +354,23 @@ def test_sweep_text_and_markdown(tmp_path: Path, plugin: Path) -> None:
 
 
 def test_sweep_auto_doubles_from_the_smallest_batch(tmp_path: Path) -> None:
-    compiled = dagc.compile_text(config({9: DECODE + "; microbatches = 3"}))
+    compiled = dagc.compile_text(config({8: "  batch = 12", 9: DECODE + "; microbatches = 3"}))
     assert auto_batches(compiled.program, None) == [3 * 2**k for k in range(11)]  # ≤ 4096
     assert auto_batches(compiled.program, 20) == [3, 6, 12]
     assert batch_problem(compiled.program, 4) == "not divisible by the 3 micro-batches"
     assert batch_problem(compiled.program, 6) is None
+
+
+def test_sweep_skips_batches_leaving_a_replica_without_a_sequence() -> None:
+    # attention and mlp as 4 data-parallel replicas (tp = 1) on g0: each needs a sequence
+    replicas = "layers 0..3 on g0 {\n  attention tp=1 dp=4\n  mlp tp=1 dp=4\n}"
+    text = config({9: DECODE, 15: replicas, 16: "", 17: "", 18: "", 19: "", 20: "", 21: "", 22: ""})
+    program = dagc.compile_text(text).program
+    assert batch_problem(program, 2) == (
+        "a micro-batch of 2 sequences leaves some of the dp=4 replicas without one"
+    )
+    assert batch_problem(program, 4) is None
+    assert auto_batches(program, 16) == [4, 8, 16]
 
 
 def test_sweep_plot_is_deterministic_svg(tmp_path: Path, plugin: Path) -> None:
