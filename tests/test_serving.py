@@ -170,7 +170,7 @@ def test_sampled_sum_lies_within_its_bound_of_the_exact_sum() -> None:
     )
     assert total.lower_s == pytest.approx(left, rel=1e-12)
     assert total.upper_s == pytest.approx(right, rel=1e-12)
-    assert "sampled: 65 of 4000 decode steps" in total.describe()
+    assert "sampled: 65 of 4,000 decode steps" in total.describe()
 
 
 def test_a_step_time_falling_with_the_context_is_flagged() -> None:

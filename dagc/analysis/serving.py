@@ -109,10 +109,10 @@ class StepSum:
     def describe(self) -> str:
         """One sentence for reports."""
         if self.exact:
-            return f"exact: every decode step priced ({self.steps} steps)"
+            return f"exact: every decode step priced ({self.steps:,} steps)"
         width = (self.upper_s - self.lower_s) / self.total_s if self.total_s else 0.0
         text = (
-            f"sampled: {self.priced} of {self.steps} decode steps priced at evenly spaced"
+            f"sampled: {self.priced} of {self.steps:,} decode steps priced at evenly spaced"
             f" contexts, the others interpolated linearly; the sum of the steps lies in"
             f" [{self.lower_s:.6g} s, {self.upper_s:.6g} s] ({width:.3%} of it wide), as a"
             " step's time does not decrease with its context"
