@@ -526,3 +526,23 @@ def test_phase_with_emit_ast_is_an_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["lower", str(file), "--emit", "ast", "--phase", "decode"])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == "dagc: error: --phase does nothing with --emit ast"
+
+
+def test_sweep_marks_batches_that_do_not_fit(tmp_path: Path, plugin: Path) -> None:
+    # 1 MB per GPU: not even the weights fit
+    file = workload(DECODE, tmp_path / "decode.dag")
+    picture = tmp_path / "curve.svg"
+    small = ["--set", "memory_bytes=1e6", "--batch-sweep", "1,2", "--plot", str(picture)]
+    result = sweep(file, plugin, *small, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [row["fits"] for row in json.loads(result.stdout)["rows"]] == [False, False]
+    root = ET.fromstring(picture.read_text(encoding="utf-8"))
+    circles = root.findall("{http://www.w3.org/2000/svg}circle")
+    assert [c.attrib["fill"] for c in circles] == ["white", "white"]
+
+
+def test_analyze_formula_of_a_serve_file_is_its_reported_step(tmp_path: Path, plugin: Path) -> None:
+    file = workload(SERVE, tmp_path / "serve.dag")
+    report = analyze_json(file, plugin, "--formula")
+    assert "Decode_Attn_Time(8, 4, 4, 143, 64, 64)" in report["formula"]["python"]
+    assert "Get_Time(1024, 1024, 256)" not in report["formula"]["python"]  # no prefill
