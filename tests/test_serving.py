@@ -546,3 +546,60 @@ def test_analyze_formula_of_a_serve_file_is_its_reported_step(tmp_path: Path, pl
     report = analyze_json(file, plugin, "--formula")
     assert "Decode_Attn_Time(8, 4, 4, 143, 64, 64)" in report["formula"]["python"]
     assert "Get_Time(1024, 1024, 256)" not in report["formula"]["python"]  # no prefill
+
+
+# ---------------------------------------------------------------------------------------
+# Disaggregated serving: prefill on g0, decode on g1, the KV cache sent layer by layer
+
+DISAGGREGATED = {
+    9: SERVE,
+    15: "layers 0..3 on g0 prefill {",
+    19: "layers 0..3 on g1 decode {",
+}
+# Products as PLUGIN; norms, residuals and all-reduces free; a P2P moves 1 GB/s.
+SLOW_LINK_PLUGIN = (
+    PLUGIN
+    + """
+
+def elem_time(n):
+    return 0.0
+
+
+def all_reduce_time(nbytes, n):
+    return 0.0
+
+
+def p2p_time(nbytes):
+    return nbytes / 1e9
+"""
+)
+
+
+def test_disaggregated_serve_by_hand(tmp_path: Path) -> None:
+    pytest.importorskip("dagc.analysis.capacity")  # the kv_send handoff comes with it
+    costs = tmp_path / "slow_link.py"
+    costs.write_text(SLOW_LINK_PLUGIN, encoding="utf-8")
+    file = tmp_path / "disaggregated.dag"
+    file.write_text(config(DISAGGREGATED), encoding="utf-8")
+    result = runner.invoke(
+        app, ["analyze", str(file), "--cost-plugin", str(costs), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    serving = json.loads(result.stdout)["serving"]
+    # the prefill runs its 4 layers on g0; the first token is known at their end
+    ttft = LAYERS * prefill_layer(8, 128)
+    # each layer sends its K and V after its qkv: B·I tokens × 2·nkv·d·w bytes over the 4
+    # GPUs, 8·128·(2·16·64·2)/4 = 1 MiB, 1.048576 ms at 1 GB/s; the sends queue on the
+    # communication stream from the end of layer 0's qkv
+    send = 8 * 128 * (2 * 16 * 64 * 2) // 4 / 1e9
+    handoff = 3 * g(8 * 128, H, HEADS_PER_RANK * D_HEAD) + LAYERS * send
+    assert handoff > ttft
+    steps = sum(step(8, 128 + j) for j in range(1, 16))
+    assert serving["disaggregated"] is True
+    assert serving["ttft_s"] == pytest.approx(ttft, rel=1e-12)
+    assert serving["kv_handoff_s"] == pytest.approx(handoff, rel=1e-12)
+    assert serving["prefill_makespan_s"] == pytest.approx(handoff, rel=1e-12)
+    assert serving["e2e_s"] == pytest.approx(handoff + steps, rel=1e-12)
+    # steady state: one batch prefills (and sends) while the previous one decodes
+    assert serving["tokens_per_s"] == pytest.approx(8 * 16 / max(handoff, steps), rel=1e-12)
+    assert serving["gpus"] == 8  # both layouts

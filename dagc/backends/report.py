@@ -215,7 +215,7 @@ def _serving_rows(serving: ServingFigures) -> list[tuple[str, str]]:
                     f" first {_seconds(steps.first_s)}, last {_seconds(steps.last_s)})",
                 )
             )
-        start = "the KV handoff (or TTFT when later)" if serving.disaggregated else "TTFT"
+        start = "max(TTFT, KV handoff)" if serving.disaggregated else "TTFT"
         rows.append(("end to end", f"{_maybe_seconds(serving.e2e_s)} ({start} + decode steps)"))
         if serving.disaggregated:
             how = (
