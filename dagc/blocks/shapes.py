@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dagc.ir.logical import Program
+from dagc.ir.logical import Mode, Program
 from dagc.ir.steps import BlockSteps
 from dagc.ir.terms import CostTerm, Label, TermKind
-from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name
+from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name, split
 from dagc.split import split_evenly
 
 
@@ -72,13 +72,41 @@ def shared_tokens(program: Program, ep: int) -> list[int]:
     return split_evenly(tokens(program), ep)
 
 
-def tokens_held_by_expert_gpu(program: Program, ep: int, shared: bool = True) -> int:
+def active_experts(program: Program) -> int | None:
+    """A = ceil(T·k·cf) in a decode step when A < E: only A experts receive a token (one
+    each); None when every expert receives T_e tokens (A ≥ E, and always in prefill)."""
+    model = program.model
+    assert model.experts is not None and model.top_k is not None
+    if program.workload.mode is not Mode.DECODE:
+        return None
+    factor = Fraction(repr(model.capacity_factor))
+    active = math.ceil(tokens(program) * model.top_k * factor)
+    return active if active < model.experts else None
+
+
+def experts_run(program: Program, ep: int) -> list[int]:
+    """How many of its local experts each rank of a moe group runs: all E/e, or, with A
+    active experts in decode (active_experts), split(A, e)[i] on rank i (its first
+    local experts)."""
+    assert program.model.experts is not None
+    active = active_experts(program)
+    if active is None:
+        return [program.model.experts // ep] * ep
+    return split_evenly(active, ep)
+
+
+def tokens_held_by_expert_gpu(
+    program: Program, ep: int, shared: bool = True, shares: list[int] | None = None
+) -> int:
     """Tokens one MoE GPU works on: min(T, T_e·E/e), plus its ceil(T/e) shared-expert
     tokens with shared experts: min(T, T_e·E/e + ceil(T/e)). `shared=False`: the routed
-    tokens alone (what an all-to-all dispatch brings it)."""
-    assert program.model.experts is not None
-    routed = expert_tokens(program) * program.model.experts // ep
-    extra = max(shared_tokens(program, ep)) if shared else 0
+    tokens alone (what an all-to-all dispatch brings it). In decode with A active experts,
+    T_e = 1 and E/e becomes ceil(A/e), the most any rank runs. `shares`: the shared-expert
+    tokens of each rank, when not split(T, e)."""
+    routed = expert_tokens(program) * max(experts_run(program, ep))
+    if shares is None:
+        shares = shared_tokens(program, ep)
+    extra = max(shares) if shared and program.model.shared_experts else 0
     return min(tokens(program), routed + extra)
 
 
@@ -139,9 +167,11 @@ def activation_bytes(program: Program) -> Label:
     return times(d.tokens, d.hidden, d.width)
 
 
-def held_tokens(program: Program, ep: int, shared: bool = True) -> Label:
+def held_tokens(
+    program: Program, ep: int, shared: bool = True, shares: list[int] | None = None
+) -> Label:
     """tokens_held_by_expert_gpu as a label: T when every token reaches the GPU."""
-    held = tokens_held_by_expert_gpu(program, ep, shared)
+    held = tokens_held_by_expert_gpu(program, ep, shared, shares)
     return dims(program).tokens if held == tokens(program) else count(held)
 
 
@@ -182,16 +212,44 @@ def sequence_parallel(program: Program, block: BlockSteps) -> bool:
 
 def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
     """The residual-stream value the block reads, replicated on its input GPUs (none for
-    the program's first block, whose input no step writes)."""
+    the program's first block, whose input no step writes); split by tokens when the block
+    before it ran with dp replicas (`block.input_dp`)."""
     if not block.input_value:
         return ()
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
     dtype = program.workload.dtype.value
-    return (Value(block.input_value, dims_, dtype, block.input_gpus),)
+    placement = split("tokens") if block.input_dp > 1 else REPLICATED
+    return (Value(block.input_value, dims_, dtype, block.input_gpus, placement),)
 
 
 def residual_out(program: Program, block: BlockSteps, gpus: tuple[int, ...]) -> Value:
-    """The residual-stream value the block writes, replicated on `gpus`."""
+    """The residual-stream value the block writes, replicated on `gpus`, or split by tokens
+    where they are spread (`tokens_spread`: dp replicas)."""
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
     name = residual_name(str(block.kind), block.layer)
-    return Value(name, dims_, program.workload.dtype.value, gpus)
+    placement = split("tokens") if tokens_spread(block) else REPLICATED
+    return Value(name, dims_, program.workload.dtype.value, gpus, placement)
+
+
+def tokens_spread(block: BlockSteps) -> bool:
+    """Whether the block's residual output is spread over its GPUs by tokens: a block with
+    dp replicas, or a moe block after one (it leaves each GPU its own tokens)."""
+    return block.dp > 1 or (str(block.kind) == "moe" and block.input_dp > 1)
+
+
+def rank_token_labels(program: Program, block: BlockSteps) -> list[Label]:
+    """rank_tokens as labels: T (`B×S`) on a rank that works on the whole micro-batch, else
+    its Bm_r sequences × S (a plain count times `S`)."""
+    d = dims(program)
+    bm = program.workload.microbatch_size
+    return [d.tokens if n == bm else times(count(n), d.seq) for n in rank_sequences(program, block)]
+
+
+def input_token_labels(program: Program, block: BlockSteps) -> list[Label]:
+    """input_tokens as labels, as rank_token_labels."""
+    d = dims(program)
+    seq = program.workload.seq
+    return [
+        d.tokens if n == tokens(program) else times(count(n // seq), d.seq)
+        for n in input_tokens(program, block)
+    ]
