@@ -211,9 +211,9 @@ def sequence_parallel(program: Program, block: BlockSteps) -> bool:
 
 
 def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
-    """The residual-stream value the block reads, replicated on its input GPUs (none for
-    the program's first block, whose input no step writes); split by tokens when the block
-    before it ran with dp replicas (`block.input_dp`)."""
+    """The residual-stream value the block reads on its input GPUs: replicated, or split by
+    tokens when the block before it ran with dp replicas (`input_dp`); none for the
+    program's first block, whose input no step writes."""
     if not block.input_value:
         return ()
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
