@@ -13,20 +13,25 @@ semantics, written in the test.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import dagc
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.analysis.formula import evaluate
 from dagc.api import cost_model, formula_compiled
+from dagc.cli import app
 from dagc.compiler import CompileResult
+from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.logical import Block, BlockKind, Mode
 from dagc.ir.steps import Step, StepProgram
 from dagc.ir.terms import TermKind
 from dagc.ir.values import split
 from dagc.passes.manager import PassOptions, run_passes
+from helpers import check
 
 W = 2  # bf16
 H = 64
@@ -323,3 +328,42 @@ def test_formula_is_the_critical_path(compiled: object) -> None:
     model, _ = cost_model(program.program)
     path = critical_path(graph, op_costs(graph, model.term_costs(graph.terms.terms))).time
     assert evaluate(result.expression, model.term_seconds) == pytest.approx(path, rel=1e-12)
+
+
+# -- diagnostics ---------------------------------------------------------------------------------
+
+UNEVEN = """model m { layers = 2; hidden = 64; heads = 4; ffn = 128; vocab = 100 }
+workload { batch = 6; seq = 4 }
+devices { group g = gpu[0..3] }
+layers 0..1 on g {
+  embed dp=4
+  mlp dp=4
+  lm_head dp=4
+}
+"""
+
+
+def test_uneven_replicas_warn_once_per_group(tmp_path: Path) -> None:
+    # Bm = 6 over dp = 4: split(6, 4) = 2, 2, 1, 1 sequences (allowed, reported)
+    message = (
+        "a micro-batch's 6 sequences do not split evenly over dp=4 replicas:"
+        " replicas 0-1 get 2 sequences, replicas 2-3 get 1"
+    )
+    (warning,) = dagc.compile_text(UNEVEN, path="t.dag").warnings
+    check(
+        warning,
+        5,
+        12,
+        message,
+        severity=Severity.WARNING,
+        help="the replicas with the most sequences set the pace; a micro-batch of a multiple"
+        " of 4 sequences splits evenly",
+        width=1,
+    )
+    path = tmp_path / "t.dag"
+    path.write_text(UNEVEN, encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(path), "--werror"])
+    assert result.exit_code == 2
+    assert message in result.output
+    even = UNEVEN.replace("batch = 6", "batch = 8")
+    assert dagc.compile_text(even, path="t.dag").warnings == ()
