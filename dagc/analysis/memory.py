@@ -180,6 +180,19 @@ def activation_bytes(step: Step, rank: int, w: int) -> int:
         return 2 * term.args[0] * w
     if term.kind.is_fused_attention:  # Q, K, V in and O out; the scores never reach memory
         return term.bytes_moved(w)
+    if term.kind is TermKind.BATCHED_MATMUL:  # each of the b products' K × N is a weight
+        b, m, k, n = term.args
+        return b * (m * k + m * n) * w
+    if term.kind is TermKind.DECODE_ATTENTION:
+        # the new tokens' q, k, v in and o out; the cache it reads is the KV cache's (counted
+        # apart), and no scores reach memory
+        batch, heads, kv, _, d_qk, d_v = term.args
+        return batch * (heads + kv) * (d_qk + d_v) * w
+    if term.kind is TermKind.LATENT_DECODE_ATTENTION:
+        # the absorbed queries (d_c + d_r) and latent outputs (d_c) of every head, the new
+        # token's latent and rope key; the latent cache counted apart
+        batch, heads, _, d_c, d_r = term.args
+        return batch * (heads * (2 * d_c + d_r) + d_c + d_r) * w
     return 0
 
 

@@ -136,7 +136,8 @@ def count(value: int, symbol: str = "") -> Label:
 
 @dataclass(frozen=True)
 class Dims:
-    """The program's dimensions as labels: T (tokens), Bm, S, H, d, w."""
+    """The program's dimensions as labels: T (tokens), Bm, S, H, d, w, and the keys each
+    query attends over (C in a decode step, S otherwise)."""
 
     tokens: Label
     batch: Label
@@ -144,21 +145,55 @@ class Dims:
     hidden: Label
     head_dim: Label
     width: Label
+    context: Label
 
 
 def dims(program: Program) -> Dims:
-    """Labelled dimensions of `program` (Bm is `B` with one micro-batch, else `B/m`)."""
-    workload, model = program.workload, program.model
+    """Labelled dimensions of `program` (Bm is `B` with one micro-batch, else `B/m`).
+
+    A decode step (mode DECODE) has one query token per sequence: its tokens are `B` (or
+    `B/m`) alone, and its context `C` (the keys each new token attends over)."""
+    workload = program.workload
     batch = count(workload.microbatch_size, "B" if workload.microbatches == 1 else "B/m")
+    return _dims(program, batch)
+
+
+def rank_dims(program: Program, block: BlockSteps) -> list[Dims]:
+    """`dims(program)` as each rank of `block.gpus` works on it: the same on every rank,
+    or, for a block with dp replicas, its replica's Bm_r = rank_sequences sequences (a
+    plain count: the rank's share) and T_r = Bm_r·S tokens."""
+    if block.dp == 1:
+        return [dims(program)] * len(block.gpus)
+    shares = rank_sequences(program, block)
+    made = {n: _dims(program, count(n)) for n in set(shares)}
+    return [made[n] for n in shares]
+
+
+def _dims(program: Program, batch: Label) -> Dims:
+    workload, model = program.workload, program.model
     seq = count(workload.seq, "S")
+    decode = workload.mode is Mode.DECODE
+    context = count(workload.context or 1, "C") if decode else seq
     return Dims(
-        tokens=times(batch, seq),
+        tokens=batch if decode else times(batch, seq),
         batch=batch,
         seq=seq,
         hidden=count(model.hidden, "H"),
         head_dim=count(model.head_dim or 1, "d"),
         width=count(element_bytes(program), "w"),
+        context=context,
     )
+
+
+def decoding(program: Program) -> bool:
+    """Whether `program` is one decode step (mode DECODE; a SERVE program's decode phase)."""
+    return program.workload.mode is Mode.DECODE
+
+
+def token_placement(block: BlockSteps, placement: Placement = REPLICATED) -> Placement:
+    """How a block's per-token values lie on its GPUs: split by tokens over its dp replicas
+    (tp = 1: each rank holds its own tokens), else `placement`."""
+    return split("tokens") if block.dp > 1 else placement
 
 
 def activation_bytes(program: Program) -> Label:
@@ -238,18 +273,15 @@ def tokens_spread(block: BlockSteps) -> bool:
 
 
 def rank_token_labels(program: Program, block: BlockSteps) -> list[Label]:
-    """rank_tokens as labels: T (`B×S`) on a rank that works on the whole micro-batch, else
-    its Bm_r sequences × S (a plain count times `S`)."""
-    d = dims(program)
-    bm = program.workload.microbatch_size
-    return [d.tokens if n == bm else times(count(n), d.seq) for n in rank_sequences(program, block)]
+    """rank_tokens as labels: T on a rank that works on the whole micro-batch, else its
+    replica's T_r (rank_dims)."""
+    return [d.tokens for d in rank_dims(program, block)]
 
 
 def input_token_labels(program: Program, block: BlockSteps) -> list[Label]:
     """input_tokens as labels, as rank_token_labels."""
-    d = dims(program)
     seq = program.workload.seq
     return [
-        d.tokens if n == tokens(program) else times(count(n // seq), d.seq)
+        dims(program).tokens if n == tokens(program) else _dims(program, count(n // seq)).tokens
         for n in input_tokens(program, block)
     ]
