@@ -31,7 +31,7 @@ from dagc.ir.steps import Step, StepProgram
 from dagc.ir.terms import TermKind
 from dagc.ir.values import split
 from dagc.passes.manager import PassOptions, run_passes
-from helpers import check
+from helpers import EXAMPLES, check
 
 W = 2  # bf16
 H = 64
@@ -367,3 +367,95 @@ def test_uneven_replicas_warn_once_per_group(tmp_path: Path) -> None:
     assert message in result.output
     even = UNEVEN.replace("batch = 6", "batch = 8")
     assert dagc.compile_text(even, path="t.dag").warnings == ()
+
+
+# -- attention with dp replicas and an EP moe layer, from .dag text -----------------------------
+
+# Every GPU an attention replica (dp = 4, tp = 1) and 2 of the 8 experts (ep = 4). B = 6
+# over 4 replicas: Bm_r = 2, 2, 1, 1 (uneven: a warning). Prefill S = 3, or decode C = 50.
+ATTENTION_DP = """
+model m {{
+  layers = 2; hidden = 64; heads = 4; kv_heads = 2; head_dim = 16; activation = swiglu
+  experts = 8; top_k = 2; expert_ffn = 32; vocab = 100
+}}
+workload {{ {workload} }}
+devices {{ group g = gpu[0..3] }}
+layers 0..1 on g {{
+  embed dp=4
+  attention dp=4
+  moe
+  lm_head dp=4
+}}
+"""
+BM_R = [2, 2, 1, 1]
+
+
+def attention_dp(workload: str) -> CompileResult:
+    return dagc.compile_text(ATTENTION_DP.format(workload=workload), "t.dag")
+
+
+@pytest.mark.parametrize(
+    ("workload", "seq"),
+    [("batch = 6; seq = 3", 3), ("mode = decode; batch = 6; context = 50", 1)],
+    ids=["prefill", "decode"],
+)
+def test_attention_replicas_and_ep_moe(workload: str, seq: int) -> None:
+    compiled = attention_dp(workload)
+    (warning,) = compiled.warnings  # 6 sequences over 4 replicas
+    assert "do not split evenly over dp=4" in warning.message
+    steps = lowered(compiled)
+    t_r = [b * seq for b in BM_R]
+    t = sum(t_r)
+    # attention on each replica's own tokens: all 4 heads, 2 KV heads, no all-reduce
+    assert args(step(steps, "qkv", 1, ".q")) == [(n, H, 4 * 16) for n in t_r]
+    assert args(step(steps, "qkv", 1, ".k")) == [(n, H, 2 * 16) for n in t_r]
+    assert args(step(steps, "o_proj", 1)) == [(n, 64, H) for n in t_r]
+    assert not steps_named(steps, "all_reduce_attn", 1)
+    # moe: the gate on own tokens, dispatch/combine max_r T_r·k·H·w, T_e over all T
+    assert args(step(steps, "gate", 1)) == [(n, H, 8) for n in t_r]
+    for base in ("dispatch", "combine"):
+        assert step(steps, base, 1).terms[0].args == (max(t_r) * 2 * H * W, 4)
+    t_e = -(-t * 2 // 8)  # ceil(T·k/E)
+    ups = [s for s in steps_named(steps, "expert", 1) if s.part == ".up"]
+    assert [s.experts for s in ups] == [(0, 2, 4, 6), (1, 3, 5, 7)]
+    assert all(args(s) == [(t_e, H, 32)] * 4 for s in ups)
+    assert args(step(steps, "res2", 1)) == [(n * H,) for n in t_r]
+    assert args(step(steps, "lm_head", 1)) == [(n, H, 100) for n in t_r]
+    graph = expand(compiled).graph
+    names = {graph.name(op) for op in range(graph.num_ops)}
+    assert {"dispatch_l1", "combine_l1", "gate_l1_gpu3", "expert_l1_7_gpu3.down"} <= names
+    assert {"res1_l1_gpu2", "res2_l1_gpu2", "lm_head_l1_gpu1", "embed_l0_gpu3"} <= names
+    # FLOPs: the model's, the gate once, E·T_e expert slots (no capacity rounding here)
+    attention = 2 * t * H * (4 + 2 + 2) * 16 + 2 * t * 64 * H
+    if seq == 1:
+        attention += 2 * t * 4 * 50 * (16 + 16)  # each new token against its 50 keys
+    else:
+        attention += 2 * sum(BM_R) * 4 * 3 * 3 * (16 + 16)  # explicit: all S·S pairs
+    moe = 2 * t * H * 8 + 8 * t_e * 3 * 2 * H * 32
+    assert verified(compiled) == 2 * (attention + moe) + 2 * t * H * 100
+
+
+@pytest.mark.parametrize(
+    "workload", ["batch = 8; seq = 3", "mode = decode; batch = 8; context = 50"]
+)
+def test_attention_dp_formula_is_the_critical_path(workload: str) -> None:
+    compiled = attention_dp(workload)
+    assert compiled.warnings == ()
+    result = formula_compiled(compiled)
+    assert result.exact
+    graph = expand(compiled).graph
+    model, _ = cost_model(compiled.program)
+    path = critical_path(graph, op_costs(graph, model.term_costs(graph.terms.terms))).time
+    assert evaluate(result.expression, model.term_seconds) == pytest.approx(path, rel=1e-12)
+
+
+def test_qwen3_decode_dp8_example_by_hand() -> None:
+    # B = 256 over dp = 8: 32 sequences a GPU; E = 128, k = 8: T_e = 256·8/128 = 16 tokens
+    # for each of a GPU's 16 experts; dispatch 32·8·H·w = 32·8·2048·2 bytes a rank.
+    example = EXAMPLES / "serving" / "qwen3_30b_a3b_decode_dp8.dag"
+    steps = lowered(dagc.compile_file(example))
+    assert args(step(steps, "gate", 5)) == [(32, 2048, 128)] * 8
+    assert step(steps, "dispatch", 5).terms[0].args == (32 * 8 * 2048 * 2, 8)
+    ups = [s for s in steps_named(steps, "expert", 5) if s.part == ".up"]
+    assert len(ups) == 16 and args(ups[0]) == [(16, 2048, 768)] * 8
+    assert args(step(steps, "attn_decode", 5)) == [(32, 32, 4, 4096, 128, 128)] * 8
