@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import dagc
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.analysis.formula import evaluate
-from dagc.api import cost_model, formula_compiled
+from dagc.api import analyze_compiled, cost_model, formula_compiled
 from dagc.cli import app
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Severity
@@ -459,3 +459,15 @@ def test_qwen3_decode_dp8_example_by_hand() -> None:
     ups = [s for s in steps_named(steps, "expert", 5) if s.part == ".up"]
     assert len(ups) == 16 and args(ups[0]) == [(16, 2048, 768)] * 8
     assert args(step(steps, "attn_decode", 5)) == [(32, 32, 4, 4096, 128, 128)] * 8
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_idle_experts_weights_are_held(batch: int) -> None:
+    # Every GPU holds its 4 experts (3 products of H·Fe) and the gate (H·E) in each of the
+    # 2 layers, and the shared expert (3·H·Fs), whichever of them run in the decode step.
+    compiled = decode(batch, "; shared_experts = 1")
+    analysis = analyze_compiled(compiled).analysis
+    per_layer = H * 16 + 4 * 3 * H * 32 + 3 * H * 32
+    assert {g.gpu: g.weight_bytes for g in analysis.gpus} == dict.fromkeys(
+        range(4), 2 * per_layer * W
+    )

@@ -365,6 +365,31 @@ def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     return reroute(with_combine, with_combine.index(combine) + 1, {v["agg"].name: combined})
 
 
+def idle_expert_parameters(program: Program, block: BlockSteps) -> dict[int, int]:
+    """Weight elements each GPU of the block holds for experts that run no operation (a
+    decode step's idle experts, and the shared experts of a rank with no token): the GPU
+    holds them all the same, but no product of theirs names them (dagc/blocks/params.py
+    counts weights by the products that run). The GPUs are the block's group's, all of
+    them also after a symmetric collapse."""
+    model = program.model
+    assert model.experts is not None and model.expert_ffn is not None
+    products = 3 if model.activation is Activation.SWIGLU else 2
+    routed = products * model.hidden * model.expert_ffn
+    shared = 0
+    if model.shared_experts:
+        assert model.shared_expert_ffn is not None
+        shared = products * model.hidden * model.shared_experts * model.shared_expert_ffn
+        shared += model.hidden if model.shared_expert_gate else 0
+    gpus = program.group(block.group).gpus
+    local = model.experts // block.degree
+    run, shares = experts_run(program, block.degree), _shared_shares(program, block)
+    idle = {
+        gpu: (local - run[rank]) * routed + (0 if shares[rank] else shared)
+        for rank, gpu in enumerate(gpus)
+    }
+    return {gpu: n for gpu, n in idle.items() if n}
+
+
 def _reroute_experts(steps: tuple[Step, ...], via: dict[str, Value]) -> tuple[Step, ...]:
     """The routed experts read what dispatch sends them; the shared experts keep reading
     the tokens of their own rank (ln2, which every rank holds)."""
