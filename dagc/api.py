@@ -123,7 +123,7 @@ def at_batch(compiled: CompileResult, batch: int) -> CompileResult:
 
 def batch_sweep(
     compiled: CompileResult,
-    batches: Sequence[int],
+    batches: Sequence[int] | None,
     costs: CostOptions | None = None,
     *,
     max_ops: int = DEFAULT_MAX_OPS,
@@ -133,10 +133,12 @@ def batch_sweep(
     """A decode or serve program analysed at each of `batches` (`dagc analyze
     --batch-sweep`), and the expansions' warnings (each once).
 
-    A batch the program cannot run at, or whose expansion fails, is skipped with its
-    reason. `each(batch)`, when given, wraps each batch's analysis (a progress display).
+    `batches` None: the smallest valid batch and its doublings up to the file's max batch
+    (or AUTO_SWEEP_LIMIT when that is unknown), see auto_batches. A batch the program
+    cannot run at, or whose expansion fails, is skipped with its reason. `each(batch)`,
+    when given, wraps each batch's analysis (a progress display).
     """
-    from dagc.analysis.serving import Sweep, SweepRow, batch_problem
+    from dagc.analysis.serving import Sweep, SweepRow, auto_batches, batch_problem
 
     program = compiled.program
     if program.mode is Mode.PREFILL:
@@ -145,20 +147,30 @@ def batch_sweep(
     skipped: list[tuple[int, str]] = []
     warnings: dict[Diagnostic, None] = {}
     cost_name = ""
+    done: dict[int, AnalyzeResult] = {}
+
+    def at(batch: int) -> AnalyzeResult:
+        if batch not in done:
+            with each(batch) if each is not None else nullcontext():
+                done[batch] = serve_compiled(
+                    at_batch(compiled, batch), costs, max_ops=max_ops, symmetric=symmetric
+                )
+        return done[batch]
+
+    if batches is None:  # the file's own batch says how far the sweep goes
+        serving = at(program.workload.batch).analysis.serving
+        batches = auto_batches(program, serving.max_batch if serving else None)
     for batch in batches:
         problem = batch_problem(program, batch)
         if problem is not None:
             skipped.append((batch, problem))
             continue
-        with each(batch) if each is not None else nullcontext():
-            try:
-                result = serve_compiled(
-                    at_batch(compiled, batch), costs, max_ops=max_ops, symmetric=symmetric
-                )
-            except DiagnosticError as error:
-                first = [d for d in error.diagnostics if d.severity is Severity.ERROR]
-                skipped.append((batch, (first or list(error.diagnostics))[0].message))
-                continue
+        try:
+            result = at(batch)
+        except DiagnosticError as error:
+            first = [d for d in error.diagnostics if d.severity is Severity.ERROR]
+            skipped.append((batch, (first or list(error.diagnostics))[0].message))
+            continue
         analysis = result.analysis
         assert analysis.serving is not None
         warnings.update(dict.fromkeys(result.warnings[len(compiled.warnings) :]))

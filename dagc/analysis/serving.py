@@ -259,7 +259,10 @@ class ServingFigures:
     steps: StepSum | None = None
     prefill_makespan_s: float | None = None
     handoff_s: float | None = None
+    # the largest batch that fits every GPU with the KV cache at max_batch_context
+    # (dagc/analysis/capacity.py): C for decode, I + O for serve; 0 when none fits
     max_batch: int | None = None
+    max_batch_context: int | None = None
 
     @property
     def tokens_per_s_per_gpu(self) -> float | None:

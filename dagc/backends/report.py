@@ -234,7 +234,12 @@ def _serving_rows(serving: ServingFigures) -> list[tuple[str, str]]:
 def _max_batch(serving: ServingFigures) -> str:
     if serving.max_batch is None:
         return "- (not computed)"
-    return f"{serving.max_batch:,} (fits every GPU's memory at context {serving.context:,})"
+    context = serving.max_batch_context or serving.context
+    if serving.max_batch == 0:
+        return f"0 (not even the smallest batch fits every GPU's memory at context {context:,})"
+    return (
+        f"{serving.max_batch:,} (the largest that fits every GPU's memory at context {context:,})"
+    )
 
 
 def _maybe_seconds(value: float | None) -> str:
@@ -278,6 +283,7 @@ def _json_serving(serving: ServingFigures) -> dict[str, Any]:
         "tokens_per_s": serving.tokens_per_s,
         "tokens_per_s_per_gpu": serving.tokens_per_s_per_gpu,
         "max_batch": serving.max_batch,
+        "max_batch_context": serving.max_batch_context,
         "decode_step_first_s": serving.decode_step_first_s,
         "decode_step_last_s": serving.decode_step_last_s,
         "disaggregated": serving.disaggregated,

@@ -181,7 +181,6 @@ def _sweep(
     werror: bool,
 ) -> Any:
     """Run the batch sweep; skipped batches and warnings on stderr."""
-    from dagc.analysis.serving import auto_batches
     from dagc.api import batch_sweep
     from dagc.ir.logical import Mode
 
@@ -192,7 +191,7 @@ def _sweep(
             "set `mode = decode` (with a context) or `mode = serve` (with input and output)"
             " in the file's workload",
         )
-    batches = requested if isinstance(requested, list) else auto_batches(program, None)
+    batches = requested if isinstance(requested, list) else None  # None: auto
 
     def each(batch: int) -> Any:
         return progress(f"analysing {file} at batch {batch}")
