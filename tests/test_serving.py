@@ -603,3 +603,29 @@ def test_disaggregated_serve_by_hand(tmp_path: Path) -> None:
     # steady state: one batch prefills (and sends) while the previous one decodes
     assert serving["tokens_per_s"] == pytest.approx(8 * 16 / max(handoff, steps), rel=1e-12)
     assert serving["gpus"] == 8  # both layouts
+
+
+# ---------------------------------------------------------------------------------------
+# The largest batch that fits (dagc/analysis/capacity.py) in the serving figures
+
+
+def test_max_batch_bounds_the_sweep(tmp_path: Path, plugin: Path) -> None:
+    pytest.importorskip("dagc.analysis.capacity")
+    # 2 GB per GPU: the KV cache (2·4 kv heads·64·2 bytes = 2 KiB per token, layer and GPU
+    # rank; 2 layers per GPU) at C = 4096 takes 16 MiB per sequence
+    file = workload("  mode = decode; context = 4096", tmp_path / "decode.dag")
+    small = ["--set", "memory_bytes=2e9"]
+    serving = analyze_json(file, plugin, *small)["serving"]
+    largest = serving["max_batch"]
+    assert serving["max_batch_context"] == 4096
+    per_sequence = 2 * 2 * 4 * 64 * 2 * 4096
+    assert 0 < largest <= 2e9 // per_sequence
+    result = sweep(file, plugin, *small, "--batch-sweep", "auto", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [row["batch"] for row in rows] == [2**k for k in range(len(rows))]
+    assert rows[-1]["batch"] <= largest < 2 * rows[-1]["batch"]
+    assert all(row["fits"] for row in rows)
+    beyond = sweep(file, plugin, *small, "--batch-sweep", f"{largest},{largest + 1}")
+    fits = [line.split()[-1] for line in beyond.stdout.splitlines()[-2:]]
+    assert fits == ["yes", "no"]
