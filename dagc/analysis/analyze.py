@@ -106,12 +106,14 @@ class GpuFigures:
     gradient_bytes: int = 0
     optimizer_bytes: int = 0
     saved_activation_bytes: int = 0
+    # decode and serve (dagc/analysis/capacity.py): the KV cache it holds
+    kv_cache_bytes: int = 0
 
     @property
     def memory_bytes(self) -> int:
         """The GPU's peak memory estimate: everything it holds plus its activations."""
         held = self.weight_bytes + self.gradient_bytes + self.optimizer_bytes
-        return held + self.activation_bytes
+        return held + self.kv_cache_bytes + self.activation_bytes
 
     @property
     def working_set_bytes(self) -> int:
@@ -354,9 +356,10 @@ def _memory_warnings(gpus: tuple[GpuFigures, ...], limit: float) -> tuple[str, .
             if g.gradient_bytes or g.optimizer_bytes
             else ""
         )
+        cache = f", KV cache {g.kv_cache_bytes / 1e9:.1f} GB" if g.kv_cache_bytes else ""
         warnings.append(
             f"{who} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB"
-            f"{training}, activations {g.activation_bytes / 1e9:.1f} GB), more than"
+            f"{training}{cache}, activations {g.activation_bytes / 1e9:.1f} GB), more than"
             f" {limit / 1e9:.0f} GB"
         )
     return tuple(warnings)
@@ -369,6 +372,7 @@ def _memory_key(g: GpuFigures) -> tuple[int, ...]:
         g.optimizer_bytes,
         g.activation_bytes,
         g.saved_activation_bytes,
+        g.kv_cache_bytes,
     )
 
 
@@ -446,6 +450,7 @@ def _gpu_figures(
                 gradient_bytes=memory[gpu].gradient_bytes,
                 optimizer_bytes=memory[gpu].optimizer_bytes,
                 saved_activation_bytes=memory[gpu].saved_activation_bytes,
+                kv_cache_bytes=memory[gpu].kv_cache_bytes,
             )
         )
     return tuple(figures)
