@@ -217,16 +217,23 @@ class Analysis:
 
 
 def analyze(
-    graph: DeviceGraph, model: CostModel, peak_flops: float, memory_limit: float
+    graph: DeviceGraph,
+    model: CostModel,
+    peak_flops: float,
+    memory_limit: float,
+    *,
+    kv_context: int | None = None,
 ) -> Analysis:
-    """Cost every operation with `model` and gather the report's figures."""
+    """Cost every operation with `model` and gather the report's figures. `kv_context`:
+    the context whose KV cache the memory counts (default: the program's largest, see
+    dagc/analysis/capacity.py; a serve program's decode phase passes I + O)."""
     term_costs = model.term_costs(graph.terms.terms)
     costs = op_costs(graph, term_costs)
     path = critical_path(graph, costs)
     nodes = _path_nodes(graph, path, costs)
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
-    memory = estimate_memory(graph, path.start, path.finish)
+    memory = estimate_memory(graph, path.start, path.finish, kv_context=kv_context)
     gpus = _gpu_figures(graph, term_costs, path, peak_flops, memory.gpus)
     warnings = _memory_warnings(gpus, memory_limit)
     reach = _table_reach(graph, path, costs, model.extrapolated())
