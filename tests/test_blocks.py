@@ -32,13 +32,13 @@ def test_every_block_kind_has_exactly_one_module() -> None:
 def test_the_front_end_takes_options_and_needs_from_the_modules() -> None:
     # Written out by hand from docs/language.md's block table; `overlap` is the front end's
     # own flag of every block (on embed, only a vocab_parallel one communicates; the front
-    # end refuses it on any other).
+    # end refuses it on any other), `dp` its own option of every block but moe.
     assert {k: set(v) for k, v in BLOCK_OPTIONS.items()} == {
-        BlockKind.EMBED: {"vocab_parallel", "overlap"},
-        BlockKind.ATTENTION: {"tp", "fused_qkv", "kernel", "mask", "overlap"},
-        BlockKind.MLP: {"tp", "overlap"},
+        BlockKind.EMBED: {"vocab_parallel", "overlap", "dp"},
+        BlockKind.ATTENTION: {"tp", "fused_qkv", "kernel", "mask", "overlap", "dp"},
+        BlockKind.MLP: {"tp", "overlap", "dp"},
         BlockKind.MOE: {"ep", "dispatch", "overlap"},
-        BlockKind.LM_HEAD: {"tp", "overlap"},
+        BlockKind.LM_HEAD: {"tp", "overlap", "dp"},
     }
     assert BLOCK_NEEDS == {
         BlockKind.EMBED: (),

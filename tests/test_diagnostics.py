@@ -319,7 +319,8 @@ def test_duplicate_key() -> None:
             9,
             14,
             "unknown workload key `zzz`",
-            "workload accepts `batch`, `dtype`, `microbatch_size`, `microbatches` or `seq`",
+            "workload accepts `batch`, `context`, `dtype`, `input`, `microbatch_size`,"
+            " `microbatches`, `mode`, `output` or `seq`",
         ),
         (
             {16: "  attention tp=4 fused_qvk"},
@@ -333,14 +334,14 @@ def test_duplicate_key() -> None:
             16,
             9,
             "unknown `embed` block key `x`",
-            "`embed` block accepts `overlap` or `vocab_parallel`",
+            "`embed` block accepts `dp`, `overlap` or `vocab_parallel`",
         ),
         (
             {15: "layers 0..1 on g0 tp=4 {"},
             15,
             19,
             "unknown `layers` statement key `tp`",
-            "`layers` statement accepts `overlap` or `pp`",
+            "`layers` statement accepts `decode`, `overlap`, `pp` or `prefill`",
         ),
         (  # two blocks on one line without `;`: the second reads as a flag of the first
             {16: "  attention mlp", 17: ""},
@@ -355,7 +356,7 @@ def test_duplicate_key() -> None:
             16,
             13,
             "unknown `attention` block key `mlp`",
-            "`attention` block accepts `fused_qkv`, `kernel`, `mask`, `overlap` or `tp`",
+            "`attention` block accepts `dp`, `fused_qkv`, `kernel`, `mask`, `overlap` or `tp`",
         ),
     ],
 )
@@ -1434,22 +1435,21 @@ def test_block_needs_a_model_key(
             {16: "  attention tp=8"},
             16,
             "tp=8 is larger than group `g0` (4 GPUs)",
-            "tp must equal the group's size: write `tp=4` or use a group of 8 GPUs"
-            " (data-parallel replicas are not supported yet)",
+            "tp must equal the group's size: write `tp=4` or use a group of 8 GPUs",
         ),
         (
             {16: "  attention tp=2"},
             16,
             "tp=2 is smaller than group `g0` (4 GPUs)",
-            "tp must equal the group's size: write `tp=4` or use a group of 2 GPUs"
-            " (data-parallel replicas are not supported yet)",
+            "tp must equal the group's size: write `tp=4`, use a group of 2 GPUs, or make"
+            " 4 data-parallel replicas: `tp=1 dp=4`",
         ),
         (
             {5: "  ffn = 4096; experts = 4; top_k = 1", 16: "  attention tp=4; moe ep=2"},
             26,
             "ep=2 is smaller than group `g0` (4 GPUs)",
             "ep must equal the group's size: write `ep=4` or use a group of 2 GPUs"
-            " (data-parallel replicas are not supported yet)",
+            " (a moe block splits its experts over its whole group)",
         ),
     ],
 )

@@ -36,6 +36,7 @@ from dagc.ir.logical import (
     DType,
     Hardware,
     LayerRange,
+    Mode,
     Model,
     MoeDispatch,
     Program,
@@ -129,10 +130,37 @@ MAX_FUSED_HEAD_DIM = 256
 MLA_KEYS = ("q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 WORKLOAD_KEYS: dict[str, KeySpec] = {
     "batch": KeySpec("int", True, meaning="sequences in the batch", maximum=MAX_TOKENS),
+    # required in prefill mode only (`_workload` checks each mode's keys)
     "seq": KeySpec("int", True, meaning="tokens per sequence", maximum=MAX_TOKENS),
     "dtype": KeySpec("choice", choices=tuple(d.value for d in DType)),
     "microbatches": KeySpec("int", meaning="micro-batches", maximum=MAX_TOKENS),
     "microbatch_size": KeySpec("int", meaning="sequences per micro-batch", maximum=MAX_TOKENS),
+    "mode": KeySpec(
+        "choice", choices=tuple(m.value for m in Mode), meaning="what the workload runs"
+    ),
+    "context": KeySpec(
+        "int",
+        meaning="keys each new token attends over, itself included",
+        maximum=MAX_TOKENS,
+    ),
+    "input": KeySpec("int", meaning="prompt tokens per sequence", maximum=MAX_TOKENS),
+    "output": KeySpec("int", meaning="tokens generated per sequence", maximum=MAX_TOKENS),
+}
+# The keys each mode requires, and the keys that belong to one mode only.
+MODE_REQUIRED: dict[Mode, tuple[str, ...]] = {
+    Mode.PREFILL: ("batch", "seq"),
+    Mode.DECODE: ("batch", "context"),
+    Mode.SERVE: ("batch", "input", "output"),
+}
+MODE_ONLY_KEYS: dict[str, Mode] = {
+    "context": Mode.DECODE,
+    "input": Mode.SERVE,
+    "output": Mode.SERVE,
+}
+MODE_ONLY_MEANING: dict[str, str] = {
+    "context": "the context length of a decode step",
+    "input": "the prompt length of a serve workload",
+    "output": "the output length of a serve workload",
 }
 TRAINING_KEYS: dict[str, KeySpec] = {
     "dp": KeySpec("int", meaning="data-parallel replicas of the layout", maximum=MAX_GPUS),
@@ -174,10 +202,19 @@ DEVICES_KEYS: dict[str, KeySpec] = {
 # about where a block's transfers and collectives run, not about its compute) and of a
 # `layers` statement, where it sets every block of the statement.
 OVERLAP = "overlap"
+# `prefill` and `decode` put a serve program's statement in one layout only (disaggregated
+# serving); a statement with neither is in both.
+PREFILL, DECODE = Mode.PREFILL.value, Mode.DECODE.value
 LAYERS_OPTIONS: dict[str, KeySpec] = {
     "pp": KeySpec("int", meaning="pipeline stages"),
     OVERLAP: KeySpec("bool"),
+    PREFILL: KeySpec("bool"),
+    DECODE: KeySpec("bool"),
 }
+# `dp` (attention data parallelism: replicas of the block over its group) is the front end's
+# option of the blocks that can be replicated; a moe block splits its experts instead.
+DP = "dp"
+DP_KINDS = (BlockKind.EMBED, BlockKind.ATTENTION, BlockKind.MLP, BlockKind.LM_HEAD)
 
 
 def _option_spec(value_kind: str | tuple[str, ...]) -> KeySpec:
@@ -195,6 +232,11 @@ BLOCK_OPTIONS: dict[BlockKind, dict[str, KeySpec]] = {
         # `embed` communicates only when vocab_parallel (its all-reduce): `overlap` on any
         # other embed is refused in `_block_overlap`
         OVERLAP: KeySpec("bool"),
+        **(
+            {DP: KeySpec("int", meaning="data-parallel replicas of the block", maximum=MAX_GPUS)}
+            if kind in DP_KINDS
+            else {}
+        ),
     }
     for kind, m in BLOCK_MODULES.items()
 }
@@ -302,6 +344,12 @@ class _Lowering:
         self.model_section: ast.Section | None = None
         self.virtual_stages = 1  # the training section's, for the `pp=` sugar
         self.microbatches: int | None = None
+        self.microbatch_size: int | None = None  # Bm, for the replicas of `dp`
+        self.training: Training | None = None
+        self.training_span: Span | None = None
+        self.mode: Mode | None = Mode.PREFILL  # None: the workload's `mode` is invalid
+        # where each block's `dp` option is written, by the block's span
+        self.dp_spans: dict[Span, Span | None] = {}
 
     # -- the file ---------------------------------------------------------------------
 
@@ -325,6 +373,9 @@ class _Lowering:
             self._settings(devices.settings, DEVICES_KEYS, "devices") if devices else None
         )
         training = self._training(tree.trainings)
+        self.training = training
+        self.training_span = tree.trainings[0].span if tree.trainings else None
+        self.mode = self._written_mode(workload_settings, workload)
         self.virtual_stages = training.virtual_stages if training else 1
         groups = self._groups(devices.groups) if devices else {}
         # `is not None`: an empty section has no settings but must still be checked
@@ -338,7 +389,8 @@ class _Lowering:
         )
         hardware = self._hardware(device_settings) if device_settings is not None else None
         self.microbatches = built_workload.microbatches if built_workload else None
-        ranges = self._layer_ranges(tree.layers, groups, built_model, model_settings)
+        self.microbatch_size = built_workload.microbatch_size if built_workload else None
+        ranges, decode_ranges = self._layer_ranges(tree.layers, groups, built_model, model_settings)
         if self.bag.errors or not (built_model and built_workload and hardware):
             return None
         return Program(
@@ -349,7 +401,20 @@ class _Lowering:
             tuple(ranges),
             self.source.path,
             training,
+            decode_ranges=tuple(decode_ranges),
         )
+
+    @staticmethod
+    def _written_mode(settings: Settings | None, section: ast.Section | None) -> Mode | None:
+        """The workload's `mode` as written (prefill when absent); None when it is invalid
+        or there is no workload section (both reported)."""
+        if section is None or settings is None:
+            return None
+        if "mode" in settings:
+            return Mode(settings["mode"].value)
+        if any(s.key.text == "mode" for s in section.settings):
+            return None
+        return Mode.PREFILL
 
     def _file_start(self) -> Span:
         return Span.point(1, 1)
@@ -513,12 +578,17 @@ class _Lowering:
         return None
 
     def _missing_required(
-        self, settings: Settings, schema: dict[str, KeySpec], section: ast.Section
+        self,
+        settings: Settings,
+        schema: dict[str, KeySpec],
+        section: ast.Section,
+        required: tuple[str, ...] | None = None,
     ) -> bool:
         """Report required keys that are not written; True if any is missing or invalid.
 
-        A key that is written but invalid, or misspelt (`hiden` when `hidden` is missing),
-        is reported already, so it is not reported as missing too.
+        `required` defaults to the schema's required keys. A key that is written but
+        invalid, or misspelt (`hiden` when `hidden` is missing), is reported already, so it
+        is not reported as missing too.
         """
         written = {setting.key.text for setting in section.settings}
         misspelt = {
@@ -526,7 +596,8 @@ class _Lowering:
             for setting in section.settings
             if setting.key.text not in schema
         }
-        required = [key for key, spec in schema.items() if spec.required]
+        if required is None:
+            required = tuple(key for key, spec in schema.items() if spec.required)
         for key in required:
             if key not in written and key not in misspelt:
                 self.bag.error(
@@ -722,7 +793,10 @@ class _Lowering:
     def _workload(
         self, section: ast.Section, s: Settings, training: Training | None
     ) -> Workload | None:
-        if self._missing_required(s, WORKLOAD_KEYS, section):
+        mode = self._mode(section, s, training)
+        if mode is None:
+            return None
+        if self._missing_required(s, WORKLOAD_KEYS, section, MODE_REQUIRED[mode]):
             return None
         get = _getter(s)
         batch, dp = get("batch"), training.dp if training else 1
@@ -758,7 +832,61 @@ class _Lowering:
             )
             return None
         dtype = DType(get("dtype") or "bf16")
+        if mode is Mode.DECODE:
+            return Workload(
+                batch, 1, dtype, microbatches, replicas=dp, mode=mode, context=get("context")
+            )
+        if mode is Mode.SERVE:
+            return Workload(
+                batch, get("input"), dtype, microbatches, replicas=dp, mode=mode,
+                output=get("output"),
+            )  # fmt: skip
         return Workload(batch, get("seq"), dtype, microbatches, replicas=dp)
+
+    def _mode(self, section: ast.Section, s: Settings, training: Training | None) -> Mode | None:
+        """The workload's mode (prefill when not written), after checking that the keys of
+        other modes are absent; None if anything is wrong (reported)."""
+        written = {setting.key.text for setting in section.settings}
+        if "mode" in written and "mode" not in s:
+            return None  # an invalid value, reported already
+        mode = Mode(s["mode"].value) if "mode" in s else Mode.PREFILL
+        ok = True
+        if mode is not Mode.PREFILL and training is not None:
+            ok = False
+            self.bag.error(
+                s["mode"].span,
+                f"a training step runs forward and backward passes over whole sequences, not"
+                f" `mode = {mode.value}`",
+                help="remove `mode` (training takes `seq`), or remove the `training` section",
+                notes=[Note("the training section is here", self.training_span)]
+                if self.training_span
+                else [],
+            )
+        if mode is not Mode.PREFILL and "seq" in s:
+            ok = False
+            seq = s["seq"].value
+            fix = (
+                f"a decode step runs one new token per sequence: write the keys it attends"
+                f" over as `context = {seq}`"
+                if mode is Mode.DECODE
+                else f"write the prompt length as `input = {seq}` (and the tokens generated"
+                " per sequence as `output = N`)"
+            )
+            self.bag.error(
+                _key_span(s["seq"]),
+                f"`seq` means nothing in a {mode.value} workload",
+                help=fix,
+            )
+        for key, owner in MODE_ONLY_KEYS.items():
+            if key in s and mode is not owner:
+                ok = False
+                self.bag.error(
+                    _key_span(s[key]),
+                    f"`{key}` is {MODE_ONLY_MEANING[key]}, but this workload is in"
+                    f" {mode.value} mode",
+                    help=_mode_key_help(key, owner, mode),
+                )
+        return mode if ok else None
 
     def _hardware(self, s: Settings) -> Hardware:
         get = _getter(s)
@@ -884,21 +1012,145 @@ class _Lowering:
         groups: dict[str, DeviceGroup],
         model: Model | None,
         model_settings: Settings | None,
-    ) -> list[LayerRange]:
+    ) -> tuple[list[LayerRange], list[LayerRange]]:
+        """The prefill (or only) layout's ranges and the decode layout's (empty unless a
+        statement has the `prefill` or `decode` flag), each in layer order."""
         num_layers = model.layers if model else None
-        placed_by: dict[int, ast.LayersDecl] = {}
-        written: set[int] = set()  # layers named by any statement, even a rejected one
-        ranges: list[LayerRange] = []
-        for decl in map(self._missing_on, decls):
+        decls = tuple(map(self._missing_on, decls))
+        phases = [self._statement_layouts(decl) for decl in decls]
+        # "": the one layout; with `prefill`/`decode` flags, two layouts
+        layouts = (PREFILL, DECODE) if any(len(p) == 1 for p in phases) else ("",)
+        placed_by: dict[str, dict[int, ast.LayersDecl]] = {name: {} for name in layouts}
+        # layers named by any statement, even a rejected one
+        written: dict[str, set[int]] = {name: set() for name in layouts}
+        ranges: dict[str, list[LayerRange]] = {name: [] for name in layouts}
+        for decl, phase in zip(decls, phases, strict=True):
+            mine = [name for name in layouts if not name or name in phase]
             if num_layers is not None:  # a reversed range names its layers too: no cascade
                 low, high = sorted((decl.first, decl.last))
-                written.update(range(low, min(high, num_layers - 1) + 1))
-            if not self._check_range(decl, num_layers, placed_by):
+                for name in mine:
+                    written[name].update(range(low, min(high, num_layers - 1) + 1))
+            if not self._check_range(decl, num_layers, {name: placed_by[name] for name in mine}):
                 continue
-            ranges += self._lower_layers(decl, groups, model)
+            lowered = self._lower_layers(decl, groups, model)
+            for name in mine:
+                ranges[name] += lowered
         if num_layers is not None and model_settings is not None and decls:
-            self._check_unplaced(num_layers, written, model_settings)
-        return sorted(ranges, key=lambda r: r.first)
+            for name in layouts:
+                self._check_unplaced(num_layers, written[name], model_settings, name)
+        for name in layouts:
+            ranges[name].sort(key=lambda r: r.first)
+            self._check_layout(ranges[name])
+        if len(layouts) == 2:
+            self._check_disjoint_layouts(ranges[PREFILL], ranges[DECODE], groups)
+        return ranges[layouts[0]], ranges[DECODE] if len(layouts) == 2 else []
+
+    def _check_layout(self, ranges: list[LayerRange]) -> None:
+        """A layout's data-parallel groups: every block but moe on a group has one `dp`, and
+        a group with dp > 1 is no pipeline stage boundary (a moe excursion to another group
+        and back is not one)."""
+        group_dp: dict[str, Block] = {}  # a group's first non-moe block
+        for block in (b for r in ranges for b in r.blocks if b.kind is not BlockKind.MOE):
+            first = group_dp.setdefault(block.group, block)
+            if first.dp != block.dp:
+                self.bag.error(
+                    (self.dp_spans.get(block.span) if block.span else None) or _kind_span(block),
+                    f"`{block.kind.value}` on group `{block.group}` runs dp={block.dp}, but"
+                    f" `{first.kind.value}` on the same group runs dp={first.dp}",
+                    help="the blocks on one group (but moe) run as the same replicas: give them"
+                    " the same `dp`",
+                    notes=[Note(f"dp={first.dp} here", _kind_span(first))],
+                )
+        dp = {name: block.dp for name, block in group_dp.items()}
+        reported: set[tuple[str, str]] = set()
+        for before, block in _stage_boundaries(ranges, self._model_layers()):
+            if max(dp.get(before.group, 1), dp.get(block.group, 1)) == 1:
+                continue
+            if (before.group, block.group) in reported:
+                continue
+            reported.add((before.group, block.group))
+            replicated = before if dp.get(before.group, 1) > 1 else block
+            self.bag.error(
+                _kind_span(block),
+                f"`{block.kind.value}` on group `{block.group}` starts a pipeline stage after"
+                f" `{before.kind.value}` on group `{before.group}`, and group"
+                f" `{replicated.group}` runs dp={dp[replicated.group]} replicas",
+                help="pipeline stages between dp groups are not modelled; keep the dp blocks on"
+                " one group",
+                notes=[Note("the stage before ends here", _kind_span(before))],
+            )
+
+    def _check_disjoint_layouts(
+        self, prefill: list[LayerRange], decode: list[LayerRange], groups: dict[str, DeviceGroup]
+    ) -> None:
+        """Disaggregated serving: the prefill and the decode layout use disjoint GPUs (as
+        groups do not share GPUs, disjoint groups)."""
+        first_use: dict[str, tuple[Block, LayerRange]] = {}
+        for layer_range in prefill:
+            for block in layer_range.blocks:
+                first_use.setdefault(block.group, (block, layer_range))
+        reported: set[str] = set()
+        for layer_range in decode:
+            for block in layer_range.blocks:
+                if block.group not in first_use or block.group in reported:
+                    continue
+                reported.add(block.group)
+                other, other_range = first_use[block.group]
+                # a statement without a flag is in both layouts: its range is in both lists
+                unflagged = any(r is layer_range for r in prefill) or any(
+                    r is other_range for r in decode
+                )
+                self.bag.error(
+                    _kind_span(block),
+                    f"gpu {groups[block.group].gpus[0]} runs both prefill and decode: group"
+                    f" `{block.group}` is in both layouts",
+                    help="disaggregated serving runs prefill and decode on disjoint GPUs: place"
+                    " the `decode` statements on other groups than the `prefill` ones"
+                    + (
+                        "; a statement without `prefill` or `decode` is in both layouts"
+                        if unflagged
+                        else ""
+                    ),
+                    notes=[Note("the prefill layout uses it here", _kind_span(other))],
+                )
+
+    def _statement_layouts(self, decl: ast.LayersDecl) -> frozenset[str]:
+        """The layouts a statement places its layers in: `prefill`, `decode`, or both (no
+        flag). The flags are a serve program's (disaggregated serving); elsewhere, and both
+        on one statement, they are errors (the statement then counts as in both)."""
+        both = frozenset((PREFILL, DECODE))
+        flags = [
+            option
+            for option in decl.options
+            if option.key.text in both
+            and (option.value is None or option.value.value == "true")  # a bad value: reported
+        ]
+        if not flags:
+            return both
+        mode = self.mode
+        if mode is None:
+            return both  # an invalid `mode`, reported already
+        if mode is not Mode.SERVE:
+            for option in flags:
+                flag = option.key.text
+                self.bag.error(
+                    option.key.span,
+                    f"`{flag}` places layers in the {flag} layout of a serve workload, but this"
+                    f" workload is in {mode.value} mode",
+                    help=f"add `mode = serve` to the workload (with `input` and `output`), or"
+                    f" remove `{flag}`",
+                )
+            return both
+        if len(flags) > 1:
+            self.bag.error(
+                flags[1].key.span,
+                f"a statement is in the prefill layout or in the decode layout, not both: it"
+                f" has `{flags[0].key.text}` and `{flags[1].key.text}`",
+                help="keep one of the flags; a statement with neither is in both layouts (when"
+                " no statement has a flag, prefill and decode share the GPUs)",
+            )
+            return both
+        return frozenset((flags[0].key.text,))
 
     def _missing_on(self, decl: ast.LayersDecl) -> ast.LayersDecl:
         """`layers 0..3 g { ... }`: report the missing `on`, then read `g` as the group.
@@ -939,8 +1191,13 @@ class _Lowering:
         )
 
     def _check_range(
-        self, decl: ast.LayersDecl, num_layers: int | None, placed_by: dict[int, ast.LayersDecl]
+        self,
+        decl: ast.LayersDecl,
+        num_layers: int | None,
+        layouts: dict[str, dict[int, ast.LayersDecl]],
     ) -> bool:
+        """Check a statement's range, and that no earlier statement of a layout it is in
+        (`layouts`: the layers each has placed, by layout name) has placed its layers."""
         text = f"{decl.first}..{decl.last}"
         if decl.first > decl.last:
             self.bag.error(
@@ -965,22 +1222,34 @@ class _Lowering:
                 help="layers are numbered from 0; fix the range",
             )
             return False
-        overlap = [layer for layer in range(decl.first, decl.last + 1) if layer in placed_by]
-        for other in dict.fromkeys(placed_by[layer] for layer in overlap):
-            self.bag.error(
-                decl.range_span,
-                f"{_layer_list([n for n in overlap if placed_by[n] is other])} already placed"
-                f" by the `layers` statement on line {other.span.line}",
-                help="each layer is placed once: split or shorten one of the ranges",
-                notes=[Note("placed here first", other.range_span)],
-            )
-        if overlap:
+        reported: set[int] = set()  # an unflagged statement meets an earlier one once
+        for layout, placed_by in layouts.items():
+            overlap = [layer for layer in range(decl.first, decl.last + 1) if layer in placed_by]
+            for other in dict.fromkeys(placed_by[layer] for layer in overlap):
+                if id(other) in reported:
+                    continue
+                reported.add(id(other))
+                self.bag.error(
+                    decl.range_span,
+                    f"{_layer_list([n for n in overlap if placed_by[n] is other])} already placed"
+                    f" by the `layers` statement on line {other.span.line}"
+                    + (f" in the {layout} layout" if layout else ""),
+                    help="each layer is placed once"
+                    + (" in each layout" if layout else "")
+                    + ": split or shorten one of the ranges",
+                    notes=[Note("placed here first", other.range_span)],
+                )
+        if reported:
             return False
-        for layer in range(decl.first, decl.last + 1):
-            placed_by[layer] = decl
+        for placed_by in layouts.values():
+            for layer in range(decl.first, decl.last + 1):
+                placed_by[layer] = decl
         return True
 
-    def _check_unplaced(self, num_layers: int, written: set[int], settings: Settings) -> None:
+    def _check_unplaced(
+        self, num_layers: int, written: set[int], settings: Settings, layout: str = ""
+    ) -> None:
+        """Layers no statement places (in `layout`, when the program has two)."""
         missing = [layer for layer in range(num_layers) if layer not in written]
         if not missing:
             return
@@ -988,8 +1257,9 @@ class _Lowering:
             text = str(run[0]) if run[0] == run[1] else f"{run[0]}..{run[1]}"
             self.bag.error(
                 settings["layers"].span,
-                f"{_layer_list(list(range(run[0], run[1] + 1)))} not placed on any GPUs",
-                help=f"add `layers {text} on GROUP {{ ... }}`",
+                f"{_layer_list(list(range(run[0], run[1] + 1)))} not placed on any GPUs"
+                + (f" in the {layout} layout" if layout else ""),
+                help=f"add `layers {text} on GROUP {layout + ' ' if layout else ''}{{ ... }}`",
             )
 
     def _lower_layers(
@@ -1290,7 +1560,9 @@ class _Lowering:
         model: Model | None,
         statement_overlap: bool = False,
     ) -> Block | None:
-        options = self._settings(block.options, BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind)
+        options = self._settings(
+            self._without_moe_dp(block, kind), BLOCK_OPTIONS[kind], f"`{kind.value}` block", kind
+        )
         vocab_parallel = (
             bool(options["vocab_parallel"].value) if "vocab_parallel" in options else False
         )
@@ -1300,7 +1572,10 @@ class _Lowering:
         if group_name is None or model is None or not ok:
             return None
         group = groups[group_name]
-        degree = self._degree(block, kind, options, group, model)
+        dp = self._block_dp(block, kind, options, group, vocab_parallel)
+        if dp is None:
+            return None
+        degree = self._degree(block, kind, options, group, model, dp)
         if degree is None:
             return None
         fused = bool(options["fused_qkv"].value) if "fused_qkv" in options else False
@@ -1318,6 +1593,7 @@ class _Lowering:
             mask=mask,
             dispatch=dispatch or MoeDispatch.BROADCAST,
             vocab_parallel=vocab_parallel,
+            dp=dp,
             span=block.span,
         )
 
@@ -1417,6 +1693,104 @@ class _Lowering:
             )
         return not missing
 
+    def _without_moe_dp(self, block: ast.BlockDecl, kind: BlockKind) -> list[ast.Setting]:
+        """A block's options, less a `dp` on a moe block (reported here, with its own help
+        rather than as an unknown key)."""
+        options = list(block.options)
+        if kind is not BlockKind.MOE:
+            return options
+        for option in options:
+            if option.key.text == DP:
+                self.bag.error(
+                    option.key.span,
+                    "a moe block has no data-parallel replicas",
+                    help="experts are split over the group with ep; dp is for attention, mlp,"
+                    " embed, lm_head",
+                )
+        return [option for option in options if option.key.text != DP]
+
+    def _block_dp(
+        self,
+        block: ast.BlockDecl,
+        kind: BlockKind,
+        options: Settings,
+        group: DeviceGroup,
+        vocab_parallel: bool,
+    ) -> int | None:
+        """The block's `dp` (1 when not written); None after an error. A replica is one GPU
+        (tp = 1), so dp > 1 needs a group of tp·dp GPUs with tp = 1; each replica needs at
+        least one sequence of every micro-batch."""
+        entry = options.get(DP)
+        if entry is None:
+            return 1
+        dp: int = entry.value
+        self.dp_spans[block.span] = entry.span
+        key, size = kind.degree_key, group.size
+        degree_entry = options.get(key) if key else None
+        if self.training is not None and dp > 1:
+            self.bag.error(
+                entry.span,
+                f"dp={dp} on a block replicates it for inference; a training program"
+                " replicates its whole layout",
+                help=f"remove `dp={dp}`: the training section's `dp` makes data-parallel"
+                " replicas of the whole layout",
+            )
+            return None
+        if degree_entry is not None:
+            tp = degree_entry.value
+            if tp * dp != size:
+                self.bag.error(
+                    entry.span,
+                    f"{key}={tp} × dp={dp} is {tp * dp} GPUs, but group `{group.name}` has {size}",
+                    help=f"a block's group holds {key}·dp GPUs: write `{key}=1 dp={size}` for"
+                    f" {size} replicas of one GPU, or `{key}={size}` without `dp`",
+                )
+                return None
+        elif size % dp:
+            self.bag.error(
+                entry.span,
+                f"dp={dp} does not divide group `{group.name}` ({size} GPUs)",
+                help=f"a replica is one GPU of the group: write `dp={size}`"
+                + (f", or `{key}={size}` without `dp`" if key else ""),
+            )
+            return None
+        else:
+            tp = size // dp
+        if dp > 1 and tp > 1:
+            self.bag.error(
+                entry.span,
+                f"dp={dp} over {size} GPUs makes replicas of {tp} GPUs each",
+                help="attention data parallelism with tensor-parallel replicas is not modelled"
+                + (
+                    f" yet; write tp = 1: `{key}=1 dp={size}`"
+                    if key
+                    else f" yet: write `dp={size}`"
+                )
+                + f" ({size} replicas of one GPU)"
+                + (f", or `{key}={size}` without `dp`" if key else ""),
+            )
+            return None
+        if dp > 1 and kind is BlockKind.EMBED and vocab_parallel:
+            self.bag.error(
+                entry.span,
+                f"`vocab_parallel` splits the table over a replica's GPUs, but each of the dp={dp}"
+                " replicas is one GPU",
+                help="remove `vocab_parallel` (each GPU then holds the whole table) or `dp`",
+            )
+            return None
+        bm = self.microbatch_size
+        if bm is not None and bm < dp:
+            m = self.microbatches or 1
+            self.bag.error(
+                entry.span,
+                f"dp={dp} replicas need {dp} sequences per micro-batch, but a micro-batch"
+                f" holds {bm}: a replica would run without sequences",
+                help=f"each replica needs at least one sequence: write `batch = {dp * m}` or"
+                " more" + (", or fewer `microbatches`" if m > 1 else ""),
+            )
+            return None
+        return dp
+
     def _degree(
         self,
         block: ast.BlockDecl,
@@ -1424,26 +1798,41 @@ class _Lowering:
         options: Settings,
         group: DeviceGroup,
         model: Model,
+        dp: int = 1,
     ) -> int | None:
         key = kind.degree_key
         size = group.size
         if key is None:
             return 1
         entry = options.get(key)
-        degree = entry.value if entry else size
+        degree = entry.value if entry else size // dp  # `_block_dp` checked tp·dp = |G|
         span = entry.span if entry else block.kind.span
-        if degree != size:
+        if degree * dp != size:
             relation = "larger than" if degree > size else "smaller than"
             self.bag.error(
                 span,
                 f"{key}={degree} is {relation} group `{group.name}` ({size} GPUs)",
-                help=f"{key} must equal the group's size: write `{key}={size}` or use a group"
-                f" of {degree} GPUs (data-parallel replicas are not supported yet)",
+                help=self._degree_help(kind, key, degree, size),
             )
             return None
         if kind is BlockKind.MOE:
             return self._check_ep(span, degree, model)
         return self._check_tp(span, kind, degree, model)
+
+    def _degree_help(self, kind: BlockKind, key: str, degree: int, size: int) -> str:
+        """The help for a degree that is not its group's size (and no `dp`)."""
+        fix = (
+            f"{key} must equal the group's size: write `{key}={size}` or use a group of"
+            f" {degree} GPUs"
+        )
+        if kind is BlockKind.MOE:
+            return fix + " (a moe block splits its experts over its whole group)"
+        if degree > size or self.training is not None:
+            return fix
+        return (
+            f"{key} must equal the group's size: write `{key}={size}`, use a group of"
+            f" {degree} GPUs, or make {size} data-parallel replicas: `{key}=1 dp={size}`"
+        )
 
     def _check_ep(self, span: Span | None, ep: int, model: Model) -> int | None:
         assert model.experts is not None
@@ -1534,6 +1923,68 @@ def _choice_help(key: str, value: str, choices: tuple[str, ...]) -> str:
             " (docs/cost-models.md lists them)"
         )
     return did_you_mean(value, choices) or f"write `{key} = {choices[0]}`"
+
+
+def _kind_span(block: Block) -> Span | None:
+    """Where a placed block's kind is written (its declaration starts with it)."""
+    if block.span is None:
+        return None
+    return Span.point(block.span.line, block.span.column, len(block.kind.value))
+
+
+def _stage_boundaries(
+    ranges: list[LayerRange], num_layers: int | None
+) -> Iterable[tuple[Block, Block]]:
+    """The (block before, block after) pairs of a layout where the tokens move to another
+    group for good: a block on another group than the last block that was no moe excursion.
+    An excursion is a moe block on another group than the block before it in its layer (its
+    result returns). Only adjacent ranges are followed (a missing range is reported)."""
+    home: Block | None = None
+    previous_range: LayerRange | None = None
+    for layer_range in ranges:
+        if previous_range is not None and previous_range.last + 1 != layer_range.first:
+            home = None
+        previous_range = layer_range
+        # layers of a range run the same blocks, but `embed` (layer 0 only) and `lm_head`
+        # (the last layer only): the first three layers and the last show every move
+        first, last = layer_range.first, layer_range.last
+        layers = sorted({first, min(first + 1, last), min(first + 2, last), last})
+        for layer in layers:
+            previous: Block | None = None  # the block before, in this layer
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.EMBED and layer != 0:
+                    continue
+                if block.kind is BlockKind.LM_HEAD and (
+                    num_layers is None or layer != num_layers - 1
+                ):
+                    continue
+                excursion = (
+                    block.kind is BlockKind.MOE
+                    and previous is not None
+                    and previous.group != block.group
+                )
+                if excursion:
+                    continue
+                if home is not None and home.group != block.group:
+                    yield home, block
+                home = previous = block
+
+
+def _key_span(entry: _Entry) -> Span | None:
+    """Where the key of a checked setting is written (the setting's span, if it has none)."""
+    return entry.setting.key.span if entry.setting else entry.span
+
+
+def _mode_key_help(key: str, owner: Mode, mode: Mode) -> str:
+    """The help for a workload key of mode `owner` written in a workload of mode `mode`."""
+    if mode is Mode.SERVE and key == "context":
+        return (
+            "a serve workload's decode steps run at contexts input+1 ... input+output-1:"
+            " remove `context`, or write `mode = decode` for one decode step"
+        )
+    if mode is Mode.DECODE and key in ("input", "output"):
+        return f"write `mode = serve` for a prefill and its decode steps, or remove `{key}`"
+    return f"add `mode = {owner.value}` to the workload, or remove `{key}`"
 
 
 def _getter(settings: Settings) -> Callable[[str], Any]:
