@@ -27,7 +27,7 @@ from dagc.backends.report import write_json
 from dagc.blocks.kv_cache import layer_kv_bytes, rank_kv_bytes
 from dagc.blocks.shapes import count
 from dagc.expand import expand
-from dagc.ir.logical import DType, Mode, Program
+from dagc.ir.logical import DType, Mode, Program, decode_phase, prefill_phase
 from dagc.ir.steps import Step
 from dagc.ir.terms import batched_matmul, decode_attention, latent_decode_attention
 from tests.helpers import EXAMPLES
@@ -36,26 +36,38 @@ from tests.helpers import EXAMPLES
 L70, H70, NH70, KV70, F70, V70, D70 = 80, 8192, 64, 8, 28_672, 128_256, 128
 
 
-def llama70b(batch: int = 32, tp: int = 8, microbatches: int = 1, kv_heads: int = KV70) -> str:
+def llama70b(
+    batch: int = 32,
+    tp: int = 8,
+    microbatches: int = 1,
+    kv_heads: int = KV70,
+    *,
+    context: int = 4096,
+    dp: int = 1,
+) -> str:
+    """Llama-3.1-70B decoding on one group of tp·dp GPUs."""
+    blocks = f"embed vocab_parallel; attention tp={tp}; mlp tp={tp}; lm_head tp={tp}"
+    if dp > 1:
+        blocks = f"embed dp={dp}; attention dp={dp}; mlp dp={dp}; lm_head dp={dp}"
     return f"""
 model llama {{
   layers = {L70}; hidden = {H70}; heads = {NH70}; kv_heads = {kv_heads}; ffn = {F70}
   activation = swiglu; vocab = {V70}; attention_kernel = fused; attention_mask = causal
 }}
-workload {{ batch = {batch}; seq = 1; microbatches = {microbatches} }}
-devices {{ group g = gpu[0..{tp - 1}] }}
-layers 0..{L70 - 1} on g {{ embed vocab_parallel; attention tp={tp}; mlp tp={tp}; lm_head tp={tp} }}
+workload {{ mode = decode; batch = {batch}; context = {context}; microbatches = {microbatches} }}
+devices {{ group g = gpu[0..{tp * dp - 1}] }}
+layers 0..{L70 - 1} on g {{ {blocks} }}
 """
 
 
 def as_decode(program: Program, context: int) -> Program:
-    """The program as one decode step at `context` (until the front end writes `mode`)."""
+    """A prefill file's program as one decode step at `context`."""
     workload = replace(program.workload, mode=Mode.DECODE, seq=1, context=context)
     return replace(program, workload=workload)
 
 
-def decode_program(text: str, context: int) -> Program:
-    return as_decode(dagc.compile_text(text, "t.dag").program, context)
+def decode_program(text: str) -> Program:
+    return dagc.compile_text(text, "t.dag").program
 
 
 # -- the closed forms per token ---------------------------------------------------------------
@@ -96,7 +108,7 @@ def test_kv_cache_per_gpu_of_a_llama_70b_decode(microbatches: int) -> None:
     """Every micro-batch's sequences stay cached: m·Bm = B sequences of C tokens on each
     GPU, 80 layers of 512 B per token."""
     batch, context = 32, 4096
-    program = decode_program(llama70b(batch, microbatches=microbatches), context)
+    program = decode_program(llama70b(batch, microbatches=microbatches, context=context))
     assert kv_cache_bytes(program, context) == {g: 80 * batch * context * 512 for g in range(8)}
     assert largest_context(program) == context
 
@@ -114,22 +126,23 @@ def test_kv_cache_of_deepseek_v3_per_pipeline_stage() -> None:
 def test_dp_replicas_cache_their_own_sequences() -> None:
     """attention dp=4 (tp = 1) on 4 GPUs, B = 10 in one micro-batch: the replicas serve
     split(10, 4) = 3, 3, 2, 2 sequences, each with all 8 KV heads (2·8·128·2 = 4096 B)."""
-    program = decode_program(llama70b(10, tp=4), 100)
-    ranges = tuple(
-        replace(r, blocks=tuple(replace(b, degree=1, dp=4) for b in r.blocks))
-        for r in program.ranges
-    )
-    program = replace(program, ranges=ranges)
+    program = decode_program(llama70b(10, tp=1, dp=4, context=100))
     kv = kv_cache_bytes(program, 100)
     assert kv == {g: 80 * n * 100 * 4096 for g, n in enumerate((3, 3, 2, 2))}
 
 
-def test_a_serve_program_caches_input_plus_output_on_its_decode_layout() -> None:
-    program = dagc.compile_text(llama70b(8), "t.dag").program
-    workload = replace(program.workload, mode=Mode.SERVE, seq=4096, output=512)
-    serve = replace(program, workload=workload)
+def test_a_disaggregated_serve_caches_on_both_layouts() -> None:
+    """examples/serving/llama_3_1_70b_disaggregated.dag, B = 32, I = 4096, O = 512: the
+    decode GPUs (8..15) hold I + O tokens per sequence, the prefill GPUs (0..7) the I of the
+    prefill until the handoff; 512 B per token and layer on each."""
+    serve = dagc.compile_file(EXAMPLES / "serving" / "llama_3_1_70b_disaggregated.dag").program
     assert largest_context(serve) == 4096 + 512
-    assert kv_cache_bytes(serve, 4608)[0] == 80 * 8 * 4608 * 512
+    assert kv_cache_bytes(serve, 4608) == {g: 80 * 32 * 4608 * 512 for g in range(8, 16)}
+    prefill = prefill_phase(serve)
+    assert largest_context(prefill) == 4096
+    assert kv_cache_bytes(prefill, 4096) == {g: 80 * 32 * 4096 * 512 for g in range(8)}
+    decode = decode_phase(serve, 4097)
+    assert kv_cache_bytes(decode, 4608) == kv_cache_bytes(serve, 4608)
 
 
 # -- the memory estimate ----------------------------------------------------------------------
@@ -142,10 +155,8 @@ GPU_PARAMS = L70 * LAYER_PARAMS + 2 * (V70 // 8) * H70
 
 def test_memory_of_a_llama_70b_decode_adds_the_kv_cache() -> None:
     batch, context = 32, 4096
-    text = llama70b(batch)
-    graph = expand(
-        replace(dagc.compile_text(text, "t.dag"), program=decode_program(text, context))
-    ).graph
+    text = llama70b(batch, context=context)
+    graph = expand(dagc.compile_text(text, "t.dag")).graph
     memory = estimate_memory(graph)
     assert GPU_PARAMS == 8_819_048_448  # ~70.6e9 / 8
     # the largest operation: lm_head's Get_Time(32, 8192, 16032), activations in and out
@@ -163,7 +174,7 @@ def test_memory_of_a_llama_70b_decode_adds_the_kv_cache() -> None:
 
 
 def test_a_prefill_program_holds_no_kv_cache() -> None:
-    text = llama70b(4).replace("seq = 1", "seq = 128")
+    text = llama70b(4).replace("mode = decode; ", "").replace("context = 4096", "seq = 128")
     graph = expand(dagc.compile_text(text, "t.dag")).graph
     assert largest_context(graph.program) is None
     assert {g.kv_cache_bytes for g in estimate_memory(graph).gpus.values()} == {0}
@@ -188,9 +199,7 @@ def test_working_sets_of_the_decode_terms_leave_the_cache_and_weights_out() -> N
 
 def test_json_reports_kv_cache_bytes_per_gpu() -> None:
     batch, context = 8, 1000
-    text = llama70b(batch)
-    compiled = replace(dagc.compile_text(text, "t.dag"), program=decode_program(text, context))
-    analysis = analyze_compiled(compiled).analysis
+    analysis = analyze_compiled(dagc.compile_text(llama70b(batch, context=context))).analysis
     out = StringIO()
     write_json(analysis, out)
     gpus = json.loads(out.getvalue())["gpus"]
@@ -211,9 +220,9 @@ def by_hand(limit: float, weights: int, per_sequence: float, m: int, least: int)
 def test_max_batch_of_a_llama_70b_decode_by_hand() -> None:
     """Per GPU: weights 2·8,819,048,448 B fixed; per sequence 80·C·512 B of cache and
     48,448 B of working set (lm_head's (8192 + 16032)·2, the file's 32 sequences scaled)."""
-    text = llama70b(32)
-    program = decode_program(text, 4608)
-    graph = expand(replace(dagc.compile_text(text, "t.dag"), program=program)).graph
+    compiled = dagc.compile_text(llama70b(32, context=4608))
+    program = compiled.program
+    graph = expand(compiled).graph
     memory = estimate_memory(graph)
     per_sequence = 80 * 4608 * 512 + (H70 + V70 // 8) * 2
     for limit in (80e9, 141e9):
@@ -228,12 +237,7 @@ def test_max_batch_keeps_multiples_of_m_and_a_sequence_per_replica() -> None:
     """dp = 4 replicas (tp = 1) on 4 GPUs, m = 2: B = 2·k with k ≥ 4. Weights 1e9 B and a
     working set of 1e6 B at the file's B = 8 on every GPU; the cache 80·C·4096 B per
     sequence; the busiest replica has ceil(k/4) sequences per micro-batch."""
-    program = decode_program(llama70b(8, tp=4, microbatches=2), 100)
-    ranges = tuple(
-        replace(r, blocks=tuple(replace(b, degree=1, dp=4) for b in r.blocks))
-        for r in program.ranges
-    )
-    program = replace(program, ranges=ranges)
+    program = decode_program(llama70b(8, tp=1, dp=4, microbatches=2, context=100))
     memory = MemoryEstimate({g: GpuMemory(10**9, working_set_bytes=10**6) for g in range(4)}, {})
     token = 80 * 100 * 4096  # one sequence's cache, all heads
 

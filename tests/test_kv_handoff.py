@@ -26,6 +26,7 @@ from dagc.ir.terms import TermKind
 from dagc.ir.verify import VerificationError, verify
 from dagc.passes.manager import PassOptions, run_passes
 from dagc.passes.transfers import insert_transfers
+from tests.helpers import EXAMPLES
 
 VERIFY = PassOptions(verify_each=True)
 
@@ -125,23 +126,29 @@ def test_bytes_are_the_layer_cache_over_the_fewer_links() -> None:
 
 
 def test_llama_70b_tp8_to_tp8_sends_one_head_per_link() -> None:
-    """Llama-3.1-70B, B = 32, I = 4096, TP8 on gpu[0..7] to TP8 on gpu[8..15]: each layer
-    32·4096·(2·8·128·2) / 8 = 67,108,864 bytes per link, inter-node."""
-    text = """
-model llama {
-  layers = 80; hidden = 8192; heads = 64; kv_heads = 8; ffn = 28672; activation = swiglu
-  vocab = 128256; attention_kernel = fused; attention_mask = causal
-}
-workload { batch = 32; seq = 4096 }
-devices { group p = gpu[0..7]; group d = gpu[8..15] }
-layers 0..79 on p { embed; attention tp=8; mlp tp=8; lm_head tp=8 }
-"""
-    program = prefill_of(serve(text, "d", 8, output=512))
-    steps = run_passes(program, until="insert-transfers")
+    """examples/serving/llama_3_1_70b_disaggregated.dag: Llama-3.1-70B, B = 32, I = 4096,
+    TP8 on gpu[0..7] to TP8 on gpu[8..15]: each layer 32·4096·(2·8·128·2) / 8 =
+    67,108,864 bytes per link, inter-node; the cache as the decode GPUs hold it."""
+    path = EXAMPLES / "serving" / "llama_3_1_70b_disaggregated.dag"
+    program = prefill_of(dagc.compile_file(path).program)
+    steps = steps_of(program)
     found = sends(steps)
-    assert len(found) == 80
+    assert [s.op_name(0, None) for _, s in found] == [f"kv_send_l{n}" for n in range(80)]
     assert {s.terms[0].args for _, s in found} == {(67_108_864,)}
     assert {s.terms[0].nodes for _, s in found} == {2}
+    assert {s.stream for _, s in found} == {Stream.COMM}
+    for _, send in found:
+        (cache,) = send.writes
+        assert cache.gpus == tuple(range(8, 16))
+        assert [(d.name, d.size) for d in cache.dims] == [
+            ("sequences", 32),
+            ("context", 4096),
+            ("kv_heads", 8),
+            ("head_dim", 256),
+        ]
+        assert cache.local_sizes(0) == (32, 4096, 1, 256)  # one head per decode GPU
+    graph = run_passes(steps, resume_after="assign-streams")
+    assert graph.gpus() == list(range(8))
 
 
 def test_uneven_links_round_up() -> None:
