@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import dagc
+from dagc.analysis.capacity import handoff_end
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.analysis.selection import cost_model
 from dagc.ir.device import DeviceGraph
@@ -216,6 +217,7 @@ def test_the_handoffs_queue_on_the_communication_stream(microbatches: int) -> No
     assert len(kv_ops) == 4 * microbatches
     assert graph.name(path.ops[-1]).startswith("kv_send_l3")
     assert max(path.finish[kv_ops]) <= path.time
+    assert handoff_end(graph, path.finish) == pytest.approx(4 * microbatches)
 
 
 def test_the_critical_path_ends_no_earlier_than_the_last_kv_send() -> None:
@@ -254,6 +256,8 @@ def test_verify_passes_collapsed_and_pipelined() -> None:
 def test_no_handoff_without_a_disaggregated_decode() -> None:
     program = dagc.compile_text(dense(), "t.dag").program
     assert sends(steps_of(program)) == []
+    graph = graph_of(program)
+    assert handoff_end(graph, np.ones(graph.num_ops)) is None
     collocated = replace(program, workload=replace(program.workload, mode=Mode.SERVE, output=4))
     assert sends(steps_of(prefill_phase(collocated))) == []
 

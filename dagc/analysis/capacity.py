@@ -46,10 +46,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from dagc.blocks.kv_cache import rank_kv_bytes
 from dagc.blocks.shapes import rank_sequences
+from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import BlockKind, LayerRange, Mode, Program
-from dagc.ir.steps import BlockSteps
+from dagc.ir.steps import KV_SEND, BlockSteps
 
 if TYPE_CHECKING:
     from dagc.analysis.memory import MemoryEstimate
@@ -189,3 +193,18 @@ def max_batch(
         else:
             top = middle
     return BatchCapacity(context, low * m, overflow(top * m))
+
+
+def handoff_end(graph: DeviceGraph, finish: npt.NDArray[np.float64]) -> float | None:
+    """When the KV handoff of a disaggregated serve's prefill phase ends: the latest finish
+    (seconds, per operation: the critical-path schedule's) of its `kv_send` operations;
+    None for a graph without a handoff."""
+    positions = [
+        position
+        for position in range(graph.template_size)
+        if graph.steps[int(graph.template_step[position])].base == KV_SEND
+    ]
+    if not positions:
+        return None
+    ops = np.concatenate([graph.template_ops(position) for position in positions])
+    return float(finish[ops].max())

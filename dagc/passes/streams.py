@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.ir.steps import BlockSteps, Step, StepProgram, Stream
-from dagc.passes.transfers import KV_SEND
+from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, Stream
 
 NAME = "assign-streams"
 

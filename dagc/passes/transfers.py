@@ -54,13 +54,11 @@ from dagc.blocks.shapes import (
     value,
 )
 from dagc.ir.logical import Block, BlockKind, Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.values import Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
-# the base name of the disaggregated serve's per-layer KV handoff (`kv_send_l{l}`)
-KV_SEND = "kv_send"
 
 
 def insert_transfers(steps: StepProgram) -> StepProgram:
