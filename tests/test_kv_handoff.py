@@ -18,12 +18,15 @@ import pytest
 
 import dagc
 from dagc.analysis.capacity import handoff_end
+from dagc.analysis.costs import CostModel
 from dagc.analysis.critical_path import critical_path, op_costs
+from dagc.analysis.formula import evaluate
 from dagc.analysis.selection import cost_model
+from dagc.api import formula_compiled
 from dagc.ir.device import DeviceGraph
 from dagc.ir.logical import Mode, Program, prefill_phase
 from dagc.ir.steps import BlockSteps, Step, StepProgram, Stream
-from dagc.ir.terms import TermKind
+from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.verify import VerificationError, verify
 from dagc.passes.manager import PassOptions, run_passes
 from dagc.passes.transfers import insert_transfers
@@ -273,3 +276,30 @@ def test_the_verifier_knows_where_the_cache_goes() -> None:
     without = replace(program, kv_handoff=())
     with pytest.raises(VerificationError, match="has no handoff for"):
         verify(replace(steps, program=without))
+
+
+class Scaled(CostModel):
+    """The roofline with P2P terms `factor` times as slow (a slow link between the layouts)."""
+
+    def __init__(self, base: CostModel, factor: float) -> None:
+        self.base, self.factor = base, factor
+        self.name = f"{base.name}, P2P x{factor:g}"
+
+    def term_seconds(self, term: CostTerm) -> float:
+        seconds = self.base.term_seconds(term)
+        return seconds * self.factor if term.kind is TermKind.P2P else seconds
+
+
+def test_the_formula_of_a_prefill_with_handoff_is_its_critical_path() -> None:
+    """The max-plus formula keeps the handoff's stream: it equals the critical path when the
+    handoff hides behind the compute and when it dominates."""
+    text = dense(microbatches=2)
+    compiled = dagc.compile_text(text, "t.dag")
+    compiled = replace(compiled, program=prefill_of(serve(text, "d", 2)))
+    result = formula_compiled(compiled)
+    assert result.exact
+    graph = graph_of(compiled.program, collapse=True)
+    roofline, _ = cost_model(compiled.program)
+    for model in (roofline, Scaled(roofline, 1e3), Scaled(roofline, 1e-3)):
+        path = critical_path(graph, op_costs(graph, model.term_costs(graph.terms.terms)))
+        assert evaluate(result.expression, model.term_seconds) == pytest.approx(path.time)
