@@ -115,6 +115,19 @@ class Layout:
     microbatches: int | None = None
     dtype: str = "bf16"
     name: str | None = None
+    # the workload's mode (docs/serving.md): prefill (seq), decode (context), serve
+    # (input, output); None takes the default of its mode
+    mode: str = "prefill"
+    context: int | None = None
+    input: int | None = None
+    output: int | None = None
+    # attention data parallelism: every GPU of a stage its own attention (and dense mlp,
+    # embed, lm_head) replica, tp = 1, the experts split over the stage
+    attention_dp: bool = False
+
+
+MODES = ("prefill", "decode", "serve")
+DEFAULT_OUTPUT = 256
 
 
 @dataclass(frozen=True)
@@ -618,6 +631,7 @@ def _resolve(layout: Layout, spec: _Spec) -> _Placed:
             )
     if layout.batch < 1 or layout.seq < 1:
         raise option_error("--batch and --seq must be at least 1", "e.g. --batch 8 --seq 4096")
+    _check_mode(layout, pp)
     microbatches = layout.microbatches or math.gcd(layout.batch, pp)
     if layout.batch % microbatches:
         raise option_error(
@@ -625,6 +639,59 @@ def _resolve(layout: Layout, spec: _Spec) -> _Placed:
             "each micro-batch holds the same number of sequences",
         )
     return _Placed(tp, pp, ep, microbatches)
+
+
+def _check_mode(layout: Layout, pp: int) -> None:
+    """The serving options: each belongs to its mode; attention dp needs one stage."""
+    if layout.mode not in MODES:
+        raise option_error(f"unknown mode `{layout.mode}`", f"use one of {', '.join(MODES)}")
+    misplaced = [
+        (option, mode)
+        for option, value, mode in (
+            ("--context", layout.context, "decode"),
+            ("--input", layout.input, "serve"),
+            ("--output-tokens", layout.output, "serve"),
+        )
+        if value is not None and layout.mode != mode
+    ]
+    if misplaced:
+        option, mode = misplaced[0]
+        raise option_error(
+            f"{option} belongs to --mode {mode}, not --mode {layout.mode}",
+            f"add --mode {mode}, or leave {option} out",
+        )
+    if layout.attention_dp and pp > 1:
+        raise option_error(
+            f"--attention-dp with --pp {pp}: data-parallel attention groups cannot be"
+            " pipeline stages",
+            "use --pp 1 (every GPU one attention replica, the experts over all of them)",
+        )
+
+
+def _workload(layout: Layout, placed: _Placed) -> str:
+    """The workload line of the mode."""
+    if layout.mode == "decode":
+        shape = f"mode = decode; batch = {layout.batch}; context = {layout.context or layout.seq}"
+    elif layout.mode == "serve":
+        shape = (
+            f"mode = serve; batch = {layout.batch}; input = {layout.input or layout.seq};"
+            f" output = {layout.output or DEFAULT_OUTPUT}"
+        )
+    else:
+        shape = f"batch = {layout.batch}; seq = {layout.seq}"
+    return f"workload {{ {shape}; dtype = {layout.dtype}; microbatches = {placed.microbatches} }}"
+
+
+def _mode_options(layout: Layout) -> str:
+    """The serving options of the layout line (nothing for prefill)."""
+    if layout.mode == "decode":
+        return f" --mode decode --context {layout.context or layout.seq}"
+    if layout.mode == "serve":
+        return (
+            f" --mode serve --input {layout.input or layout.seq}"
+            f" --output-tokens {layout.output or DEFAULT_OUTPUT}"
+        )
+    return ""
 
 
 def _model_name(path: str | os.PathLike[str], layout: Layout | None) -> str:
@@ -651,10 +718,7 @@ def _write(spec: _Spec, config: _Config, layout: Layout, name: str) -> str:
         text = f"  {key:<{width}} = {value}"
         lines.append(f"{text:<{width + value_width + 6}}  # {comment}" if comment else text)
     lines += ["}", ""]
-    lines.append(
-        f"workload {{ batch = {layout.batch}; seq = {layout.seq}; dtype = {layout.dtype};"
-        f" microbatches = {placed.microbatches} }}"
-    )
+    lines.append(_workload(layout, placed))
     lines += ["", "devices {", f"  gpu = {layout.gpu}"]
     if placed.pp > 1 and placed.tp > 1:
         lines.append("  split_sends = true  # pipeline sends split over the tp ranks' links")
@@ -665,7 +729,7 @@ def _write(spec: _Spec, config: _Config, layout: Layout, name: str) -> str:
         members = f"{first}..{last}" if last > first else f"{first}"
         lines.append(f"  group {group} = gpu[{members}]")
     lines += ["}", ""]
-    lines += _statements(spec, placed, groups)
+    lines += _statements(spec, placed, groups, layout.attention_dp)
     return "\n".join(lines) + "\n"
 
 
@@ -676,7 +740,9 @@ def _header(spec: _Spec, config: _Config, layout: Layout, placed: _Placed) -> li
         f"# {spec.architecture} from {source}, written by `dagc new --hf`.",
         f"# Layout: --gpus {layout.gpus} --tp {placed.tp} --pp {placed.pp}{ep}"
         f" --gpu {layout.gpu} --batch {layout.batch} --seq {layout.seq}"
-        f" --microbatches {placed.microbatches} --dtype {layout.dtype}",
+        f" --microbatches {placed.microbatches} --dtype {layout.dtype}"
+        + _mode_options(layout)
+        + (" --attention-dp" if layout.attention_dp else ""),
     ]
     config.used.update(("num_nextn_predict_layers", "quantization_config"))
     if "num_nextn_predict_layers" in config.fields:
@@ -736,18 +802,24 @@ def _stages(layers: int, pp: int) -> Iterator[tuple[int, int]]:
         first += count
 
 
-def _statements(spec: _Spec, placed: _Placed, groups: list[str]) -> list[str]:
+def _statements(
+    spec: _Spec, placed: _Placed, groups: list[str], attention_dp: bool = False
+) -> list[str]:
     """The `layers` statements: one with `pp=` when every layer is alike, else one per run
-    of dense or MoE layers within each stage."""
+    of dense or MoE layers within each stage. With `attention_dp` every block but moe runs
+    as tp replicas of one GPU each (`dp=`)."""
     tp = placed.tp
-    embed = "embed vocab_parallel" if tp > 1 else "embed"
+    if attention_dp and tp > 1:
+        embed, degree = f"embed dp={tp}", f"tp=1 dp={tp}"
+    else:
+        embed, degree = ("embed vocab_parallel" if tp > 1 else "embed"), f"tp={tp}"
 
     def body(moe: bool, first: bool, last: bool) -> list[str]:
         blocks = [embed] if first else []
-        blocks.append(f"attention tp={tp}")
-        blocks.append(f"moe ep={placed.ep}" if moe else f"mlp tp={tp}")
+        blocks.append(f"attention {degree}")
+        blocks.append(f"moe ep={placed.ep}" if moe else f"mlp {degree}")
         if last:
-            blocks.append(f"lm_head tp={tp}")
+            blocks.append(f"lm_head {degree}")
         return [f"  {b}" for b in blocks]
 
     def span(a: int, b: int) -> str:

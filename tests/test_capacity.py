@@ -181,18 +181,22 @@ def test_a_prefill_program_holds_no_kv_cache() -> None:
 
 
 def test_working_sets_of_the_decode_terms_leave_the_cache_and_weights_out() -> None:
-    """Decode attention: queries in and outputs out (Bm·h·(d_qk + d_v)·w), the cache being
-    counted as the cache; MLA's: Bm·h·(2·d_c + d_r)·w; BMM_Time: b·(M·K + M·N)·w, its
-    per-head weights apart."""
+    """Decode attention: the new tokens' q, k, v in and outputs out,
+    Bm·(h + kv)·(d_qk + d_v)·w, the cache being counted as the cache; MLA's: the absorbed
+    queries and latent outputs of every head and the new token's latent and rope key,
+    Bm·(h·(2·d_c + d_r) + d_c + d_r)·w; BMM_Time: b·(M·K + M·N)·w, its per-head weights
+    apart."""
 
     def one(term: object) -> int:
         step = Step("x", 0, (0,), (term,))  # type: ignore[arg-type]
         return activation_bytes(step, 0, 2)
 
     c = count
-    assert one(decode_attention(c(32), c(8), c(1), c(4096), c(128), c(128))) == 32 * 8 * 256 * 2
+    assert one(decode_attention(c(32), c(8), c(1), c(4096), c(128), c(128))) == (
+        32 * (8 + 1) * 256 * 2
+    )
     assert one(latent_decode_attention(c(32), c(16), c(4096), c(512), c(64))) == (
-        32 * 16 * (2 * 512 + 64) * 2
+        32 * (16 * (2 * 512 + 64) + 512 + 64) * 2
     )
     assert one(batched_matmul(c(16), c(32), c(128), c(512))) == 16 * (32 * 128 + 32 * 512) * 2
 

@@ -27,7 +27,15 @@ from dagc.backends.device_json import to_networkx
 from dagc.diagnostics import Severity
 from dagc.expand import expand
 from dagc.ir.device import DATA_EDGE, ORDER_EDGE, DeviceGraph, Operation
-from dagc.ir.logical import Activation, AttentionKernel, AttentionMask, Block, BlockKind, Program
+from dagc.ir.logical import (
+    Activation,
+    AttentionKernel,
+    AttentionMask,
+    Block,
+    BlockKind,
+    Mode,
+    Program,
+)
 from dagc.ir.terms import CostTerm, TermKind
 from helpers import EXAMPLES, example_files
 
@@ -545,17 +553,19 @@ def expected_flops(program: Program) -> int:
             for block in layer_range.blocks:
                 size = len(program.group(block.group).gpus)
                 kind = block.kind
+                # attention's tp (dp replicas split tokens, not work)
+                tp = block.degree
                 if kind is BlockKind.ATTENTION and model.kv_lora_rank is not None:
-                    total += latent_attention_flops(program, block, tokens, size)
+                    total += latent_attention_flops(program, block, tokens, tp)
                 elif kind is BlockKind.ATTENTION:
                     nh, nkv, d = model.heads, model.kv_heads, model.head_dim
                     assert nh is not None and nkv is not None and d is not None
                     total += 2 * tokens * hid * (nh * d)
                     total += 2 * 2 * tokens * hid * (nkv * d)
-                    total += 2 * (bm * nh * pairs(block, seq) * d) * 2
+                    total += 2 * (bm * nh * keys(program, block) * d) * 2
                     total += 2 * tokens * (nh * d) * hid
-                    if nkv < size:  # each rank computes one KV head
-                        total += (size - nkv) * 2 * 2 * tokens * hid * d
+                    if nkv < tp:  # each rank computes one KV head
+                        total += (tp - nkv) * 2 * 2 * tokens * hid * d
                 elif kind is BlockKind.MLP:
                     assert model.ffn is not None
                     mats = 3 if model.activation is Activation.SWIGLU else 2
@@ -587,6 +597,15 @@ def pairs(block: Block, seq: int) -> int:
     return seq * seq
 
 
+def keys(program: Program, block: Block) -> int:
+    """Query-key pairs per head and sequence: S·S or S·(S+1)/2 (`pairs`); a decode step's
+    one new token against its C keys, whatever the kernel."""
+    if program.workload.mode is Mode.DECODE:
+        assert program.workload.context is not None
+        return program.workload.context
+    return pairs(block, program.workload.seq)
+
+
 def latent_attention_flops(program: Program, block: Block, tokens: int, tp: int) -> int:
     """MLA: q_a and kv_a whole on every rank (tp copies), the rest split by heads."""
     model, hid = program.model, program.model.hidden
@@ -600,6 +619,10 @@ def latent_attention_flops(program: Program, block: Block, tokens: int, tp: int)
         query = tp * 2 * tokens * hid * r_q + 2 * tokens * r_q * nh * (nope + rope)
     kv = tp * 2 * tokens * hid * (r_kv + rope) + 2 * tokens * r_kv * nh * (nope + d_v)
     core = 2 * bm * nh * pairs(block, seq) * (nope + rope + d_v)
+    if program.workload.mode is Mode.DECODE:
+        # absorbed: q_absorb and v_absorb are kv_b's weights times 2·T (kv above); scores
+        # over the latent and rope key, weights·latent
+        core = 2 * bm * nh * keys(program, block) * (2 * r_kv + rope)
     return query + kv + core + 2 * tokens * nh * d_v * hid
 
 

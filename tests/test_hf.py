@@ -445,3 +445,53 @@ def test_attention_dropout_is_written_only_when_set(tmp_path: Path) -> None:
     assert "attention_dropout = 0.1" in _model_keys(result.text)
     assert not result.warnings
     assert dagc.compile_text(result.text).program.model.attention_dropout == 0.1
+
+
+# -- serving layouts -------------------------------------------------------------------------
+
+
+def test_decode_with_attention_data_parallelism(tmp_path: Path) -> None:
+    path = _write_config(tmp_path, _small("Qwen3MoeForCausalLM"))
+    layout = Layout(gpus=4, mode="decode", context=1000, batch=8, attention_dp=True)
+    text = new_from_hf(path, layout).text
+    assert "workload { mode = decode; batch = 8; context = 1000;" in text
+    assert "attention tp=1 dp=4" in text and "embed dp=4" in text and "moe ep=4" in text
+    assert "--mode decode --context 1000 --attention-dp" in text
+    program = dagc.compile_text(text).program
+    assert (program.workload.seq, program.workload.context) == (1, 1000)
+
+
+def test_serve_writes_input_and_output(tmp_path: Path) -> None:
+    path = _write_config(tmp_path, _small("LlamaForCausalLM"))
+    text = new_from_hf(path, Layout(gpus=2, mode="serve", input=512, output=64)).text
+    assert "mode = serve; batch = 8; input = 512; output = 64;" in text
+    assert "--mode serve --input 512 --output-tokens 64" in text
+    workload = dagc.compile_text(text).program.workload
+    assert (workload.seq, workload.output) == (512, 64)
+
+
+def test_serving_layout_line_reproduces_the_file(tmp_path: Path) -> None:
+    path = _write_config(tmp_path, _small("LlamaForCausalLM"))
+    first = runner.invoke(app, ["new", "--hf", str(path), "--mode", "serve", "--input", "300"])
+    assert first.exit_code == 0, first.stderr
+    again = runner.invoke(app, ["new", "--hf", str(path), *_layout_of_text(first.stdout)])
+    assert again.stdout == first.stdout
+
+
+def _layout_of_text(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith("# Layout: "))
+    return shlex.split(line.removeprefix("# Layout: "))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--context", "5"], "--context belongs to --mode decode, not --mode prefill"),
+        (["--mode", "decode", "--input", "5"], "--input belongs to --mode serve"),
+        (["--mode", "fast"], "unknown mode `fast`"),
+        (["--gpus", "16", "--attention-dp"], "cannot be pipeline stages"),
+    ],
+)
+def test_serving_option_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    path = _write_config(tmp_path, _small("LlamaForCausalLM"))
+    assert message in _fails(["--hf", str(path), *args])

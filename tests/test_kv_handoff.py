@@ -148,7 +148,7 @@ def test_llama_70b_tp8_to_tp8_sends_one_head_per_link() -> None:
             ("sequences", 32),
             ("context", 4096),
             ("kv_heads", 8),
-            ("head_dim", 256),
+            ("kv_dim", 256),
         ]
         assert cache.local_sizes(0) == (32, 4096, 1, 256)  # one head per decode GPU
     graph = run_passes(steps, resume_after="assign-streams")

@@ -11,8 +11,9 @@ micro-batch's sequences at the program's largest context (dagc/analysis/capacity
 decode mode, or the context the caller gives, I + O for a serve program); the prefill
 layout of a disaggregated serve holds the cache of its I tokens until the handoff. The
 working set keeps the prefill's rule, the largest inputs-plus-outputs of one operation: a
-decode attention reads the cache in place (counted once, as the cache) and adds its
-queries and outputs; an absorbed MLA product (BMM_Time) its activations, not its weights.
+decode attention reads the cache in place (counted once, as the cache) and adds the new
+tokens' q, k, v and its outputs; an absorbed MLA product (BMM_Time) its activations, not
+its weights.
 
 Training (docs/training.md, "Memory"), per GPU, w bytes per element of the workload's dtype:
 
@@ -207,15 +208,19 @@ def activation_bytes(step: Step, rank: int, w: int) -> int:
         return 2 * term.args[0] * w
     if term.kind.is_fused_attention:  # Q, K, V in and O out; the scores never reach memory
         return term.bytes_moved(w)
-    if term.kind is TermKind.BATCHED_MATMUL:  # per-head absorbed weights excluded
+    if term.kind is TermKind.BATCHED_MATMUL:  # each of the b products' K × N is a weight
         b, m, k, n = term.args
         return b * (m * k + m * n) * w
-    if term.kind is TermKind.DECODE_ATTENTION:  # queries in, outputs out; the cache apart
-        batch, heads, _, _, d_qk, d_v = term.args
-        return batch * heads * (d_qk + d_v) * w
-    if term.kind is TermKind.LATENT_DECODE_ATTENTION:  # absorbed queries in, latents out
+    if term.kind is TermKind.DECODE_ATTENTION:
+        # the new tokens' q, k, v in and o out; the cache it reads is the KV cache's (counted
+        # apart), and no scores reach memory
+        batch, heads, kv, _, d_qk, d_v = term.args
+        return batch * (heads + kv) * (d_qk + d_v) * w
+    if term.kind is TermKind.LATENT_DECODE_ATTENTION:
+        # the absorbed queries (d_c + d_r) and latent outputs (d_c) of every head, the new
+        # token's latent and rope key; the latent cache counted apart
         batch, heads, _, d_c, d_r = term.args
-        return batch * heads * (2 * d_c + d_r) * w
+        return batch * (heads * (2 * d_c + d_r) + d_c + d_r) * w
     return 0
 
 

@@ -9,13 +9,21 @@ the extras docs/semantics.md lists ("Model and executed FLOPs").
 Symbols: H hidden, nh heads, nkv kv_heads, d head_dim (d_qk; d_v the value size of a
 head), F ffn, E experts, k top_k, Fe expert_ffn, n_s shared experts of inner Fs, V vocab,
 p = 3 matrices per MLP or expert with swiglu else 2, B batch, S seq, w bytes per element.
+
+A decode step (mode DECODE: S = 1, C = the keys each new token attends over, itself
+included): model_flops = 2·B·(the active matrix-product weights), the projections on the
+T = B new tokens, plus per attention layer 2·B·nh·C·(d_qk + d_v) (each token against its C
+keys; no mask applies). MLA decodes in the absorbed form: kv_b is not applied to the new
+token; instead q_absorb (2·B·nh·nope·r_kv) and v_absorb (2·B·nh·r_kv·d_v), which are
+kv_b's weights (r_kv·nh·(nope + d_v)) times 2·B, so the products' term is unchanged; the
+core is 2·B·nh·C·(2·r_kv + rope) (scores over the latent and the rope key, weights·latent).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagc.ir.logical import Activation, AttentionMask, Block, BlockKind, Model, Program
+from dagc.ir.logical import Activation, AttentionMask, Block, BlockKind, Mode, Model, Program
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +33,8 @@ class ModelTotals:
     params: every weight of the blocks the program runs, unsharded, each counted once.
     active_params: params less the routed experts a token does not visit ((E − k) of E).
     model_flops: 2 × tokens × the active matrix-product weights, plus attention's
-    query-key and weights-value products (B·S tokens: every micro-batch together).
+    query-key and weights-value products (B·S tokens: every micro-batch together; a decode
+    step's B tokens against C keys each, see the module docstring).
     kv_cache_bytes_per_token: the keys and values (MLA: the compressed latent and the
     rope key) one token leaves in a KV cache, summed over every attention layer.
     """
@@ -67,6 +76,9 @@ def model_totals(program: Program) -> ModelTotals:
                     has_head = has_head or layer == last
                 else:
                     _layer_block(model, block, workload.batch, workload.seq, sums)
+    if workload.mode is Mode.DECODE:
+        assert workload.context is not None
+        sums.core_flops = _decode_core_flops(program, workload.batch, workload.context)
     table = model.hidden * (model.vocab or 0)
     if has_embed:
         sums.params += table  # a lookup: no FLOPs
@@ -82,6 +94,25 @@ def model_totals(program: Program) -> ModelTotals:
         model_flops=2 * tokens * sums.product_weights + sums.core_flops,
         kv_cache_bytes_per_token=sums.kv_elements * workload.dtype.bytes,
     )
+
+
+def _decode_core_flops(program: Program, batch: int, context: int) -> int:
+    """A decode step's attention cores: 2·B·nh·C·(d_qk + d_v) per attention layer, MLA's
+    absorbed 2·B·nh·C·(2·r_kv + rope)."""
+    model = program.model
+    nh = model.heads or 0
+    if model.kv_lora_rank is not None:
+        per_key = 2 * model.kv_lora_rank + (model.qk_rope_head_dim or 0)
+    else:
+        per_key = (model.head_dim or 0) + (model.value_head_dim or 0)
+    layers = sum(
+        1
+        for layer_range in program.ranges
+        for _ in layer_range.layer_indices
+        for block in layer_range.blocks
+        if block.kind is BlockKind.ATTENTION
+    )
+    return layers * 2 * batch * nh * context * per_key
 
 
 def _products(model: Model) -> int:

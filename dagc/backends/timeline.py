@@ -70,6 +70,15 @@ def shape_text(term: CostTerm) -> str:
         mask = "causal" if term.kind.is_causal else "full"
         which = ", backward" if term.kind.is_backward else ""
         return f"{batch} x {heads} heads ({kv} kv) x {seq} tokens, d {d_qk}/{d_v}, {mask}{which}"
+    if term.kind is TermKind.BATCHED_MATMUL:
+        b, m, k, n = term.args
+        return f"{b} x [{m}, {k}] x [{k}, {n}]"
+    if term.kind is TermKind.DECODE_ATTENTION:
+        batch, heads, kv, context, d_qk, d_v = term.args
+        return f"{batch} x {heads} heads ({kv} kv) x 1 token over {context} keys, d {d_qk}/{d_v}"
+    if term.kind is TermKind.LATENT_DECODE_ATTENTION:
+        batch, heads, context, d_c, d_r = term.args
+        return f"{batch} x {heads} heads x 1 token over {context} latent keys, d {d_c}+{d_r}"
     if term.kind is TermKind.OPTIMIZER:
         return f"{term.args[0]} parameters"
     if term.kind is TermKind.ELEMENTWISE:

@@ -47,6 +47,10 @@ def _no_held_weights(model: Model, step: Step, rank: int) -> int:
     return 0
 
 
+def _no_inputs(program: Program, block: BlockSteps) -> tuple[Value, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class BlockModule:
     """One block kind: its options, needs, split, steps, collectives and weights.
@@ -78,6 +82,9 @@ class BlockModule:
       f), which sums the partial gradients the block's sharded products leave for a value
       every rank holds whole (`all_reduce_attn_bwd`).
     - `recompute_core`: steps selective recomputation reruns (attention's core).
+    - `inputs(program, block)`: values the block's steps read that no step writes, the
+      program's inputs from outside the step (a decode step's KV cache); its shard pass
+      adds them to `StepProgram.inputs`.
     """
 
     kind: BlockKind
@@ -96,6 +103,7 @@ class BlockModule:
     transposed_operand: frozenset[str] = frozenset()
     backward_all_reduce: str = ""
     recompute_core: frozenset[str] = frozenset()
+    inputs: Callable[[Program, BlockSteps], tuple[Value, ...]] = _no_inputs
 
     @property
     def degree_key(self) -> str | None:

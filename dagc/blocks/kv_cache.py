@@ -54,7 +54,7 @@ def cache_value(
 ) -> Value:
     """`kv_cache_l{layer}` of one micro-batch on an attention group (tp = `degree`, `dp`
     replicas, on `gpus`) holding `context` tokens per sequence: (sequences Bm, context,
-    kv_heads, head_dim d_qk + d_v) split by kv heads over tp (one replicated head when
+    kv_heads, kv_dim d_qk + d_v) split by kv heads over tp (one replicated head when
     nkv < t), or (sequences, context, latent r_kv + d_r) replicated under MLA; split by
     sequences over dp replicas."""
     model, workload = program.model, program.workload
@@ -68,7 +68,7 @@ def cache_value(
         assert model.heads is not None
         nkv = model.kv_heads or model.heads
         shared = nkv < degree
-        shape = (*rows, Dim("kv_heads", 1 if shared else nkv), Dim("head_dim", _head_width(model)))
+        shape = (*rows, Dim("kv_heads", 1 if shared else nkv), Dim("kv_dim", _head_width(model)))
         placement = REPLICATED if shared or degree == 1 else split("kv_heads")
     if dp > 1:
         placement = split("sequences")

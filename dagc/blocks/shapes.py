@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dagc.ir.logical import Program
+from dagc.ir.logical import Mode, Program
 from dagc.ir.steps import BlockSteps
 from dagc.ir.terms import CostTerm, Label, TermKind
-from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name
+from dagc.ir.values import REPLICATED, Dim, Placement, Value, residual_name, split
 from dagc.split import split_evenly
 
 
@@ -108,7 +108,8 @@ def count(value: int, symbol: str = "") -> Label:
 
 @dataclass(frozen=True)
 class Dims:
-    """The program's dimensions as labels: T (tokens), Bm, S, H, d, w."""
+    """The program's dimensions as labels: T (tokens), Bm, S, H, d, w, and the keys each
+    query attends over (C in a decode step, S otherwise)."""
 
     tokens: Label
     batch: Label
@@ -116,21 +117,55 @@ class Dims:
     hidden: Label
     head_dim: Label
     width: Label
+    context: Label
 
 
 def dims(program: Program) -> Dims:
-    """Labelled dimensions of `program` (Bm is `B` with one micro-batch, else `B/m`)."""
-    workload, model = program.workload, program.model
+    """Labelled dimensions of `program` (Bm is `B` with one micro-batch, else `B/m`).
+
+    A decode step (mode DECODE) has one query token per sequence: its tokens are `B` (or
+    `B/m`) alone, and its context `C` (the keys each new token attends over)."""
+    workload = program.workload
     batch = count(workload.microbatch_size, "B" if workload.microbatches == 1 else "B/m")
+    return _dims(program, batch)
+
+
+def rank_dims(program: Program, block: BlockSteps) -> list[Dims]:
+    """`dims(program)` as each rank of `block.gpus` works on it: the same on every rank,
+    or, for a block with dp replicas, its replica's Bm_r = rank_sequences sequences (a
+    plain count: the rank's share) and T_r = Bm_r·S tokens."""
+    if block.dp == 1:
+        return [dims(program)] * len(block.gpus)
+    shares = rank_sequences(program, block)
+    made = {n: _dims(program, count(n)) for n in set(shares)}
+    return [made[n] for n in shares]
+
+
+def _dims(program: Program, batch: Label) -> Dims:
+    workload, model = program.workload, program.model
     seq = count(workload.seq, "S")
+    decode = workload.mode is Mode.DECODE
+    context = count(workload.context or 1, "C") if decode else seq
     return Dims(
-        tokens=times(batch, seq),
+        tokens=batch if decode else times(batch, seq),
         batch=batch,
         seq=seq,
         hidden=count(model.hidden, "H"),
         head_dim=count(model.head_dim or 1, "d"),
         width=count(element_bytes(program), "w"),
+        context=context,
     )
+
+
+def decoding(program: Program) -> bool:
+    """Whether `program` is one decode step (mode DECODE; a SERVE program's decode phase)."""
+    return program.workload.mode is Mode.DECODE
+
+
+def token_placement(block: BlockSteps, placement: Placement = REPLICATED) -> Placement:
+    """How a block's per-token values lie on its GPUs: split by tokens over its dp replicas
+    (tp = 1: each rank holds its own tokens), else `placement`."""
+    return split("tokens") if block.dp > 1 else placement
 
 
 def activation_bytes(program: Program) -> Label:
@@ -181,17 +216,27 @@ def sequence_parallel(program: Program, block: BlockSteps) -> bool:
 
 
 def residual_in(program: Program, block: BlockSteps) -> tuple[Value, ...]:
-    """The residual-stream value the block reads, replicated on its input GPUs (none for
-    the program's first block, whose input no step writes)."""
+    """The residual-stream value the block reads on its input GPUs: replicated, or split by
+    tokens when the block before it ran with dp replicas (`input_dp`); none for the
+    program's first block, whose input no step writes."""
     if not block.input_value:
         return ()
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
     dtype = program.workload.dtype.value
-    return (Value(block.input_value, dims_, dtype, block.input_gpus),)
+    placement = split("tokens") if block.input_dp > 1 else REPLICATED
+    return (Value(block.input_value, dims_, dtype, block.input_gpus, placement),)
 
 
 def residual_out(program: Program, block: BlockSteps, gpus: tuple[int, ...]) -> Value:
-    """The residual-stream value the block writes, replicated on `gpus`."""
+    """The residual-stream value the block writes, replicated on `gpus`, or split by tokens
+    where they are spread (`tokens_spread`: dp replicas)."""
     dims_ = tuple(Dim(name, size) for name, size in hidden_shape(program))
     name = residual_name(str(block.kind), block.layer)
-    return Value(name, dims_, program.workload.dtype.value, gpus)
+    placement = split("tokens") if tokens_spread(block) else REPLICATED
+    return Value(name, dims_, program.workload.dtype.value, gpus, placement)
+
+
+def tokens_spread(block: BlockSteps) -> bool:
+    """Whether the block's residual output is spread over its GPUs by tokens: a block with
+    dp replicas, or a moe block after one (it leaves each GPU its own tokens)."""
+    return block.dp > 1 or (str(block.kind) == "moe" and block.input_dp > 1)

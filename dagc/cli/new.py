@@ -41,6 +41,28 @@ def new(
         int | None, typer.Option(min=1, help="Micro-batches (default: pp, or gcd(batch, pp)).")
     ] = None,
     dtype: Annotated[str, typer.Option(help="bf16, fp16, fp32 or fp8.")] = "bf16",
+    mode: Annotated[
+        str, typer.Option(help="prefill (one forward pass), decode (one step) or serve.")
+    ] = "prefill",
+    context: Annotated[
+        int | None,
+        typer.Option(min=1, help="Decode: keys each new token attends over (default: --seq)."),
+    ] = None,
+    input_length: Annotated[
+        int | None,
+        typer.Option("--input", min=1, help="Serve: prompt tokens per sequence (default: --seq)."),
+    ] = None,
+    output_length: Annotated[
+        int | None,
+        typer.Option("--output-tokens", min=1, help="Serve: tokens generated per sequence (256)."),
+    ] = None,
+    attention_dp: Annotated[
+        bool,
+        typer.Option(
+            "--attention-dp",
+            help="Every GPU its own attention replica (dp), the experts split over all.",
+        ),
+    ] = False,
     name: Annotated[
         str | None,
         typer.Option(help="The model's name (default: from the config's file name)."),
@@ -53,7 +75,10 @@ def new(
     """Write a .dag file for a Hugging Face model config and a layout (stdout, or -o)."""
     from dagc.hf import Layout, new_from_hf
 
-    layout = Layout(gpus, tp, pp, ep, gpu, batch, seq, microbatches, dtype, name)
+    layout = Layout(
+        gpus, tp, pp, ep, gpu, batch, seq, microbatches, dtype, name,
+        mode, context, input_length, output_length, attention_dp,
+    )  # fmt: skip
     result = run_library(lambda: new_from_hf(hf, layout))
     check_warnings(result.warnings, werror)
     emit(output, lambda out: out.write(result.text))

@@ -240,6 +240,12 @@ class StepProgram:
 def print_steps(steps: StepProgram) -> str:
     """The step IR as text (for `--print-after` and golden tests)."""
     lines = [f"steps @{steps.program.model.name} {{"]
+    # the program's inputs (a decode step's KV cache), only when it has some: a prefill
+    # program prints as before
+    for value in steps.inputs:
+        shape = ", ".join(str(dim) for dim in value.dims)
+        where = f"{value.placement} on {format_gpus(value.gpus)}"
+        lines.append(f"  input {value.name}[{shape}] {value.dtype} {where}")
     for block in steps.blocks:
         head = f"  {block.kind} l{block.layer} on @{block.group} {format_gpus(block.gpus)}"
         if block.input_gpus and block.input_gpus != block.gpus:

@@ -10,6 +10,9 @@ the graph's tail, operations m·W onward, once per iteration. A tail operation t
 value a per-micro-batch step writes gets a data edge from that writer in EVERY micro-batch
 (a layer's gradient reduction waits for every micro-batch's weight gradients); one that
 reads a tail value, from the tail operation that wrote it.
+
+The program's inputs (`StepProgram.inputs`: a decode step's KV cache) have no writer in the
+step: reading one makes no data edge.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def microbatch(steps: StepProgram) -> DeviceGraph:
     first_once = once.index(True) if any(once) else len(all_steps)
     if not all(once[first_once:]):
         raise ValueError("iteration steps must come after every per-micro-batch step")
-    src_t, dst_t = template_data_edges(all_steps)
+    inputs = frozenset(value.name for value in steps.inputs)
+    src_t, dst_t = template_data_edges(all_steps, inputs)
     width = sum(step.width for step in all_steps[:first_once])
     count = steps.program.workload.microbatches
     src_a = np.asarray(src_t, dtype=np.int64)
@@ -51,8 +55,11 @@ def microbatch(steps: StepProgram) -> DeviceGraph:
     return DeviceGraph(steps.program, steps.blocks, count, src, dst, kinds, steps.symmetry)
 
 
-def template_data_edges(steps: tuple[Step, ...]) -> tuple[list[int], list[int]]:
-    """(sources, destinations) of the data edges of one micro-batch, as template indices."""
+def template_data_edges(
+    steps: tuple[Step, ...], inputs: frozenset[str] = frozenset()
+) -> tuple[list[int], list[int]]:
+    """(sources, destinations) of the data edges of one micro-batch, as template indices;
+    reads of the program's `inputs` (value names) make none."""
     offsets: dict[int, int] = {}
     offset = 0
     for index, step in enumerate(steps):
@@ -60,23 +67,25 @@ def template_data_edges(steps: tuple[Step, ...]) -> tuple[list[int], list[int]]:
         offset += step.width
     src: list[int] = []
     dst: list[int] = []
-    for source, target in _value_dependencies(steps):
+    for source, target in _value_dependencies(steps, inputs):
         for a, b in _joins(steps[source], steps[target]):
             src.append(offsets[source] + a)
             dst.append(offsets[target] + b)
     return src, dst
 
 
-def _value_dependencies(steps: tuple[Step, ...]) -> list[tuple[int, int]]:
+def _value_dependencies(steps: tuple[Step, ...], inputs: frozenset[str]) -> list[tuple[int, int]]:
     """(writer, reader) step pairs: one for each step and each distinct step that wrote a
-    value it reads (the verifier checks that every value read was written before)."""
+    value it reads (the verifier checks that every value read was written before, or is
+    one of the program's `inputs`, which no step writes)."""
     writer: dict[str, int] = {}
     pairs: list[tuple[int, int]] = []
     for index, step in enumerate(steps):
-        unwritten = [value.name for value in step.reads if value.name not in writer]
+        reads = [value.name for value in step.reads if value.name not in inputs]
+        unwritten = [name for name in reads if name not in writer]
         if unwritten:  # a pass's bug: an edge dropped silently would shorten the path
             raise ValueError(f"step {step.base}{step.part} reads {unwritten[0]}, never written")
-        sources = dict.fromkeys(writer[value.name] for value in step.reads)
+        sources = dict.fromkeys(writer[name] for name in reads)
         pairs += [(source, index) for source in sources]
         for value in step.writes:
             writer[value.name] = index

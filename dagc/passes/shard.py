@@ -7,6 +7,8 @@ vocabulary rows; rank i of an ep group holds experts i·E/e ... (i+1)·E/e − 1
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dagc.blocks import module
 from dagc.ir.logical import BlockKind, Program
 from dagc.ir.steps import BlockSteps, StepProgram
@@ -14,12 +16,23 @@ from dagc.passes.common import map_blocks, with_steps
 
 
 def _shard(steps: StepProgram, kind: BlockKind) -> StepProgram:
-    compute = module(kind).compute
+    """The blocks of `kind` with their compute steps; the values they read from outside the
+    step (the module's `inputs`: a decode step's KV cache) join the program's inputs."""
+    block_module = module(kind)
 
     def rewrite(program: Program, block: BlockSteps) -> BlockSteps:
-        return with_steps(block, compute(program, block))
+        return with_steps(block, block_module.compute(program, block))
 
-    return map_blocks(steps, kind, rewrite)
+    sharded = map_blocks(steps, kind, rewrite)
+    inputs = [
+        value
+        for block in sharded.blocks
+        if block.kind == kind
+        for value in block_module.inputs(steps.program, block)
+    ]
+    if not inputs:
+        return sharded
+    return replace(sharded, inputs=(*sharded.inputs, *inputs))
 
 
 def shard_attention(steps: StepProgram) -> StepProgram:

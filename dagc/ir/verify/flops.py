@@ -23,6 +23,7 @@ from dagc.ir.logical import (
     AttentionMask,
     Block,
     BlockKind,
+    Mode,
     MoeDispatch,
     Program,
     Recompute,
@@ -34,11 +35,13 @@ FlopTable = dict[tuple[int, str], int]
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """The symbols of the semantics one micro-batch needs: Bm, S and H (T = Bm·S)."""
+    """The symbols of the semantics one micro-batch needs: Bm, S and H (T = Bm·S); a decode
+    step's context C (None outside decode)."""
 
     batch: int
     seq: int
     hidden: int
+    context: int | None = None
 
     @property
     def tokens(self) -> int:
@@ -52,7 +55,8 @@ def expected_flops_per_block(program: Program) -> FlopTable:
     were written in; embed has no matmul.
     """
     workload = program.workload
-    shape = _Shape(workload.microbatch_size, workload.seq, program.model.hidden)
+    context = workload.context if workload.mode is Mode.DECODE else None
+    shape = _Shape(workload.microbatch_size, workload.seq, program.model.hidden, context)
     last = program.model.layers - 1
     table: FlopTable = {}
     for layer_range in program.ranges:
@@ -114,7 +118,10 @@ def _attention_flops(program: Program, block: Block, shape: _Shape) -> int:
 
 def _core_flops(block: Block, shape: _Shape, heads: int, d_qk: int, d_v: int) -> int:
     """Q·Kᵀ and weights·V of every head. Explicit products compute all S·S query-key pairs
-    (masked or not); a fused kernel computes S·(S+1)/2 under a causal mask."""
+    (masked or not); a fused kernel computes S·(S+1)/2 under a causal mask. A decode step:
+    each of the Bm new tokens against its C keys, whatever the kernel."""
+    if shape.context is not None:
+        return 2 * shape.batch * heads * shape.context * (d_qk + d_v)
     s = shape.seq
     causal = block.kernel is AttentionKernel.FUSED and block.mask is AttentionMask.CAUSAL
     pairs = s * (s + 1) // 2 if causal else s * s
@@ -124,7 +131,10 @@ def _core_flops(block: Block, shape: _Shape, heads: int, d_qk: int, d_v: int) ->
 def _latent_attention_flops(program: Program, block: Block, shape: _Shape) -> int:
     """Multi-head latent attention: the down-projections (q_a, kv_a) run whole on every
     one of the tp ranks, (tp - 1) copies beyond the model's; the up-projections, the core
-    and o_proj split by heads."""
+    and o_proj split by heads. A decode step (S = 1, T = Bm, C keys) in the absorbed form
+    has no kv_b but q_absorb (2·T·nh·nope·r_kv) and v_absorb (2·T·nh·r_kv·d_v), and its
+    core is 2·Bm·nh·C·(2·r_kv + rope), whatever the kernel. Attention data parallelism (dp
+    replicas, tp = 1) splits tokens, not work: no extra."""
     model = program.model
     assert model.kv_lora_rank is not None and model.heads is not None
     nope, rope = model.qk_nope_head_dim or 0, model.qk_rope_head_dim or 0
@@ -138,6 +148,14 @@ def _latent_attention_flops(program: Program, block: Block, shape: _Shape) -> in
     kv_a = 2 * t * h * (model.kv_lora_rank + rope)
     kv_b = 2 * t * model.kv_lora_rank * heads * (nope + d_v)
     o_proj = 2 * t * heads * d_v * h
+    if shape.context is not None:
+        # decode, absorbed: q_absorb (nope -> latent) and v_absorb (latent -> d_v) per head
+        # instead of kv_b; scores over latent + rope, weights·latent
+        r_kv = model.kv_lora_rank
+        q_absorb = 2 * heads * t * nope * r_kv
+        v_absorb = 2 * heads * t * r_kv * d_v
+        core = 2 * shape.batch * heads * shape.context * (2 * r_kv + rope)
+        return query + tp * kv_a + q_absorb + v_absorb + o_proj + core
     core = _core_flops(block, shape, heads, nope + rope, d_v)
     return query + tp * kv_a + kv_b + o_proj + core
 

@@ -3,7 +3,8 @@
 - Layers: the ranges, in order, place layers 0, 1, ..., L-1, each exactly once.
 - Groups: names are unique; each lists at least one GPU, none twice, none negative.
 - Blocks: every block runs on a known group; a block with a parallel degree (tp, ep) has
-  degree equal to its group's size; a moe block's experts divide evenly over its ranks.
+  degree × dp equal to its group's size (dp replicas: attention data parallelism, only
+  with tp = 1 and outside training); a moe block's experts divide evenly over its ranks.
 - Dimensions: every block kind used has the model sizes it needs (heads for attention, ffn
   for mlp, experts, top_k and expert_ffn for moe, vocab for lm_head).
 """
@@ -69,11 +70,14 @@ def _check_block(
     where = _where(layer_range, block)
     if block.group not in sizes:
         raise VerificationError(f"{where} runs on unknown group @{block.group}")
-    if block.kind.degree_key and block.degree != sizes[block.group]:
+    if block.kind.degree_key and block.degree * block.dp != sizes[block.group]:
+        replicas = f" x dp={block.dp}" if block.dp > 1 else ""
         raise VerificationError(
-            f"{where} has {block.kind.degree_key}={block.degree} but group @{block.group}"
-            f" has {sizes[block.group]} GPUs"
+            f"{where} has {block.kind.degree_key}={block.degree}{replicas} but group"
+            f" @{block.group} has {sizes[block.group]} GPUs"
         )
+    if block.dp > 1 and (block.degree > 1 or program.training is not None):
+        raise VerificationError(f"{where} has dp={block.dp} with tp > 1 or in training")
     missing = [name for name in _NEEDS.get(block.kind, ()) if getattr(program.model, name) is None]
     if missing:
         raise VerificationError(f"{where} needs model {', '.join(missing)}")

@@ -6,7 +6,8 @@
 - Data placement: a block's input lives where the previous compute block left its output; an
   excursion (a moe block reached from another group in the same layer) returns its output
   to its input GPUs; any other block outputs on its own GPUs.
-- Steps: a per-GPU step has one cost term per GPU and computes (matmul or elementwise); a
+- Steps: a per-GPU step has one cost term per GPU and computes (a product, batched
+  product, attention kernel, decode attention, elementwise or optimizer step); a
   joint step has exactly one term and communicates (or is a Sync); no step lists a GPU
   twice; expert steps name one expert per GPU.
 - Where steps run: every per-GPU step of a block runs on the block's GPUs, except res2 of an
@@ -50,6 +51,9 @@ _COMPUTE = frozenset(
         TermKind.ATTENTION_BWD,
         TermKind.CAUSAL_ATTENTION_BWD,
         TermKind.OPTIMIZER,
+        TermKind.DECODE_ATTENTION,
+        TermKind.LATENT_DECODE_ATTENTION,
+        TermKind.BATCHED_MATMUL,
     }
 )
 # Which side of its block each joint step joins: the block's GPUs or its input GPUs.

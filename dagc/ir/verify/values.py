@@ -24,6 +24,10 @@
   divides what is left of X.
 
 Before every shard pass has run, reads of a block not sharded yet are not checked.
+
+The program's inputs (`StepProgram.inputs`: a decode step's KV cache, which no step of the
+program writes) are read as they are declared, as if written before the first step; no
+step writes one, input names are unique, and each input is read by some step.
 Errors name the step, its block and, where the step comes from the file, its line.
 After collapse-symmetric the steps run on the kept GPUs only; values keep every GPU.
 """
@@ -119,7 +123,8 @@ class _Context:
 
 def check_values(steps: StepProgram, restrict: Restrict) -> None:
     """Type-check the values of every step, in program order; see the module docstring."""
-    written: dict[str, Value] = {}
+    written = _inputs(steps)
+    inputs = frozenset(written)
     transfers_pending = _transfers_pending(steps)
     # the shard passes run one block kind at a time: a block not sharded yet writes nothing
     unsharded = {residual_name(str(b.kind), b.layer) for b in steps.blocks if not b.steps}
@@ -136,7 +141,21 @@ def check_values(steps: StepProgram, restrict: Restrict) -> None:
                 if communicated:
                     _check_partial(context, source)
             _check_contraction(context)
-            _check_writes(context, written, transfers_pending)
+            _check_writes(context, written, transfers_pending, inputs)
+    read = {value.name for step in steps.steps() for value in step.reads}
+    for value in steps.inputs:
+        if value.name not in read:
+            raise VerificationError(f"program input {value.name} is read by no step")
+
+
+def _inputs(steps: StepProgram) -> dict[str, Value]:
+    """The program's inputs by name: values every step may read, none writes."""
+    inputs: dict[str, Value] = {}
+    for value in steps.inputs:
+        if value.name in inputs:
+            raise VerificationError(f"program input {value.name} is listed twice")
+        inputs[value.name] = value
+    return inputs
 
 
 def _transfers_pending(steps: StepProgram) -> bool:
@@ -204,11 +223,15 @@ def _check_partial(context: _Context, value: Value) -> None:
         )
 
 
-def _check_writes(context: _Context, written: dict[str, Value], transfers_pending: bool) -> None:
+def _check_writes(
+    context: _Context, written: dict[str, Value], transfers_pending: bool, inputs: frozenset[str]
+) -> None:
     step = context.step
     if not step.writes:
         raise context.fail("writes no value")
     for value in step.writes:
+        if value.name in inputs:
+            raise context.fail(f"writes {value.name}, a program input: no step writes one")
         if value.name in written:
             raise context.fail(f"writes {value.name}, which an earlier step already writes")
         placed = transfers_pending or context.sends
