@@ -303,3 +303,27 @@ def test_the_formula_of_a_prefill_with_handoff_is_its_critical_path() -> None:
     for model in (roofline, Scaled(roofline, 1e3), Scaled(roofline, 1e-3)):
         path = critical_path(graph, op_costs(graph, model.term_costs(graph.terms.terms)))
         assert evaluate(result.expression, model.term_seconds) == pytest.approx(path.time)
+
+
+def test_dp_replicas_hand_their_own_sequences_over() -> None:
+    """Prefill and decode both as 4 attention replicas (tp = 1), written with the front
+    end's layer flags: 4 links, 8·128·(2·4·64·2) / 4 = 262,144 bytes; the decode replicas
+    hold their own sequences (split by sequences)."""
+    text = (
+        model_text(layers=2)
+        + """
+workload { mode = serve; batch = 8; input = 128; output = 8 }
+devices { group p = gpu[0..3]; group d = gpu[8..11] }
+layers 0..1 on p prefill { embed dp=4; attention dp=4; mlp dp=4; lm_head dp=4 }
+layers 0..1 on d decode { embed dp=4; attention dp=4; mlp dp=4; lm_head dp=4 }
+"""
+    )
+    program = prefill_of(dagc.compile_text(text, "t.dag").program)
+    found = sends(steps_of(program))
+    assert len(found) == 2
+    for _, send in found:
+        assert send.terms[0].args == (262_144,)
+        (cache,) = send.writes
+        assert str(cache.placement) == "split(sequences)"
+        assert cache.gpus == (8, 9, 10, 11)
+    assert graph_of(program).gpus() == [0, 1, 2, 3]

@@ -4,7 +4,9 @@ A block whose input lives on other GPUs is reached by a transfer:
 - a moe block is reached by `broadcast_l{l}` (all T tokens to every MoE GPU, counted on
   the sending side) and `recv_moe_l{l}` (where the MoE side waits); its result goes back by
   `return_l{l}` (each MoE GPU's tokens, summed over its experts), and res2 runs where the
-  residual stream lives, on the sending group;
+  residual stream lives, on the sending group (from a group with dp replicas each sending
+  GPU holds its own tokens: the broadcast still delivers all T to every MoE GPU, the
+  return gives each sender its own tokens back, and its res2 adds its T_r);
 - any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
   the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them. With the
   devices key `split_sends`, t = min(|sending group|, |receiving group|) links each carry
@@ -37,26 +39,27 @@ from dataclasses import replace
 
 from dagc.blocks.base import reroute
 from dagc.blocks.kv_cache import cache_value, layer_kv_bytes
-from dagc.blocks.moe import routed_dispatch
+from dagc.blocks.moe import routed_dispatch, router_tokens
 from dagc.blocks.shapes import (
     activation_bytes,
     communication,
     count,
     dims,
     expert_tokens,
+    experts_run,
     held_tokens,
     hidden_shape,
+    input_token_labels,
     residual_in,
     residual_out,
     shared_tokens,
     times,
-    tokens,
     value,
 )
 from dagc.ir.logical import Block, BlockKind, Program
 from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, TransferKind
-from dagc.ir.terms import CostTerm, TermKind
-from dagc.ir.values import Value, split
+from dagc.ir.terms import CostTerm, TermKind, elementwise
+from dagc.ir.values import REPLICATED, Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
 
@@ -241,7 +244,9 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         program, TermKind.BROADCAST, activation_bytes(program), count(ranks), gpus=both
     )
     (x,) = residual_in(program, block)
-    sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, "_moe")
+    # every MoE GPU receives all T tokens (from a dp group each sender holds its own)
+    whole = replace(x, placement=REPLICATED)
+    sent, received = _moved(whole, block.gpus, "_sent"), _moved(whole, block.gpus, "_moe")
     broadcast = Step(
         "broadcast",
         block.layer,
@@ -299,7 +304,11 @@ def _return(
         moe_side = tuple(rest)
         dropout = (drop,)
     (partial,) = moe_side[-1].writes  # expert_agg's
-    returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
+    # after dp replicas each input GPU gets back its own tokens, and res2 adds its T_r
+    placement = split("tokens") if block.input_dp > 1 else REPLICATED
+    returned = value(
+        program, block, "moe_ret", hidden_shape(program), placement, gpus=block.input_gpus
+    )
     back = replace(back, reads=(partial,), writes=(returned,))
     added = returned
     if dropout:
@@ -310,6 +319,7 @@ def _return(
     residual = replace(
         res2.with_gpus(block.input_gpus),
         reads=(added, x),
+        terms=tuple(elementwise(times(t, d.hidden)) for t in input_token_labels(program, block)),
         writes=(residual_out(program, block, block.input_gpus),),
     )
     return (*moe_side, back, *dropout, residual)
@@ -320,18 +330,21 @@ def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     (one all-to-all over X and the MoE GPUs G) sends each token to its experts' GPUs,
     `recv_moe_l{l}` is where G waits; then the experts, expert_agg, return and res2.
 
-    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (k + 1 copies with
+    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (from a dp group X
+    the most tokens one X rank holds, max_r T_r, instead of ceil(T/|X|); k + 1 copies with
     shared experts: a token also goes to one GPU's shared experts), and what one MoE GPU
-    receives, T_e·E/e·H·w (plus its ceil(T/e) shared-expert tokens)."""
+    receives, T_e·E/e·H·w (in decode with A < E active experts, ceil(A/e) tokens; plus its
+    ceil(T/e) shared-expert tokens)."""
     model = program.model
     assert model.experts is not None and model.top_k is not None
     ln2, gate, *compute, res2 = block.steps
     assert (ln2.base, gate.base) == ("ln2", "gate")
     d = dims(program)
-    t, senders, ep = tokens(program), len(block.input_gpus), block.degree
+    ep = block.degree
     shared = 1 if model.shared_experts else 0
-    sent_tokens = math.ceil(t / senders) * (model.top_k + shared)
-    received_tokens = expert_tokens(program) * model.experts // ep + max(shared_tokens(program, ep))
+    sent_tokens = max(router_tokens(program, block)) * (model.top_k + shared)
+    most = max(experts_run(program, ep))  # E/e, or decode's split(A, e)[0] active experts
+    received_tokens = expert_tokens(program) * most + max(shared_tokens(program, ep))
     payload = times(count(max(sent_tokens, received_tokens)), d.hidden, d.width)
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     term = communication(program, TermKind.ALL_TO_ALL, payload, count(len(both)), gpus=both)

@@ -13,7 +13,9 @@
 - Where steps run: every per-GPU step of a block runs on the block's GPUs, except res2 of an
   excursion, which runs on the input GPUs once insert-transfers has added the excursion's
   transfers, and ln2 and gate of a routed excursion (dispatch=routed), which run on the
-  input GPUs; collectives join the block's GPUs (a routed excursion's dispatch joins the
+  input GPUs, and, in a decode step with fewer active experts than experts, the expert,
+  shared expert and expert_agg steps, which run on the ranks with work (`_moe_ranks`);
+  collectives join the block's GPUs (a routed excursion's dispatch joins the
   input GPUs and the block's); transfers join
   the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
   return the receiving side; kv_send, a disaggregated prefill's KV handoff, its attention
@@ -32,15 +34,18 @@ After collapse-symmetric every GPU set is read restricted to the kept representa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
+from fractions import Fraction
 
-from dagc.ir.logical import BlockKind, MoeDispatch, Program
+from dagc.ir.logical import BlockKind, Mode, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.data_parallel import check_data_parallel, is_dp_block
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
+from dagc.split import split_evenly
 
 _COMPUTE = frozenset(
     {
@@ -138,7 +143,7 @@ def verify_steps(steps: StepProgram) -> None:
     for block in placed.blocks:
         for step in block.steps:
             _check_step_shape(block, step)
-            _check_step_gpus(block, step, restrict)
+            _check_step_gpus(steps.program, block, step, restrict)
     check_data_parallel(steps)
     _check_kv_handoff(placed)
     _check_unique_names(steps)
@@ -282,7 +287,7 @@ def _check_step_shape(block: BlockSteps, step: Step) -> None:
         raise VerificationError(f"{where} runs per GPU but communicates")
 
 
-def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None:
+def _check_step_gpus(program: Program, block: BlockSteps, step: Step, restrict: _Restrict) -> None:
     """The GPUs each step runs on, from its block and the semantics' rules.
 
     A backward block's steps run where their forward steps ran (a recompute step too);
@@ -317,8 +322,45 @@ def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None
         "both": tuple(sorted({*block.input_gpus, *block.gpus})),
     }
     expected = restrict(sides[side])
+    if side == "gpus" and block.kind == BlockKind.MOE and not step.joint:
+        expected = restrict(_moe_ranks(program, block, step))
     if restrict(step.gpus) != expected:
         raise VerificationError(f"{where} runs on {list(step.gpus)}, expected {list(expected)}")
+
+
+def _moe_ranks(program: Program, block: BlockSteps, step: Step) -> tuple[int, ...]:
+    """The GPUs of a moe block a per-GPU step runs on: all of them, but in a decode step
+    with A = ceil(T·k·cf) < E active experts, rank i runs only its first split(A, e)[i]
+    local experts (an expert step covers the ranks running its local expert), the shared
+    experts run on ranks with a token (split(T, e)[i] > 0, or every rank when the tokens
+    are spread over dp replicas on the block's own GPUs) and expert_agg on the ranks
+    running either."""
+    model, workload = program.model, program.workload
+    base = _forward_base(step.base)
+    if base not in ("expert", "shared_expert", "expert_agg") or model.experts is None:
+        return block.gpus
+    group = program.group(block.group).gpus  # every rank, also after a symmetric collapse
+    e = len(group)
+    per_rank = model.experts // e
+    capacity = Fraction(repr(model.capacity_factor))
+    active = math.ceil(workload.tokens_per_microbatch * (model.top_k or 0) * capacity)
+    if workload.mode is Mode.DECODE and active < model.experts:
+        running = split_evenly(active, e)
+    else:
+        running = [per_rank] * e
+    spread = block.input_dp > 1 and not block.excursion
+    tokens = workload.tokens_per_microbatch
+    shared = [
+        bool(model.shared_experts) and (spread or share > 0) for share in split_evenly(tokens, e)
+    ]
+    if base == "expert":
+        local = step.experts[0] % per_rank if step.experts else 0
+        ranks = [r for r in range(e) if running[r] > local]
+    elif base == "shared_expert":
+        ranks = [r for r in range(e) if shared[r]]
+    else:
+        ranks = [r for r in range(e) if running[r] or shared[r]]
+    return tuple(group[r] for r in ranks)
 
 
 def _has_transfers(block: BlockSteps) -> bool:
