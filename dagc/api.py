@@ -75,6 +75,8 @@ def serve_compiled(
 
     The decode phase is expanded once and re-priced at every context the figures need.
     """
+    from dagc.analysis.capacity import largest_context, max_batch
+    from dagc.analysis.memory import estimate_memory
     from dagc.analysis.serving import (
         DecodePricer,
         decode_figures,
@@ -93,11 +95,17 @@ def serve_compiled(
 
     warnings = list(compiled.warnings)
     context = reported_context(program)
-    has_steps = program.mode is Mode.DECODE or (program.workload.output or 0) > 1
+    workload = program.workload
+    has_steps = program.mode is Mode.DECODE or (workload.output or 0) > 1
     decode = expand_phase(decode_phase(program, context)) if has_steps else None
+    # the KV cache the memory figures count: at C, or at a serve's last slot, I + O
+    # (dagc.analysis.capacity.largest_context)
+    cached = largest_context(program)
+    assert cached is not None
     if program.mode is Mode.DECODE:
         assert decode is not None
-        analysis = analyze(decode.graph, model, params.peak_flops, params.memory_bytes)
+        shown = decode.graph
+        analysis = analyze(shown, model, params.peak_flops, params.memory_bytes, kv_context=cached)
         figures = decode_figures(program, analysis.total_s)
     else:
         prefill = expand_phase(prefill_phase(program))
@@ -107,9 +115,12 @@ def serve_compiled(
             program, prefill_times(prefill.graph, model), pricer.step_s if pricer else None
         )
         shown = decode.graph if decode is not None else prefill.graph
-        analysis = analyze(shown, model, params.peak_flops, params.memory_bytes)
+        analysis = analyze(shown, model, params.peak_flops, params.memory_bytes, kv_context=cached)
     if decode is not None:
         warnings += decode.warnings
+    memory = estimate_memory(shown, kv_context=cached)
+    capacity = max_batch(program, cached, memory, params.memory_bytes)
+    figures = replace(figures, max_batch=capacity.max_batch, max_batch_context=cached)
     unique = tuple(dict.fromkeys(warnings))  # both phases may find the same problem
     return AnalyzeResult(replace(analysis, serving=figures), unique, compiled)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from dagc.analysis.analyze import Analysis, GpuFigures, Share
+from dagc.analysis.capacity import largest_context
 from dagc.analysis.serving import ServingFigures, Sweep, SweepRow, describe_mode
 from dagc.ir.logical import Mode, Program, format_gpus
 
@@ -530,7 +531,22 @@ def _json_memory(g: GpuFigures) -> dict[str, int]:
     }
 
 
-def _json_gpu(g: GpuFigures, training: bool) -> dict[str, Any]:
+def _holds_cache(analysis: Analysis) -> bool:
+    """Whether the program keeps a KV cache (decode, serve, a disaggregated prefill)."""
+    return largest_context(analysis.graph.program) is not None
+
+
+def _json_cache_memory(g: GpuFigures) -> dict[str, int]:
+    """A GPU's `memory` object (decode and serve reports: a KV cache)."""
+    return {
+        "peak_bytes": g.memory_bytes,
+        "weight_bytes": g.weight_bytes,
+        "kv_cache_bytes": g.kv_cache_bytes,
+        "working_set_bytes": g.working_set_bytes,
+    }
+
+
+def _json_gpu(g: GpuFigures, training: bool, cache: bool = False) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "gpu": g.gpu,
         "busy_s": g.busy_s,
@@ -545,6 +561,8 @@ def _json_gpu(g: GpuFigures, training: bool) -> dict[str, Any]:
     }
     if training:
         entry["memory"] = _json_memory(g)
+    elif cache:
+        entry["memory"] = _json_cache_memory(g)
     return entry
 
 
@@ -626,7 +644,10 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "tokens_per_s": analysis.tokens_per_s,
             "tokens_per_s_per_gpu": analysis.tokens_per_s_per_gpu,
         },
-        "gpus": [_json_gpu(g, analysis.training is not None) for g in analysis.gpus],
+        "gpus": [
+            _json_gpu(g, analysis.training is not None, _holds_cache(analysis))
+            for g in analysis.gpus
+        ],
         "memory_limit_bytes": analysis.memory_limit,
         "notes": list(analysis.notes),
         "warnings": list(analysis.warnings),

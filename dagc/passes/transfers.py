@@ -18,6 +18,18 @@ lives and writes it onto the receiving GPUs (`_sent`), the receiving step reads 
 writes the received value (`_s{s}`, `_moe`), and the steps of the block on the receiving
 side read the received value instead of the original. The return reads the MoE GPUs'
 partial sum and writes it, summed, onto the residual side, where res2 reads it and x.
+
+The KV handoff of a disaggregated serve (the prefill phase, `program.kv_handoff` set: the
+decode layout): each attention block gets, right after the step that produces what the
+cache keeps (k and v, or k_normed with qk_norm; under MLA kv_a_norm's latent and kv_a's
+rope key), one joint step `kv_send_l{l}` on its GPUs, a P2P of
+ceil(Bm·S·c_layer / min(t_send, t_recv)) bytes (c_layer: one layer's KV bytes per token,
+unsplit, dagc/blocks/kv_cache.py's closed form; t_send, t_recv: the GPUs of the layer's
+attention group in the prefill and the decode layouts), marked inter-node when the two
+groups span nodes. It reads the cached values and writes `kv_cache_l{l}` onto the decode
+layout's attention GPUs, which appear in the prefill's DAG only there, as its receivers:
+nothing in the prefill reads it. assign-streams puts it on the communication stream, so
+the layer-by-layer handoff overlaps the prefill's compute.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import math
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
+from dagc.blocks.kv_cache import cache_value, layer_kv_bytes
 from dagc.blocks.moe import routed_dispatch, router_tokens
 from dagc.blocks.shapes import (
     activation_bytes,
@@ -43,8 +56,8 @@ from dagc.blocks.shapes import (
     times,
     value,
 )
-from dagc.ir.logical import Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.logical import Block, BlockKind, Program
+from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, TransferKind
 from dagc.ir.terms import CostTerm, TermKind, elementwise
 from dagc.ir.values import REPLICATED, Value, split
 
@@ -70,7 +83,80 @@ def insert_transfers(steps: StepProgram) -> StepProgram:
             steps_ = reroute(block.steps, 0, {block.input_value: received})
             blocks += [transfer, replace(block, steps=steps_)]
         previous_layer = block.layer
+    if program.kv_handoff:
+        blocks = [_with_kv_send(program, b) for b in blocks]
     return replace(steps, blocks=tuple(blocks))
+
+
+def _decode_attention(program: Program, layer: int) -> Block:
+    """The attention block of `layer` in the decode layout the cache is sent to."""
+    for layer_range in program.kv_handoff:
+        if layer_range.first <= layer <= layer_range.last:
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.ATTENTION:
+                    return block
+    raise ValueError(f"the decode layout runs no attention in layer {layer}")
+
+
+def _cached(program: Program, layer: int) -> tuple[str, ...]:
+    """The values of `layer` a KV cache keeps: the latent and the rope key (in kv_a) under
+    MLA, else the keys (normed with qk_norm) and the values."""
+    if program.model.latent_attention:
+        names = ("kv_latent", "kv_a")
+    else:
+        names = ("k_normed" if program.model.qk_norm else "k", "v")
+    return tuple(f"{name}_l{layer}" for name in names)
+
+
+def _with_kv_send(program: Program, block: BlockSteps) -> BlockSteps:
+    """`block` with its layer's `kv_send` after the last step writing a cached value."""
+    if block.kind is not BlockKind.ATTENTION or block.backward:
+        return block
+    wanted = _cached(program, block.layer)
+    written: dict[str, Value] = {}
+    last = -1
+    for index, step in enumerate(block.steps):
+        for value_ in step.writes:
+            if value_.name in wanted:
+                written[value_.name] = value_
+                last = index
+    reads = tuple(written[name] for name in wanted)
+    send = _kv_send(program, block, reads)
+    return replace(block, steps=(*block.steps[: last + 1], send, *block.steps[last + 1 :]))
+
+
+def _kv_send(program: Program, block: BlockSteps, reads: tuple[Value, ...]) -> Step:
+    model, workload = program.model, program.workload
+    target = _decode_attention(program, block.layer)
+    receivers = program.group(target.group).gpus
+    w = workload.dtype.bytes
+    c_layer = layer_kv_bytes(model, w)
+    links = min(len(block.gpus), len(receivers))
+    d = dims(program)
+    payload = times(d.batch, d.seq, count(c_layer))
+    if links > 1:
+        payload = count(-(-workload.microbatch_size * workload.seq * c_layer // links))
+    both = tuple(sorted({*block.gpus, *receivers}))
+    term = communication(program, TermKind.P2P, payload, gpus=both)
+    return Step(
+        KV_SEND,
+        block.layer,
+        block.gpus,
+        (term,),
+        joint=True,
+        reads=reads,
+        writes=(
+            cache_value(
+                program,
+                block.layer,
+                degree=target.degree,
+                dp=target.dp,
+                gpus=receivers,
+                context=workload.seq,
+            ),
+        ),
+        span=block.span,
+    )
 
 
 def _stage_transfer(

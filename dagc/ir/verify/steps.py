@@ -18,7 +18,12 @@
   collectives join the block's GPUs (a routed excursion's dispatch joins the
   input GPUs and the block's); transfers join
   the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
-  return the receiving side).
+  return the receiving side; kv_send, a disaggregated prefill's KV handoff, its attention
+  block's GPUs, the senders).
+- KV handoff (a disaggregated serve's prefill, `program.kv_handoff` set, once
+  insert-transfers has run): every attention block has exactly one `kv_send_l{l}`, which
+  writes only `kv_cache_l{l}`, living on the GPUs of layer l's attention group in the
+  decode layout; a program without a handoff has no kv_send.
 - Names: the operation names of one micro-batch are unique.
 - Values: the sharding type-check of the values steps read and write (verify/values.py).
 - Data parallelism: the blocks the data-parallel pass adds (kind `iteration` or
@@ -69,6 +74,9 @@ _JOINT_SIDE = {
     "send_stage": "input",
     "recv_stage": "gpus",
     "gather_stage": "gpus",
+    # a disaggregated serve's prefill: each layer's KV cache sent from its attention GPUs
+    # (the sending side, the block's) to the decode layout's
+    "kv_send": "gpus",
     # sequence parallelism (training): the norm's output gathered, the products' partial
     # sums reduce-scattered, the residual gathered where the next block is not
     # sequence-parallel; in the backward the pairs swapped
@@ -137,6 +145,7 @@ def verify_steps(steps: StepProgram) -> None:
             _check_step_shape(block, step)
             _check_step_gpus(steps.program, block, step, restrict)
     check_data_parallel(steps)
+    _check_kv_handoff(placed)
     _check_unique_names(steps)
     check_values(steps, restrict)
 
@@ -358,6 +367,38 @@ def _has_transfers(block: BlockSteps) -> bool:
     """Whether insert-transfers has run on this excursion (it moves res2 back home and adds
     recv_moe, whichever the dispatch)."""
     return any(step.base in ("recv_moe", "return_bwd") for step in block.steps)
+
+
+def _check_kv_handoff(steps: StepProgram) -> None:
+    """One kv_send per attention block (none before insert-transfers), onto the decode
+    layout's attention GPUs of its layer."""
+    program = steps.program
+    receivers: dict[int, tuple[int, ...]] = {}
+    for layer_range in program.kv_handoff:
+        for placed in layer_range.blocks:
+            if placed.kind is BlockKind.ATTENTION:
+                for layer in layer_range.layer_indices:
+                    receivers[layer] = program.group(placed.group).gpus
+    attention = {id(b) for b in steps.blocks if b.kind == BlockKind.ATTENTION and not b.backward}
+    sent = any(step.base == "kv_send" for block in steps.blocks for step in block.steps)
+    for block in steps.blocks:
+        sends = [step for step in block.steps if step.base == "kv_send"]
+        if sends and (not program.kv_handoff or id(block) not in attention):
+            raise VerificationError(f"{_label(block)} sends a KV cache it has no handoff for")
+        if not sent or id(block) not in attention:
+            continue  # insert-transfers adds them all at once
+        if len(sends) != 1:
+            raise VerificationError(f"{_label(block)} has {len(sends)} kv_send steps, expected 1")
+        (send,) = sends
+        name = f"kv_cache_l{block.layer}"
+        if [value.name for value in send.writes] != [name]:
+            raise VerificationError(f"kv_send of {_label(block)} writes other values than {name}")
+        expected = receivers.get(block.layer, ())
+        if set(send.writes[0].gpus) != set(expected):
+            raise VerificationError(
+                f"kv_send of {_label(block)} writes {name} onto {list(send.writes[0].gpus)};"
+                f" the decode layout's attention of l{block.layer} runs on {list(expected)}"
+            )
 
 
 def _check_unique_names(steps: StepProgram) -> None:

@@ -7,8 +7,8 @@
   GPUs; the sums over a moe group's ranks (expert_agg, combine, return) read the experts'
   outputs and their sum on a subset of their GPUs (in decode, experts receiving no token
   run no operation). A value crosses groups only through a transfer: the sending steps (send_stage,
-  broadcast, return, and a routed excursion's dispatch, which reads on the input GPUs)
-  write onto the receiving GPUs. Where values live is checked once
+  broadcast, return, kv_send, and a routed excursion's dispatch, which reads on the input
+  GPUs) write onto the receiving GPUs. Where values live is checked once
   insert-transfers has run (or when the program needs no transfer): before, a block
   reached from another group still reads its input where the block before left it.
 - A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
@@ -46,9 +46,18 @@ from dagc.ir.values import PlacementKind, Value, residual_name
 from dagc.ir.verify.data_parallel import DP_STEPS
 from dagc.ir.verify.errors import VerificationError
 
-# Joint steps that write onto another group's GPUs (a transfer's sending side).
+# Joint steps that write onto another group's GPUs (a transfer's sending side; kv_send
+# writes a disaggregated prefill's KV cache onto the decode layout's GPUs).
 SENDERS = frozenset(
-    {"send_stage", "broadcast", "return", "send_grad_stage", "broadcast_bwd", "return_bwd"}
+    {
+        "send_stage",
+        "broadcast",
+        "return",
+        "send_grad_stage",
+        "broadcast_bwd",
+        "return_bwd",
+        "kv_send",
+    }
 )
 # Joint steps that may read a partial sum: they sum it.
 REDUCTIONS = frozenset(
