@@ -763,9 +763,13 @@ def golden_path(example: Path) -> Path:
 
 
 def formula_sections(example: Path) -> str:
+    """The formula with and without --matmul-only; a serve file's for both phases (the
+    prefill, then the default: its last decode step)."""
     relative = example.relative_to(REPO)
     sections = []
-    for flags in ([], ["--matmul-only"]):
+    serve = "mode = serve" in example.read_text(encoding="utf-8")
+    phases = [["--phase", "prefill"], []] if serve else [[]]
+    for flags in [[*phase, *extra] for phase in phases for extra in ([], ["--matmul-only"])]:
         result = runner.invoke(app, ["formula", str(example), *flags])
         assert result.exit_code == 0, result.stderr
         command = " ".join(["dagc formula", str(relative), *flags])
