@@ -576,7 +576,6 @@ def p2p_time(nbytes):
 
 
 def test_disaggregated_serve_by_hand(tmp_path: Path) -> None:
-    pytest.importorskip("dagc.analysis.capacity")  # the kv_send handoff comes with it
     costs = tmp_path / "slow_link.py"
     costs.write_text(SLOW_LINK_PLUGIN, encoding="utf-8")
     file = tmp_path / "disaggregated.dag"
@@ -610,7 +609,6 @@ def test_disaggregated_serve_by_hand(tmp_path: Path) -> None:
 
 
 def test_max_batch_bounds_the_sweep(tmp_path: Path, plugin: Path) -> None:
-    pytest.importorskip("dagc.analysis.capacity")
     # 2 GB per GPU: the KV cache (2·4 kv heads·64·2 bytes = 2 KiB per token, layer and GPU
     # rank; 2 layers per GPU) at C = 4096 takes 16 MiB per sequence
     file = workload("  mode = decode; context = 4096", tmp_path / "decode.dag")
