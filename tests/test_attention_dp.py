@@ -471,3 +471,39 @@ def test_idle_experts_weights_are_held(batch: int) -> None:
     assert {g.gpu: g.weight_bytes for g in analysis.gpus} == dict.fromkeys(
         range(4), 2 * per_layer * W
     )
+
+
+# -- ping-pong with experts on part of the group ----------------------------------------------
+
+SEPARATED_SMALL_DECODE = """\
+model tiny {
+  layers = 2; hidden = 256; heads = 4; ffn = 512; experts = 8; top_k = 2; expert_ffn = 128
+  attention_kernel = fused
+}
+workload { mode = decode; batch = 6; context = 64; microbatches = 2 }
+devices {
+  group attn = gpu[0..1]
+  group experts = gpu[2..5]
+}
+layers 0..1 on attn {
+  attention dp=2
+  moe on experts ep=4 dispatch=routed
+}
+"""
+
+
+def test_pingpong_with_experts_on_part_of_the_group_does_not_deadlock() -> None:
+    # T = 3 tokens per micro-batch, A = 6 < E = 8: ranks 0 and 1 of the experts run two
+    # experts, ranks 2 and 3 one, so the second local expert's step covers gpus 2 and 3 only.
+    # That is still the experts group's own work: gpus 4 and 5 must not start a new
+    # ping-pong segment after it (which would put micro-batch 1's dispatch before
+    # micro-batch 0's experts and deadlock).
+    compiled = dagc.compile_text(SEPARATED_SMALL_DECODE, "t.dag")
+    graph = expand(compiled, options=PassOptions(verify_each=True)).graph
+    names = [graph.name(op) for op in range(graph.num_ops)]
+    second = [n for n in names if n.startswith("expert_l0_") and n.endswith("_mb0.up")]
+    assert {n.split("_gpu")[1].split("_")[0] for n in second} == {"2", "3", "4", "5"}
+    assert any(n.startswith("expert_l0_1_gpu2_mb0") for n in names)
+    assert not any(n.startswith("expert_l0_7_gpu5") for n in names)
+    analysis = analyze_compiled(compiled).analysis
+    assert analysis.total_s > 0
