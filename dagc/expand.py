@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dagc.blocks import module as block_module
-from dagc.blocks.shapes import expert_tokens, tokens
+from dagc.blocks.shapes import expert_tokens, experts_run, tokens
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
@@ -126,6 +126,11 @@ def least_operations(program: Program, *, collapsed: bool) -> int:
             least = block_module(block.kind)
             ranks = 1 if collapsed else program.group(block.group).size
             held = experts // max(block.degree, 1) if collapsed else experts
+            if block.kind is BlockKind.MOE and experts:
+                # decode with few tokens: only the active experts run, on some ranks
+                run = experts_run(program, block.degree)
+                held = max(run) if collapsed else sum(run)
+                ranks = 1 if collapsed else sum(1 for n in run if n)
             total += layers * (least.least_ops_per_rank * ranks + least.least_ops_per_expert * held)
     passes = 2 if program.training is not None else 1
     return total * program.workload.microbatches * passes
@@ -134,10 +139,8 @@ def least_operations(program: Program, *, collapsed: bool) -> int:
 def _refuse_early(
     compiled: CompileResult, bag: DiagnosticBag, max_ops: int, *, may_collapse: bool
 ) -> None:
-    """Refuse, before any expansion work, a program that must exceed `max_ops`, or whose
-    shared experts cannot give every MoE GPU a token."""
+    """Refuse, before any expansion work, a program that must exceed `max_ops`."""
     program = compiled.program
-    _refuse_idle_shared_experts(program, bag)
     least = least_operations(program, collapsed=may_collapse)
     if least <= max_ops or not program.ranges:
         return
@@ -149,25 +152,6 @@ def _refuse_early(
         help="raise the limit with --max-ops, or use fewer micro-batches, layers, GPUs or experts",
     )
     bag.raise_if_errors()
-
-
-def _refuse_idle_shared_experts(program: Program, bag: DiagnosticBag) -> None:
-    """Shared experts split a micro-batch's T tokens over the moe block's GPUs: with fewer
-    tokens than GPUs some would run them on no token, which dagc does not model."""
-    if not program.model.shared_experts:
-        return
-    tokens_ = program.workload.tokens_per_microbatch
-    for layer_range in program.ranges:
-        for block in layer_range.blocks:
-            if block.kind is BlockKind.MOE and block.degree > tokens_:
-                bag.error(
-                    block.span,
-                    f"the shared experts split a micro-batch's {tokens_:,} tokens over"
-                    f" ep={block.degree} GPUs, so some GPUs would have none",
-                    help="use a micro-batch of at least as many tokens as the moe block has"
-                    " GPUs (batch × seq per micro-batch), or fewer GPUs for the moe block",
-                )
-                bag.raise_if_errors()
 
 
 def _check_steps(steps: StepProgram, bag: DiagnosticBag, max_ops: int) -> None:

@@ -34,6 +34,7 @@ from dagc.ir.logical import (
     Block,
     BlockKind,
     Mode,
+    MoeDispatch,
     Program,
 )
 from dagc.ir.terms import CostTerm, TermKind
@@ -548,11 +549,21 @@ def expected_flops(program: Program) -> int:
     tokens = bm * seq
     hid = model.hidden
     total = 0
+    before: Block | None = None  # the last block before, but moe (where the tokens are)
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
             for block in layer_range.blocks:
                 size = len(program.group(block.group).gpus)
                 kind = block.kind
+                # the gate runs once, token-split, where the tokens are spread over dp
+                # replicas on the moe GPUs, and on a routed excursion's senders
+                routes_own = before is not None and (
+                    (before.dp > 1 and before.group == block.group)
+                    or (before.group != block.group and block.dispatch is MoeDispatch.ROUTED)
+                )
+                runs = {BlockKind.EMBED: layer == 0, BlockKind.LM_HEAD: layer == model.layers - 1}
+                if kind is not BlockKind.MOE and runs.get(kind, True):
+                    before = block
                 # attention's tp (dp replicas split tokens, not work)
                 tp = block.degree
                 if kind is BlockKind.ATTENTION and model.kv_lora_rank is not None:
@@ -575,7 +586,8 @@ def expected_flops(program: Program) -> int:
                     assert e is not None and k is not None and fe is not None
                     mats = 3 if model.activation is Activation.SWIGLU else 2
                     total += 2 * tokens * hid * e  # the gate, unsharded
-                    total += (size - 1) * 2 * tokens * hid * e  # replicated on every GPU
+                    if not routes_own:
+                        total += (size - 1) * 2 * tokens * hid * e  # replicated on every GPU
                     t_e = expert_tokens(tokens, k, e, Fraction(repr(model.capacity_factor)))
                     total += 2 * (tokens * k) * hid * fe * mats
                     total += 2 * (e * t_e - tokens * k) * hid * fe * mats  # capacity rounding

@@ -65,6 +65,11 @@ LARGE = {
     EXAMPLES / "models" / "deepseek_v3.dag",
     EXAMPLES / "models" / "qwen3_235b_a22b.dag",
 }
+# Examples whose formula meets more incomparable branches than the default limit (58 layers
+# of ping-pong between two groups joined by each layer's routed dispatch): exact for the
+# reference model, a lower bound for others (the test below checks both).
+BRANCHY = {EXAMPLES / "serving" / "deepseek_v3_decode_320gpu.dag"}
+LARGE |= BRANCHY
 
 REL = 1e-9
 FUNCTIONS = {kind.value for kind in TermKind} | {"max"}
@@ -322,10 +327,17 @@ def _example_cases() -> list[Any]:
 def test_examples_formula_is_the_critical_path(path: Path, matmul_only: bool) -> None:
     compiled, graph = _compiled(path)
     result = _formula(path, matmul_only)
-    assert result.exact and not result.notes
-    formula = printers.python(result.expression)
     roofline, _ = dagc.api.cost_model(compiled.program)
     terms = graph.terms.terms
+    if path in BRANCHY:
+        assert not result.exact and "incomparable branches" in result.notes[0]
+        code = compile(printers.python(result.expression), "<formula>", "eval")
+        assert_same(run_python(code, roofline), numeric(graph, roofline), "reference")
+        lower = RandomModel(7, terms)
+        assert run_python(code, lower) <= numeric(graph, lower) * (1 + REL)
+        return
+    assert result.exact and not result.notes
+    formula = printers.python(result.expression)
     seeds = [7] if path in LARGE else [1, 2, 3, 4, 5, 6]
     models: list[CostModel] = [roofline, *(RandomModel(seed, terms) for seed in seeds)]
     if path not in LARGE:
@@ -751,9 +763,13 @@ def golden_path(example: Path) -> Path:
 
 
 def formula_sections(example: Path) -> str:
+    """The formula with and without --matmul-only; a serve file's for both phases (the
+    prefill, then the default: its last decode step)."""
     relative = example.relative_to(REPO)
     sections = []
-    for flags in ([], ["--matmul-only"]):
+    serve = "mode = serve" in example.read_text(encoding="utf-8")
+    phases = [["--phase", "prefill"], []] if serve else [[]]
+    for flags in [[*phase, *extra] for phase in phases for extra in ([], ["--matmul-only"])]:
         result = runner.invoke(app, ["formula", str(example), *flags])
         assert result.exit_code == 0, result.stderr
         command = " ".join(["dagc formula", str(relative), *flags])

@@ -13,6 +13,7 @@ import numpy.typing as npt
 from dagc.analysis.costs import CostModel, Extrapolated
 from dagc.analysis.critical_path import CriticalPath, critical_path, op_costs
 from dagc.analysis.memory import GpuMemory, estimate_memory
+from dagc.analysis.serving import ServingFigures
 from dagc.analysis.streams import stream_overlap
 from dagc.analysis.totals import ModelTotals, model_totals
 from dagc.analysis.training import TrainingFigures, training_figures
@@ -106,12 +107,14 @@ class GpuFigures:
     gradient_bytes: int = 0
     optimizer_bytes: int = 0
     saved_activation_bytes: int = 0
+    # decode and serve (dagc/analysis/capacity.py): the KV cache it holds
+    kv_cache_bytes: int = 0
 
     @property
     def memory_bytes(self) -> int:
         """The GPU's peak memory estimate: everything it holds plus its activations."""
         held = self.weight_bytes + self.gradient_bytes + self.optimizer_bytes
-        return held + self.activation_bytes
+        return held + self.kv_cache_bytes + self.activation_bytes
 
     @property
     def working_set_bytes(self) -> int:
@@ -141,6 +144,8 @@ class Analysis:
     by_block: tuple[Share, ...] = ()
     table_reach: TableReach | None = None
     training: TrainingFigures | None = None  # None for prefill
+    # decode and serve programs (dagc.api.serve_compiled): the rest describes one decode step
+    serving: ServingFigures | None = None
 
     @property
     def tokens(self) -> int:
@@ -215,16 +220,23 @@ class Analysis:
 
 
 def analyze(
-    graph: DeviceGraph, model: CostModel, peak_flops: float, memory_limit: float
+    graph: DeviceGraph,
+    model: CostModel,
+    peak_flops: float,
+    memory_limit: float,
+    *,
+    kv_context: int | None = None,
 ) -> Analysis:
-    """Cost every operation with `model` and gather the report's figures."""
+    """Cost every operation with `model` and gather the report's figures. `kv_context`:
+    the context whose KV cache the memory counts (default: the program's largest, see
+    dagc/analysis/capacity.py; a serve program's decode phase passes I + O)."""
     term_costs = model.term_costs(graph.terms.terms)
     costs = op_costs(graph, term_costs)
     path = critical_path(graph, costs)
     nodes = _path_nodes(graph, path, costs)
     communication = sum(n.time_s for n in nodes if n.kind in COMMUNICATION_KINDS)
     compute = sum(n.time_s for n in nodes) - communication
-    memory = estimate_memory(graph, path.start, path.finish)
+    memory = estimate_memory(graph, path.start, path.finish, kv_context=kv_context)
     gpus = _gpu_figures(graph, term_costs, path, peak_flops, memory.gpus)
     warnings = _memory_warnings(gpus, memory_limit)
     reach = _table_reach(graph, path, costs, model.extrapolated())
@@ -354,9 +366,10 @@ def _memory_warnings(gpus: tuple[GpuFigures, ...], limit: float) -> tuple[str, .
             if g.gradient_bytes or g.optimizer_bytes
             else ""
         )
+        cache = f", KV cache {g.kv_cache_bytes / 1e9:.1f} GB" if g.kv_cache_bytes else ""
         warnings.append(
             f"{who} needs {g.memory_bytes / 1e9:.1f} GB (weights {g.weight_bytes / 1e9:.1f} GB"
-            f"{training}, activations {g.activation_bytes / 1e9:.1f} GB), more than"
+            f"{training}{cache}, activations {g.activation_bytes / 1e9:.1f} GB), more than"
             f" {limit / 1e9:.0f} GB"
         )
     return tuple(warnings)
@@ -369,6 +382,7 @@ def _memory_key(g: GpuFigures) -> tuple[int, ...]:
         g.optimizer_bytes,
         g.activation_bytes,
         g.saved_activation_bytes,
+        g.kv_cache_bytes,
     )
 
 
@@ -446,6 +460,7 @@ def _gpu_figures(
                 gradient_bytes=memory[gpu].gradient_bytes,
                 optimizer_bytes=memory[gpu].optimizer_bytes,
                 saved_activation_bytes=memory[gpu].saved_activation_bytes,
+                kv_cache_bytes=memory[gpu].kv_cache_bytes,
             )
         )
     return tuple(figures)

@@ -1,9 +1,19 @@
-"""Memory per GPU: weights, gradients, optimizer states and activations.
+"""Memory per GPU: weights, gradients, optimizer states, KV cache and activations.
 
 Prefill (a program without `training`): the weights every GPU multiplies by (each layer and
 expert its own K × N operand, plus the embedding table) and the largest working set of one
 operation of one micro-batch (its inputs plus outputs) — the figures `dagc analyze` has
 always given.
+
+Inference with a KV cache (docs/semantics.md, "Memory and capacity"): a decode step (or a
+serve program's decode phase) adds to the prefill's two figures the KV cache of every
+micro-batch's sequences at the program's largest context (dagc/analysis/capacity.py: C in
+decode mode, or the context the caller gives, I + O for a serve program); the prefill
+layout of a disaggregated serve holds the cache of its I tokens until the handoff. The
+working set keeps the prefill's rule, the largest inputs-plus-outputs of one operation: a
+decode attention reads the cache in place (counted once, as the cache) and adds the new
+tokens' q, k, v and its outputs; an absorbed MLA product (BMM_Time) its activations, not
+its weights.
 
 Training (docs/training.md, "Memory"), per GPU, w bytes per element of the workload's dtype:
 
@@ -36,10 +46,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from dagc.analysis.capacity import kv_cache_bytes, largest_context
 from dagc.blocks import weight_products
+from dagc.blocks.moe import idle_expert_parameters
 from dagc.blocks.params import gpu_parameters
 from dagc.ir.device import DeviceGraph
-from dagc.ir.logical import DType, Training
+from dagc.ir.logical import BlockKind, DType, Training
 from dagc.ir.steps import Phase, Step
 from dagc.ir.terms import TermKind
 from dagc.ir.values import MASK_DTYPE, Value
@@ -65,7 +77,8 @@ class GpuMemory:
     """One GPU's memory in bytes: what it holds for the whole run, and activations.
 
     `saved_activation_bytes` is the liveness peak of saved values (0 for prefill);
-    `working_set_bytes` the largest inputs-plus-outputs of one operation.
+    `working_set_bytes` the largest inputs-plus-outputs of one operation;
+    `kv_cache_bytes` the KV cache it holds (inference with a cache, else 0).
     """
 
     weight_bytes: int
@@ -73,6 +86,7 @@ class GpuMemory:
     optimizer_bytes: int = 0
     saved_activation_bytes: int = 0
     working_set_bytes: int = 0
+    kv_cache_bytes: int = 0
 
     @property
     def activation_bytes(self) -> int:
@@ -80,9 +94,8 @@ class GpuMemory:
 
     @property
     def peak_bytes(self) -> int:
-        return (
-            self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
-        )
+        held = self.weight_bytes + self.gradient_bytes + self.optimizer_bytes
+        return held + self.kv_cache_bytes + self.activation_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,17 +105,33 @@ class MemoryEstimate:
     gpus: dict[int, GpuMemory]
     working_peak_step: dict[int, Step]
 
+    @property
+    def kv_cache_bytes(self) -> int:
+        """The KV cache of every GPU together."""
+        return sum(g.kv_cache_bytes for g in self.gpus.values())
+
 
 def estimate_memory(
-    graph: DeviceGraph, start: FloatArray | None = None, finish: FloatArray | None = None
+    graph: DeviceGraph,
+    start: FloatArray | None = None,
+    finish: FloatArray | None = None,
+    *,
+    kv_context: int | None = None,
 ) -> MemoryEstimate:
     """Every GPU's memory. `start` and `finish` (seconds per operation, the critical-path
     schedule) order a training program's operations for the liveness of saved values; a
-    prefill program needs neither."""
+    prefill program needs neither. `kv_context`: the context whose KV cache to count
+    (default: the program's largest, capacity.largest_context; a serve program's decode
+    phase is a decode program at one context, so its caller gives I + O)."""
     weights, working, peaks = weights_and_working_sets(graph)
     training = graph.program.training
     if training is None:
-        gpus = {g: GpuMemory(weights[g], working_set_bytes=working[g]) for g in graph.gpus()}
+        context = kv_context if kv_context is not None else largest_context(graph.program)
+        kv = kv_cache_bytes(graph.program, context) if context is not None else {}
+        gpus = {
+            g: GpuMemory(weights[g], working_set_bytes=working[g], kv_cache_bytes=kv.get(g, 0))
+            for g in graph.gpus()
+        }
         return MemoryEstimate(gpus, peaks)
     saved = (
         saved_activation_peaks(graph, start, finish)
@@ -148,6 +177,10 @@ def weights_and_working_sets(
     """
     w = graph.program.workload.dtype.bytes
     held = gpu_parameters(graph.program.model, graph.full_steps())  # data-parallel's rule
+    for block in graph.blocks:  # experts that run no operation (decode) are held all the same
+        if block.kind is BlockKind.MOE and not block.backward:
+            for gpu, n in idle_expert_parameters(graph.program, block).items():
+                held[gpu] = held.get(gpu, 0) + n
     weights: dict[int, int] = defaultdict(int, {gpu: n * w for gpu, n in held.items()})
     working_sets: dict[int, int] = defaultdict(int)
     peaks: dict[int, Step] = {}

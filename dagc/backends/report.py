@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from dagc.analysis.analyze import Analysis, GpuFigures, Share
-from dagc.ir.logical import Program, format_gpus
+from dagc.analysis.capacity import largest_context
+from dagc.analysis.serving import ServingFigures, Sweep, SweepRow, describe_mode
+from dagc.ir.logical import Mode, Program, format_gpus
 
 JSON_VERSION = 1
 
@@ -70,9 +72,10 @@ def summary_lines(program: Program) -> list[str]:
     parts.append(m.activation.value)
     groups = ", ".join(f"{g.name} {format_gpus(g.gpus)}" for g in program.groups)
     gpus = len({gpu for g in program.groups for gpu in g.gpus})
+    context = f" at context {w.context}" if w.context is not None else ""
     return [
         f"model     {m.name}: " + ", ".join(parts),
-        f"workload  batch {w.batch} x seq {w.seq}, {w.dtype.value}, {w.microbatches}"
+        f"workload  batch {w.batch} x seq {w.seq}{context}, {w.dtype.value}, {w.microbatches}"
         f" micro-batch{'es' if w.microbatches > 1 else ''} of {w.tokens_per_microbatch} tokens",
         f"devices   {gpus} x {hw.gpu} (node size {hw.node_size}): {groups}",
     ]
@@ -106,11 +109,14 @@ def write_text(
 ) -> None:
     """The human report, at most 80 columns wide."""
     graph = analysis.graph
-    out = [f"dagc analyze: {graph.program.source_path}", *summary_lines(graph.program)]
+    header = f"dagc analyze: {graph.program.source_path}{_scope(analysis.serving)}"
+    out = [header, *summary_lines(graph.program)]
     out.append(f"cost      {analysis.cost_model}")
     out += [f"          note: {note}" for note in analysis.cost_notes]
     out.append(f"graph     {_graph_size(graph)}")
     out.append("")
+    if analysis.serving is not None:
+        out += [*_serving_text(analysis.serving), ""]
     total = analysis.total_s
     comm = analysis.communication_s / total if total else 0.0
     out.append(
@@ -164,6 +170,129 @@ def write_text(
         lines += ["", f"formula ({exact})", *formula.text.splitlines()]
         lines += [f"note: {note}" for note in formula.notes]
     stream.write("\n".join(lines) + "\n")
+
+
+def _scope(serving: ServingFigures | None) -> str:
+    """What the report's critical path, per-GPU and totals describe, for the header line
+    ("" for a prefill file, whose report is as it always was)."""
+    if serving is None:
+        return ""
+    if serving.mode is Mode.DECODE:
+        return f" (one decode step at context {serving.context:,})"
+    if serving.steps is None:
+        return " (serve with one output token: the report below is its prefill)"
+    return f" (serve; the report below is its last decode step, at context {serving.context:,})"
+
+
+def _serving_rows(serving: ServingFigures) -> list[tuple[str, str]]:
+    """The serving figures as (label, text) rows, shared by the text and markdown reports."""
+    rows = [("serving", describe_mode(serving))]
+    gpus = f"{serving.gpus} GPU{'s' if serving.gpus > 1 else ''}"
+    if serving.mode is Mode.DECODE:
+        tpot = _maybe_seconds(serving.tpot_s)
+        rows.append(("TPOT", f"{tpot} (one decode step: the critical path below)"))
+        rate = f"{_rate(serving.tokens_per_s)} (batch / TPOT)"
+    else:
+        ttft = _maybe_seconds(serving.ttft_s)
+        if serving.disaggregated:
+            rows.append(("TTFT", f"{ttft} (end of the prefill's last block)"))
+            rows.append(
+                (
+                    "KV handoff",
+                    f"{_maybe_seconds(serving.handoff_s)} (end of the last kv_send); prefill"
+                    f" makespan {_maybe_seconds(serving.prefill_makespan_s)}",
+                )
+            )
+        else:
+            rows.append(("TTFT", f"{ttft} (the prefill's critical path)"))
+        steps = serving.steps
+        if steps is None:
+            rows.append(("TPOT", "- (one output token: no decode step)"))
+        else:
+            rows.append(
+                (
+                    "TPOT",
+                    f"{_maybe_seconds(serving.tpot_s)} (mean of {steps.steps:,} decode steps;"
+                    f" first {_seconds(steps.first_s)}, last {_seconds(steps.last_s)})",
+                )
+            )
+        start = "max(TTFT, KV handoff)" if serving.disaggregated else "TTFT"
+        rows.append(("end to end", f"{_maybe_seconds(serving.e2e_s)} ({start} + decode steps)"))
+        if serving.disaggregated:
+            how = (
+                "steady state: batch x output / max(prefill makespan, decode steps), one"
+                " batch prefilling while the previous one decodes"
+            )
+        else:
+            how = "batch x output / end to end"
+        rate = f"{_rate(serving.tokens_per_s)} ({how})"
+    rows.append(("tokens/s", f"{rate}, {_rate(serving.tokens_per_s_per_gpu)} per GPU ({gpus})"))
+    rows.append(("max batch", _max_batch(serving)))
+    rows.append(("approximation", serving.approximation))
+    return rows
+
+
+def _max_batch(serving: ServingFigures) -> str:
+    if serving.max_batch is None:
+        return "- (not computed)"
+    context = serving.max_batch_context or serving.context
+    if serving.max_batch == 0:
+        return f"0 (not even the smallest batch fits every GPU's memory at context {context:,})"
+    return (
+        f"{serving.max_batch:,} (the largest that fits every GPU's memory at context {context:,})"
+    )
+
+
+def _maybe_seconds(value: float | None) -> str:
+    return "-" if value is None else _seconds(value)
+
+
+def _serving_text(serving: ServingFigures) -> list[str]:
+    """The serving section of the text report."""
+    return [f"{label:<14} {text}" for label, text in _serving_rows(serving)]
+
+
+def _markdown_serving(serving: ServingFigures) -> list[str]:
+    """The serving section of the markdown report."""
+    rows = _serving_rows(serving)
+    return ["| serving | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+
+
+def _json_serving(serving: ServingFigures) -> dict[str, Any]:
+    """The `serving` object of the JSON report (decode and serve files only)."""
+    steps = serving.steps
+    approximation: dict[str, Any] = {
+        "exact": steps is None or steps.exact,
+        "text": serving.approximation,
+        "steps": steps.steps if steps is not None else (1 if serving.mode is Mode.DECODE else 0),
+        "priced_steps": steps.priced if steps is not None else None,
+        "sum_s": steps.total_s if steps is not None else None,
+        "sum_lower_s": steps.lower_s if steps is not None else None,
+        "sum_upper_s": steps.upper_s if steps is not None else None,
+        "monotone": steps.monotone if steps is not None else True,
+    }
+    return {
+        "mode": serving.mode.value,
+        "batch": serving.batch,
+        "input": serving.input_tokens,
+        "output": serving.output_tokens,
+        "context": serving.context,
+        "gpus": serving.gpus,
+        "ttft_s": serving.ttft_s,
+        "tpot_s": serving.tpot_s,
+        "e2e_s": serving.e2e_s,
+        "tokens_per_s": serving.tokens_per_s,
+        "tokens_per_s_per_gpu": serving.tokens_per_s_per_gpu,
+        "max_batch": serving.max_batch,
+        "max_batch_context": serving.max_batch_context,
+        "decode_step_first_s": serving.decode_step_first_s,
+        "decode_step_last_s": serving.decode_step_last_s,
+        "disaggregated": serving.disaggregated,
+        "kv_handoff_s": serving.handoff_s,
+        "prefill_makespan_s": serving.prefill_makespan_s,
+        "approximation": approximation,
+        "report": _scope(serving).strip(" ()"),
+    }
 
 
 def _training_text(analysis: Analysis) -> list[str]:
@@ -257,7 +386,7 @@ def write_markdown(
 ) -> None:
     """The report as GitHub-flavoured markdown."""
     graph = analysis.graph
-    out = [f"# dagc analyze: `{graph.program.source_path}`", ""]
+    out = [f"# dagc analyze: `{graph.program.source_path}`{_scope(analysis.serving)}", ""]
     out += [
         f"- {line.split(maxsplit=1)[0]}: {line.split(maxsplit=1)[1]}"
         for line in summary_lines(graph.program)
@@ -268,8 +397,10 @@ def write_markdown(
     total = analysis.total_s
     comm = analysis.communication_s / total if total else 0.0
     family, share = analysis.bottleneck()
+    out.append("")
+    if analysis.serving is not None:
+        out += _markdown_serving(analysis.serving)
     out += [
-        "",
         f"**Critical path: {_seconds(total)}** (compute {1 - comm:.1%}, communication"
         f" {comm:.1%}); bottleneck `{family}` ({share:.1%}); MFU {analysis.mfu:.1%},"
         f" HFU {analysis.hfu:.1%}; throughput {_throughput(analysis)}.",
@@ -400,7 +531,22 @@ def _json_memory(g: GpuFigures) -> dict[str, int]:
     }
 
 
-def _json_gpu(g: GpuFigures, training: bool) -> dict[str, Any]:
+def _holds_cache(analysis: Analysis) -> bool:
+    """Whether the program keeps a KV cache (decode, serve, a disaggregated prefill)."""
+    return largest_context(analysis.graph.program) is not None
+
+
+def _json_cache_memory(g: GpuFigures) -> dict[str, int]:
+    """A GPU's `memory` object (decode and serve reports: a KV cache)."""
+    return {
+        "peak_bytes": g.memory_bytes,
+        "weight_bytes": g.weight_bytes,
+        "kv_cache_bytes": g.kv_cache_bytes,
+        "working_set_bytes": g.working_set_bytes,
+    }
+
+
+def _json_gpu(g: GpuFigures, training: bool, cache: bool = False) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "gpu": g.gpu,
         "busy_s": g.busy_s,
@@ -415,6 +561,8 @@ def _json_gpu(g: GpuFigures, training: bool) -> dict[str, Any]:
     }
     if training:
         entry["memory"] = _json_memory(g)
+    elif cache:
+        entry["memory"] = _json_cache_memory(g)
     return entry
 
 
@@ -496,13 +644,18 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             "tokens_per_s": analysis.tokens_per_s,
             "tokens_per_s_per_gpu": analysis.tokens_per_s_per_gpu,
         },
-        "gpus": [_json_gpu(g, analysis.training is not None) for g in analysis.gpus],
+        "gpus": [
+            _json_gpu(g, analysis.training is not None, _holds_cache(analysis))
+            for g in analysis.gpus
+        ],
         "memory_limit_bytes": analysis.memory_limit,
         "notes": list(analysis.notes),
         "warnings": list(analysis.warnings),
     }
     if analysis.training is not None:  # prefill reports keep their keys exactly
         document["training"] = _json_training(analysis)
+    if analysis.serving is not None:
+        document["serving"] = _json_serving(analysis.serving)
     return document
 
 
@@ -681,4 +834,67 @@ def comparison_json(analyses: Sequence[Analysis]) -> dict[str, Any]:
         "same_workload": same_workload(analyses),
         "configs": configs,
         "notes": comparison_notes(analyses),
+    }
+
+
+def _sweep_cells(row: SweepRow) -> list[str]:
+    tpot = "-" if row.tpot_s is None else f"{row.tpot_s * 1e3:.3f}"
+    return [
+        str(row.batch),
+        _maybe_seconds(row.ttft_s),
+        tpot,
+        _rate(row.tokens_per_s),
+        _rate(row.tokens_per_s_per_gpu),
+        "yes" if row.fits else "no",
+    ]
+
+
+SWEEP_HEADER = ["batch", "TTFT", "TPOT ms", "tokens/s", "tokens/s/GPU", "fits"]
+
+
+def write_sweep(sweep: Sweep, stream: TextIO, *, fmt: str = "text") -> None:
+    """A batch sweep (`dagc analyze --batch-sweep`) as a table: text, markdown or json."""
+    if fmt == "json":
+        json.dump(sweep_json(sweep), stream, indent=2, sort_keys=True)
+        stream.write("\n")
+        return
+    rows = [SWEEP_HEADER, *(_sweep_cells(row) for row in sweep.rows)]
+    title = f"dagc analyze --batch-sweep: {sweep.source} ({sweep.mode.value}; {sweep.cost_model})"
+    if fmt == "markdown":
+        lines = [f"**{title}**", ""]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(3, "|" + "|".join("---:" for _ in SWEEP_HEADER[:-1]) + "|---|")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(SWEEP_HEADER))]
+        lines = [line for line in _wrap(title)]
+        lines += [
+            "  ".join(
+                cell.ljust(width) if i == len(row) - 1 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+            for row in rows
+        ]
+    stream.write("\n".join(lines) + "\n")
+
+
+def sweep_json(sweep: Sweep) -> dict[str, Any]:
+    """The batch sweep as a JSON-ready dict (schema in docs/analyze.md)."""
+    return {
+        "format": "dagc-batch-sweep",
+        "version": JSON_VERSION,
+        "source": sweep.source,
+        "mode": sweep.mode.value,
+        "cost_model": sweep.cost_model,
+        "rows": [
+            {
+                "batch": row.batch,
+                "ttft_s": row.ttft_s,
+                "tpot_s": row.tpot_s,
+                "tokens_per_s": row.tokens_per_s,
+                "tokens_per_s_per_gpu": row.tokens_per_s_per_gpu,
+                "fits": row.fits,
+            }
+            for row in sweep.rows
+        ],
+        "skipped": [{"batch": batch, "reason": reason} for batch, reason in sweep.skipped],
     }

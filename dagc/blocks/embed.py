@@ -6,6 +6,10 @@ t holds split(V, t)[i] rows, looks up the tokens whose rows it holds (Elem_Time(
 each rank, zeros elsewhere: a partial sum of T x H), and `all_reduce_embed` (T·H·w over the
 group, absent with one GPU) sums it into x of layer 0.
 
+With dp replicas (attention data parallelism) rank r looks up its own T_r tokens
+(`rank_tokens`), Elem_Time(T_r·H), and writes its part of x of layer 0 (split by tokens);
+`vocab_parallel` splits the rows over a replica's ranks only (tp = 1: none).
+
 With `tied_embeddings` the table is lm_head's weight too: a GPU running both holds it once
 (`tied_table` tells the memory estimate which weights are that table).
 """
@@ -14,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.blocks.base import BlockModule, joint, same
+from dagc.blocks.base import BlockModule, joint, per_gpu
 from dagc.blocks.shapes import (
     activation_bytes,
     communication,
     count,
     dims,
     hidden_shape,
+    rank_token_labels,
     residual_out,
     times,
     value,
@@ -33,16 +38,16 @@ from dagc.split import split_evenly
 
 
 def _vocab_split(block: BlockSteps) -> bool:
-    """Whether the block's rows are split over more than one GPU."""
-    return block.vocab_parallel and len(block.gpus) > 1
+    """Whether the block's rows are split over more than one GPU (of one replica)."""
+    return block.vocab_parallel and len(block.gpus) // block.dp > 1
 
 
 def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     D = dims(program)
     # the token ids it looks up are the program's input, which no step writes
-    lookup = elementwise(times(D.tokens, D.hidden))
+    lookups = [elementwise(times(t, D.hidden)) for t in rank_token_labels(program, block)]
     x = residual_out(program, block, block.gpus)
-    return (same("embed", block, lookup, writes=(x,)),)
+    return (per_gpu("embed", block, lookups, writes=(x,)),)
 
 
 def _collectives(program: Program, block: BlockSteps) -> tuple[Step, ...]:

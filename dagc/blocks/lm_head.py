@@ -1,12 +1,14 @@
 """lm_head (tp = t): the output projection, rank i holding split(V, t)[i] vocabulary rows.
 
-It reads the last x and writes the logits, split by vocabulary rows.
+It reads the last x and writes the logits, split by vocabulary rows. With dp replicas
+(attention data parallelism, tp = 1) rank r projects its own T_r tokens (`rank_tokens`),
+Get_Time(T_r, H, V), and the logits are split by tokens.
 """
 
 from __future__ import annotations
 
 from dagc.blocks.base import BlockModule, per_gpu
-from dagc.blocks.shapes import count, dims, residual_in, tokens, value
+from dagc.blocks.shapes import count, dims, rank_token_labels, residual_in, tokens, value
 from dagc.ir.logical import BlockKind, Model, Program
 from dagc.ir.steps import BlockSteps, Step
 from dagc.ir.terms import matmul
@@ -19,8 +21,10 @@ def _compute(program: Program, block: BlockSteps) -> tuple[Step, ...]:
     D = dims(program)
     rows = split_evenly(program.model.vocab, block.degree)
     vocab = (("tokens", tokens(program)), ("vocab", program.model.vocab))
-    logits = value(program, block, "logits", vocab, split("vocab"))
-    terms = [matmul(D.tokens, D.hidden, count(v)) for v in rows]
+    # rank r: tensor-parallel rank r % tp (its rows), its replica's tokens
+    logits = value(program, block, "logits", vocab, split("tokens" if block.dp > 1 else "vocab"))
+    toks = rank_token_labels(program, block)
+    terms = [matmul(t, D.hidden, count(rows[r % block.degree])) for r, t in enumerate(toks)]
     x = residual_in(program, block)
     return (per_gpu("lm_head", block, terms, reads=x, writes=(logits,)),)
 

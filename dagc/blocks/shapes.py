@@ -72,13 +72,41 @@ def shared_tokens(program: Program, ep: int) -> list[int]:
     return split_evenly(tokens(program), ep)
 
 
-def tokens_held_by_expert_gpu(program: Program, ep: int, shared: bool = True) -> int:
+def active_experts(program: Program) -> int | None:
+    """A = ceil(T·k·cf) in a decode step when A < E: only A experts receive a token (one
+    each); None when every expert receives T_e tokens (A ≥ E, and always in prefill)."""
+    model = program.model
+    assert model.experts is not None and model.top_k is not None
+    if program.workload.mode is not Mode.DECODE:
+        return None
+    factor = Fraction(repr(model.capacity_factor))
+    active = math.ceil(tokens(program) * model.top_k * factor)
+    return active if active < model.experts else None
+
+
+def experts_run(program: Program, ep: int) -> list[int]:
+    """How many of its local experts each rank of a moe group runs: all E/e, or, with A
+    active experts in decode (active_experts), split(A, e)[i] on rank i (its first
+    local experts)."""
+    assert program.model.experts is not None
+    active = active_experts(program)
+    if active is None:
+        return [program.model.experts // ep] * ep
+    return split_evenly(active, ep)
+
+
+def tokens_held_by_expert_gpu(
+    program: Program, ep: int, shared: bool = True, shares: list[int] | None = None
+) -> int:
     """Tokens one MoE GPU works on: min(T, T_e·E/e), plus its ceil(T/e) shared-expert
     tokens with shared experts: min(T, T_e·E/e + ceil(T/e)). `shared=False`: the routed
-    tokens alone (what an all-to-all dispatch brings it)."""
-    assert program.model.experts is not None
-    routed = expert_tokens(program) * program.model.experts // ep
-    extra = max(shared_tokens(program, ep)) if shared else 0
+    tokens alone (what an all-to-all dispatch brings it). In decode with A active experts,
+    T_e = 1 and E/e becomes ceil(A/e), the most any rank runs. `shares`: the shared-expert
+    tokens of each rank, when not split(T, e)."""
+    routed = expert_tokens(program) * max(experts_run(program, ep))
+    if shares is None:
+        shares = shared_tokens(program, ep)
+    extra = max(shares) if shared and program.model.shared_experts else 0
     return min(tokens(program), routed + extra)
 
 
@@ -174,9 +202,11 @@ def activation_bytes(program: Program) -> Label:
     return times(d.tokens, d.hidden, d.width)
 
 
-def held_tokens(program: Program, ep: int, shared: bool = True) -> Label:
+def held_tokens(
+    program: Program, ep: int, shared: bool = True, shares: list[int] | None = None
+) -> Label:
     """tokens_held_by_expert_gpu as a label: T when every token reaches the GPU."""
-    held = tokens_held_by_expert_gpu(program, ep, shared)
+    held = tokens_held_by_expert_gpu(program, ep, shared, shares)
     return dims(program).tokens if held == tokens(program) else count(held)
 
 
@@ -240,3 +270,18 @@ def tokens_spread(block: BlockSteps) -> bool:
     """Whether the block's residual output is spread over its GPUs by tokens: a block with
     dp replicas, or a moe block after one (it leaves each GPU its own tokens)."""
     return block.dp > 1 or (str(block.kind) == "moe" and block.input_dp > 1)
+
+
+def rank_token_labels(program: Program, block: BlockSteps) -> list[Label]:
+    """rank_tokens as labels: T on a rank that works on the whole micro-batch, else its
+    replica's T_r (rank_dims)."""
+    return [d.tokens for d in rank_dims(program, block)]
+
+
+def input_token_labels(program: Program, block: BlockSteps) -> list[Label]:
+    """input_tokens as labels, as rank_token_labels."""
+    seq = program.workload.seq
+    return [
+        dims(program).tokens if n == tokens(program) else _dims(program, count(n // seq)).tokens
+        for n in input_tokens(program, block)
+    ]

@@ -10,9 +10,11 @@ import typer
 
 import dagc
 from dagc.cli.shared import (
+    ContextOpt,
     FileArg,
     MatmulOnlyOpt,
     MaxOpsOpt,
+    PhaseOpt,
     Symmetry,
     SymmetryOpt,
     WerrorOpt,
@@ -20,6 +22,7 @@ from dagc.cli.shared import (
     emit,
     progress,
     run_library,
+    select_phase,
     symmetric,
 )
 
@@ -57,12 +60,16 @@ def formula(
     max_ops: MaxOpsOpt = 50_000_000,
     symmetry: SymmetryOpt = Symmetry.auto,
     werror: WerrorOpt = False,
+    phase: PhaseOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Print the runtime as a formula of cost terms, exact for every monotone cost model."""
     from dagc.api import formula_compiled
     from dagc.backends import formula as printers
 
-    compiled = run_library(lambda: dagc.compile_file(file, werror=werror))
+    compiled = select_phase(
+        run_library(lambda: dagc.compile_file(file, werror=werror)), phase, context
+    )
     with progress(f"deriving the formula of {file}"):
         result = run_library(
             lambda: formula_compiled(

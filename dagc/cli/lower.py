@@ -12,13 +12,17 @@ import typer
 
 import dagc
 from dagc.cli.shared import (
+    ContextOpt,
     FileArg,
     MaxOpsOpt,
+    PhaseChoice,
+    PhaseOpt,
     WerrorOpt,
     check_warnings,
     emit,
     progress,
     run_library,
+    select_phase,
     usage_error,
 )
 
@@ -59,12 +63,19 @@ def lower(
     ] = None,
     max_ops: MaxOpsOpt = 50_000_000,
     werror: WerrorOpt = False,
+    phase: PhaseOpt = None,
+    context: ContextOpt = None,
 ) -> None:
-    """Print a .dag file at any level: syntax tree, logical IR, step IR or device DAG."""
+    """Print a .dag file at any level: syntax tree, logical IR, step IR or device DAG.
+
+    Decode and serve files: the step IR and device DAG are those of one phase (--phase,
+    --context); the logical IR is the file's whole program unless one of them is given.
+    """
     if emit_ is Emit.ast:
-        _lower_ast(file, output, print_after or [], werror)
+        _lower_ast(file, output, print_after or [], werror, phase, context)
         return
     result = run_library(lambda: dagc.compile_file(file, werror=werror))
+    result = select_phase(result, phase, context, default=emit_ is not Emit.ir or bool(print_after))
     check_warnings(result.warnings, werror)
     if emit_ is Emit.ir and not print_after:
         emit(output, lambda out: out.write(str(result.program) + "\n"))
@@ -72,10 +83,23 @@ def lower(
     _lower_device(result, emit_, print_after or [], verify, output, max_ops, werror)
 
 
-def _lower_ast(file: Path, output: Path | None, print_after: list[str], werror: bool) -> None:
+def _lower_ast(
+    file: Path,
+    output: Path | None,
+    print_after: list[str],
+    werror: bool,
+    phase: PhaseChoice | None,
+    context: int | None,
+) -> None:
     """The syntax tree; options that need the checks or the passes are refused, not ignored."""
     from dagc.frontend.ast import dump
 
+    if phase is not None or context is not None:
+        usage_error(
+            f"{'--phase' if phase is not None else '--context'} does nothing with --emit ast",
+            "the syntax tree is the file as written, both phases in one; use --emit ir,"
+            " steps, device or json",
+        )
     if print_after:
         usage_error(
             "--print-after does nothing with --emit ast",

@@ -10,10 +10,12 @@ import typer
 
 import dagc
 from dagc.cli.shared import (
+    ContextOpt,
     FileArg,
     GpuOpt,
     MatmulOnlyOpt,
     MaxOpsOpt,
+    PhaseOpt,
     PluginOpt,
     SetOpt,
     TableOpt,
@@ -22,6 +24,7 @@ from dagc.cli.shared import (
     cost_options,
     progress,
     run_library,
+    select_phase,
 )
 
 
@@ -134,6 +137,8 @@ def render(
     matmul_only: MatmulOnlyOpt = False,
     max_ops: MaxOpsOpt = 50_000_000,
     werror: WerrorOpt = False,
+    phase: PhaseOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Draw a configuration with graphviz: GPUs, operations, collectives, critical path."""
     from dagc.backends.schedule import Filters, parse_span
@@ -147,7 +152,9 @@ def render(
         )
     )
     picture_format(output)
-    compiled = run_library(lambda: dagc.compile_file(file, werror=werror))
+    compiled = select_phase(
+        run_library(lambda: dagc.compile_file(file, werror=werror)), phase, context
+    )
     draw(
         compiled,
         options,
@@ -179,6 +186,8 @@ def timeline(
     matmul_only: MatmulOnlyOpt = False,
     max_ops: MaxOpsOpt = 50_000_000,
     werror: WerrorOpt = False,
+    phase: PhaseOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """When every operation runs on every GPU: a Perfetto trace or a Gantt chart."""
     from dagc.api import build_schedule
@@ -187,7 +196,9 @@ def timeline(
 
     options = cost_options(gpu, settings, cost_table, cost_plugin, matmul_only)
     run_library(lambda: check_output(output, FORMATS))
-    compiled = run_library(lambda: dagc.compile_file(file, werror=werror))
+    compiled = select_phase(
+        run_library(lambda: dagc.compile_file(file, werror=werror)), phase, context
+    )
     with progress(f"writing {output}"):
         schedule, warnings = run_library(lambda: build_schedule(compiled, options, max_ops=max_ops))
         check_warnings(warnings, werror)

@@ -74,6 +74,80 @@ SymmetryOpt = Annotated[
 ]
 
 
+class PhaseChoice(enum.StrEnum):
+    prefill = "prefill"
+    decode = "decode"
+
+
+PhaseOpt = Annotated[
+    PhaseChoice | None,
+    typer.Option(
+        "--phase",
+        help="Decode and serve files: the phase to show, prefill (serve files only) or"
+        " decode (the default).",
+        show_default=False,
+    ),
+]
+ContextOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--context",
+        min=1,
+        metavar="C",
+        help="Decode phase: the context C (keys each new token attends over) of the step"
+        " shown; default: a decode file's context, a serve file's last step (I+O-1).",
+        show_default=False,
+    ),
+]
+
+
+def select_phase(
+    compiled: Any, phase: PhaseChoice | None, context: int | None, *, default: bool = True
+) -> Any:
+    """`compiled` with its program replaced by the phase --phase and --context ask for.
+
+    A prefill file has only its prefill (--phase decode and --context are errors); a decode
+    file only its decode step (--phase prefill is an error); a serve file both, decode by
+    default at its last step's context. With `default` False and neither option given, the
+    program is left as written (`lower --emit ir` prints the file's whole program).
+    """
+    from dataclasses import replace
+
+    from dagc.analysis.serving import reported_context
+    from dagc.ir.logical import Mode, decode_phase, prefill_phase
+
+    program = compiled.program
+    if program.mode is Mode.PREFILL:
+        if phase is PhaseChoice.decode:
+            usage_error(
+                "--phase decode needs a decode or serve workload",
+                "this file's workload is a prefill; set `mode = decode` or `mode = serve` in"
+                " its workload",
+            )
+        if context is not None:
+            usage_error(
+                "--context needs a decode or serve workload",
+                "this file's workload is a prefill, which has no context",
+            )
+        return compiled
+    if phase is PhaseChoice.prefill:
+        if program.mode is Mode.DECODE:
+            usage_error(
+                "--phase prefill needs a serve workload",
+                "a decode workload is one decode step and has no prefill; drop --phase",
+            )
+        if context is not None:
+            usage_error(
+                "--context applies to the decode phase, not to --phase prefill",
+                "drop --context, or use --phase decode",
+            )
+        return replace(compiled, program=prefill_phase(program))
+    if not default and phase is None and context is None:
+        return compiled
+    chosen = context if context is not None else reported_context(program)
+    return replace(compiled, program=decode_phase(program, chosen))
+
+
 def symmetric(choice: Symmetry) -> bool | None:
     """The library's `symmetric` argument for a --symmetry choice (None: decide by size)."""
     return {Symmetry.auto: None, Symmetry.on: True, Symmetry.off: False}[choice]

@@ -350,6 +350,8 @@ class _Lowering:
         self.mode: Mode | None = Mode.PREFILL  # None: the workload's `mode` is invalid
         # where each block's `dp` option is written, by the block's span
         self.dp_spans: dict[Span, Span | None] = {}
+        # groups whose replicas were warned about an uneven split of the micro-batch
+        self.dp_uneven: set[str] = set()
 
     # -- the file ---------------------------------------------------------------------
 
@@ -1789,6 +1791,18 @@ class _Lowering:
                 " more" + (", or fewer `microbatches`" if m > 1 else ""),
             )
             return None
+        if bm is not None and bm % dp and group.name not in self.dp_uneven:
+            self.dp_uneven.add(group.name)  # once per group: its blocks share the replicas
+            sizes = split_evenly(bm, dp)
+            big = sizes.count(sizes[0])
+            self.bag.warning(
+                entry.span,
+                f"a micro-batch's {bm} sequences do not split evenly over dp={dp} replicas:"
+                f" {_replicas_get(0, big - 1, f'{sizes[0]} sequences')},"
+                f" {_replicas_get(big, dp - 1, str(sizes[-1]))}",
+                help="the replicas with the most sequences set the pace; a micro-batch of a"
+                f" multiple of {dp} sequences splits evenly",
+            )
         return dp
 
     def _degree(
@@ -2018,6 +2032,13 @@ def _stages_get(first: int, last: int, count: str) -> str:
     if first == last:
         return f"stage {first} gets {count}"
     return f"stages {first}-{last} get {count}"
+
+
+def _replicas_get(first: int, last: int, count: str) -> str:
+    """`replica 0 gets 2 sequences` or `replicas 3-7 get 3`."""
+    if first == last:
+        return f"replica {first} gets {count}"
+    return f"replicas {first}-{last} get {count}"
 
 
 def _chunks_get(first: int, last: int, count: str) -> str:

@@ -26,6 +26,10 @@ from dagc.ir.terms import CostTerm
 from dagc.ir.values import Value
 from dagc.source import Span
 
+# The base name of a disaggregated serve's per-layer KV handoff (`kv_send_l{l}`, added by
+# insert-transfers to each attention block of the prefill phase).
+KV_SEND = "kv_send"
+
 
 class Stream(enum.Enum):
     """Which of a GPU's two streams an operation runs on; each runs one op at a time."""

@@ -150,31 +150,36 @@ def _occurrences(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(template op, GPU, step, segment) for every GPU each template operation occupies.
 
-    A GPU's segment within a layer grows each time it comes back to the layer's work
-    after steps that ran elsewhere.
+    A GPU's segment within a layer grows each time it comes back to the layer's work after
+    another group's work: some per-GPU step ran, since the GPU's own last per-GPU step, on
+    GPUs disjoint from that step's. A step on part of the GPU's own group (a decode step's
+    experts on the ranks that have tokens) is not another group's work.
     """
     template: list[int] = []
     gpus: list[int] = []
     step_ids: list[int] = []
     segments: list[int] = []
     segment_of: dict[int, int] = {}
-    previous_gpus: frozenset[int] = frozenset()
+    last_own: dict[int, int] = {}  # GPU -> index of its last per-GPU step in the layer
+    away: dict[tuple[int, int], bool] = {}
     layer: tuple[int, bool] | None = None
     offset = 0
     for index, step in enumerate(steps):
         key = (step.layer, step.phase is Phase.FORWARD)  # the backward starts anew
         if key != layer:
-            layer, segment_of, previous_gpus = key, {}, frozenset()
+            layer, segment_of, last_own, away = key, {}, {}, {}
         for rank, gpu in enumerate(step.gpus):
+            last = last_own.get(gpu)
             if gpu not in segment_of:
                 segment_of[gpu] = 0
-            elif gpu not in previous_gpus:
+            elif last is not None and _ran_elsewhere(steps, last, index, away):
                 segment_of[gpu] += 1
+            if not step.joint:
+                last_own[gpu] = index
             template.append(offset + (0 if step.joint else rank))
             gpus.append(gpu)
             step_ids.append(index)
             segments.append(segment_of[gpu])
-        previous_gpus = frozenset(step.gpus)
         offset += step.width
     return (
         np.asarray(template, dtype=np.int64),
@@ -182,6 +187,20 @@ def _occurrences(
         np.asarray(step_ids, dtype=np.int64),
         np.asarray(segments, dtype=np.int64),
     )
+
+
+def _ran_elsewhere(
+    steps: tuple[Step, ...], last: int, now: int, memo: dict[tuple[int, int], bool]
+) -> bool:
+    """Whether a per-GPU step between `last` and `now` ran on GPUs disjoint from step
+    `last`'s (another group's work came in between)."""
+    found = memo.get((last, now))
+    if found is None:
+        own = frozenset(steps[last].gpus)
+        found = memo[last, now] = any(
+            not steps[i].joint and own.isdisjoint(steps[i].gpus) for i in range(last + 1, now)
+        )
+    return found
 
 
 def _pingpong_gpus(steps: tuple[Step, ...]) -> set[int]:

@@ -10,6 +10,11 @@ written with `overlap` moves its communication to the communication stream of it
   it, and `broadcast` (or a routed `dispatch`) to it;
 - the transfer out of it: `return` of a moe excursion.
 
+The KV handoff of a disaggregated serve's prefill (`kv_send_l{l}`, dagc/passes/transfers.py)
+runs on the communication stream whatever `overlap` says: the layer-by-layer handoff
+overlaps the prefill's compute, as the serving systems that disaggregate do (the prefill
+GPUs send each layer's cache while computing the next).
+
 The receiving halves (`recv_stage`, `recv_moe`) stay on the compute stream (dagc's
 choice): they cost nothing (`Sync()`) and mark where the receiver's compute waits for the
 data, like a stream waiting on an event. On the communication stream they would queue
@@ -21,22 +26,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dagc.ir.steps import BlockSteps, Step, StepProgram, Stream
+from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, Stream
 
 NAME = "assign-streams"
 
 
 def assign_streams(steps: StepProgram) -> StepProgram:
-    """Mark the communication steps of every `overlap` block as running on the comm stream."""
-    if not any(block.overlap for block in steps.blocks):
+    """Mark the communication steps of every `overlap` block, and every KV handoff, as
+    running on the comm stream."""
+    if not any(block.overlap for block in steps.blocks) and not steps.program.kv_handoff:
         return steps
     return replace(steps, blocks=tuple(map(_assign_block, steps.blocks)))
 
 
 def _assign_block(block: BlockSteps) -> BlockSteps:
     if not block.overlap:
-        return block
+        return replace(block, steps=tuple(map(_assign_handoff, block.steps)))
     return replace(block, steps=tuple(map(_assign_step, block.steps)))
+
+
+def _assign_handoff(step: Step) -> Step:
+    return replace(step, stream=Stream.COMM) if step.base == KV_SEND else step
 
 
 def _assign_step(step: Step) -> Step:

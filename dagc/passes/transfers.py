@@ -4,7 +4,9 @@ A block whose input lives on other GPUs is reached by a transfer:
 - a moe block is reached by `broadcast_l{l}` (all T tokens to every MoE GPU, counted on
   the sending side) and `recv_moe_l{l}` (where the MoE side waits); its result goes back by
   `return_l{l}` (each MoE GPU's tokens, summed over its experts), and res2 runs where the
-  residual stream lives, on the sending group;
+  residual stream lives, on the sending group (from a group with dp replicas each sending
+  GPU holds its own tokens: the broadcast still delivers all T to every MoE GPU, the
+  return gives each sender its own tokens back, and its res2 adds its T_r);
 - any other block starts a new pipeline stage s: `send_stage{s}` on the sending side carries
   the T·H·w bytes, `recv_stage{s}` is where the receiving side waits for them. With the
   devices key `split_sends`, t = min(|sending group|, |receiving group|) links each carry
@@ -16,6 +18,18 @@ lives and writes it onto the receiving GPUs (`_sent`), the receiving step reads 
 writes the received value (`_s{s}`, `_moe`), and the steps of the block on the receiving
 side read the received value instead of the original. The return reads the MoE GPUs'
 partial sum and writes it, summed, onto the residual side, where res2 reads it and x.
+
+The KV handoff of a disaggregated serve (the prefill phase, `program.kv_handoff` set: the
+decode layout): each attention block gets, right after the step that produces what the
+cache keeps (k and v, or k_normed with qk_norm; under MLA kv_a_norm's latent and kv_a's
+rope key), one joint step `kv_send_l{l}` on its GPUs, a P2P of
+ceil(Bm·S·c_layer / min(t_send, t_recv)) bytes (c_layer: one layer's KV bytes per token,
+unsplit, dagc/blocks/kv_cache.py's closed form; t_send, t_recv: the GPUs of the layer's
+attention group in the prefill and the decode layouts), marked inter-node when the two
+groups span nodes. It reads the cached values and writes `kv_cache_l{l}` onto the decode
+layout's attention GPUs, which appear in the prefill's DAG only there, as its receivers:
+nothing in the prefill reads it. assign-streams puts it on the communication stream, so
+the layer-by-layer handoff overlaps the prefill's compute.
 """
 
 from __future__ import annotations
@@ -24,26 +38,28 @@ import math
 from dataclasses import replace
 
 from dagc.blocks.base import reroute
-from dagc.blocks.moe import routed_dispatch
+from dagc.blocks.kv_cache import cache_value, layer_kv_bytes
+from dagc.blocks.moe import routed_dispatch, router_tokens
 from dagc.blocks.shapes import (
     activation_bytes,
     communication,
     count,
     dims,
     expert_tokens,
+    experts_run,
     held_tokens,
     hidden_shape,
+    input_token_labels,
     residual_in,
     residual_out,
     shared_tokens,
     times,
-    tokens,
     value,
 )
-from dagc.ir.logical import Program
-from dagc.ir.steps import BlockSteps, Step, StepProgram, TransferKind
-from dagc.ir.terms import CostTerm, TermKind
-from dagc.ir.values import Value, split
+from dagc.ir.logical import Block, BlockKind, Program
+from dagc.ir.steps import KV_SEND, BlockSteps, Step, StepProgram, TransferKind
+from dagc.ir.terms import CostTerm, TermKind, elementwise
+from dagc.ir.values import REPLICATED, Value, split
 
 SYNC = CostTerm(TermKind.SYNC, ())
 
@@ -67,7 +83,80 @@ def insert_transfers(steps: StepProgram) -> StepProgram:
             steps_ = reroute(block.steps, 0, {block.input_value: received})
             blocks += [transfer, replace(block, steps=steps_)]
         previous_layer = block.layer
+    if program.kv_handoff:
+        blocks = [_with_kv_send(program, b) for b in blocks]
     return replace(steps, blocks=tuple(blocks))
+
+
+def _decode_attention(program: Program, layer: int) -> Block:
+    """The attention block of `layer` in the decode layout the cache is sent to."""
+    for layer_range in program.kv_handoff:
+        if layer_range.first <= layer <= layer_range.last:
+            for block in layer_range.blocks:
+                if block.kind is BlockKind.ATTENTION:
+                    return block
+    raise ValueError(f"the decode layout runs no attention in layer {layer}")
+
+
+def _cached(program: Program, layer: int) -> tuple[str, ...]:
+    """The values of `layer` a KV cache keeps: the latent and the rope key (in kv_a) under
+    MLA, else the keys (normed with qk_norm) and the values."""
+    if program.model.latent_attention:
+        names = ("kv_latent", "kv_a")
+    else:
+        names = ("k_normed" if program.model.qk_norm else "k", "v")
+    return tuple(f"{name}_l{layer}" for name in names)
+
+
+def _with_kv_send(program: Program, block: BlockSteps) -> BlockSteps:
+    """`block` with its layer's `kv_send` after the last step writing a cached value."""
+    if block.kind is not BlockKind.ATTENTION or block.backward:
+        return block
+    wanted = _cached(program, block.layer)
+    written: dict[str, Value] = {}
+    last = -1
+    for index, step in enumerate(block.steps):
+        for value_ in step.writes:
+            if value_.name in wanted:
+                written[value_.name] = value_
+                last = index
+    reads = tuple(written[name] for name in wanted)
+    send = _kv_send(program, block, reads)
+    return replace(block, steps=(*block.steps[: last + 1], send, *block.steps[last + 1 :]))
+
+
+def _kv_send(program: Program, block: BlockSteps, reads: tuple[Value, ...]) -> Step:
+    model, workload = program.model, program.workload
+    target = _decode_attention(program, block.layer)
+    receivers = program.group(target.group).gpus
+    w = workload.dtype.bytes
+    c_layer = layer_kv_bytes(model, w)
+    links = min(len(block.gpus), len(receivers))
+    d = dims(program)
+    payload = times(d.batch, d.seq, count(c_layer))
+    if links > 1:
+        payload = count(-(-workload.microbatch_size * workload.seq * c_layer // links))
+    both = tuple(sorted({*block.gpus, *receivers}))
+    term = communication(program, TermKind.P2P, payload, gpus=both)
+    return Step(
+        KV_SEND,
+        block.layer,
+        block.gpus,
+        (term,),
+        joint=True,
+        reads=reads,
+        writes=(
+            cache_value(
+                program,
+                block.layer,
+                degree=target.degree,
+                dp=target.dp,
+                gpus=receivers,
+                context=workload.seq,
+            ),
+        ),
+        span=block.span,
+    )
 
 
 def _stage_transfer(
@@ -155,7 +244,9 @@ def _moe_excursion(program: Program, block: BlockSteps) -> BlockSteps:
         program, TermKind.BROADCAST, activation_bytes(program), count(ranks), gpus=both
     )
     (x,) = residual_in(program, block)
-    sent, received = _moved(x, block.gpus, "_sent"), _moved(x, block.gpus, "_moe")
+    # every MoE GPU receives all T tokens (from a dp group each sender holds its own)
+    whole = replace(x, placement=REPLICATED)
+    sent, received = _moved(whole, block.gpus, "_sent"), _moved(whole, block.gpus, "_moe")
     broadcast = Step(
         "broadcast",
         block.layer,
@@ -213,7 +304,11 @@ def _return(
         moe_side = tuple(rest)
         dropout = (drop,)
     (partial,) = moe_side[-1].writes  # expert_agg's
-    returned = value(program, block, "moe_ret", hidden_shape(program), gpus=block.input_gpus)
+    # after dp replicas each input GPU gets back its own tokens, and res2 adds its T_r
+    placement = split("tokens") if block.input_dp > 1 else REPLICATED
+    returned = value(
+        program, block, "moe_ret", hidden_shape(program), placement, gpus=block.input_gpus
+    )
     back = replace(back, reads=(partial,), writes=(returned,))
     added = returned
     if dropout:
@@ -224,6 +319,7 @@ def _return(
     residual = replace(
         res2.with_gpus(block.input_gpus),
         reads=(added, x),
+        terms=tuple(elementwise(times(t, d.hidden)) for t in input_token_labels(program, block)),
         writes=(residual_out(program, block, block.input_gpus),),
     )
     return (*moe_side, back, *dropout, residual)
@@ -234,18 +330,21 @@ def _routed_excursion(program: Program, block: BlockSteps) -> BlockSteps:
     (one all-to-all over X and the MoE GPUs G) sends each token to its experts' GPUs,
     `recv_moe_l{l}` is where G waits; then the experts, expert_agg, return and res2.
 
-    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (k + 1 copies with
+    Payload: the larger of what one X rank sends, ceil(T/|X|)·k·H·w (from a dp group X
+    the most tokens one X rank holds, max_r T_r, instead of ceil(T/|X|); k + 1 copies with
     shared experts: a token also goes to one GPU's shared experts), and what one MoE GPU
-    receives, T_e·E/e·H·w (plus its ceil(T/e) shared-expert tokens)."""
+    receives, T_e·E/e·H·w (in decode with A < E active experts, ceil(A/e) tokens; plus its
+    ceil(T/e) shared-expert tokens)."""
     model = program.model
     assert model.experts is not None and model.top_k is not None
     ln2, gate, *compute, res2 = block.steps
     assert (ln2.base, gate.base) == ("ln2", "gate")
     d = dims(program)
-    t, senders, ep = tokens(program), len(block.input_gpus), block.degree
+    ep = block.degree
     shared = 1 if model.shared_experts else 0
-    sent_tokens = math.ceil(t / senders) * (model.top_k + shared)
-    received_tokens = expert_tokens(program) * model.experts // ep + max(shared_tokens(program, ep))
+    sent_tokens = max(router_tokens(program, block)) * (model.top_k + shared)
+    most = max(experts_run(program, ep))  # E/e, or decode's split(A, e)[0] active experts
+    received_tokens = expert_tokens(program) * most + max(shared_tokens(program, ep))
     payload = times(count(max(sent_tokens, received_tokens)), d.hidden, d.width)
     both = tuple(sorted({*block.input_gpus, *block.gpus}))
     term = communication(program, TermKind.ALL_TO_ALL, payload, count(len(both)), gpus=both)

@@ -1,14 +1,18 @@
 """The matmul FLOPs a program must expand to, from the logical IR alone.
 
-FLOP conservation (docs/semantics.md): summed over all GPUs and micro-batches, matmul FLOPs
-(matrix products and fused attention kernels) equal the unsharded model's plus exactly
-these extras: the gate replicated on every GPU of an MoE group, K/V projections replicated
-when nkv < tp, MLA's down-projections (q_a, kv_a) replicated on every tp rank ((tp − 1)
-copies), expert tokens rounded up by the capacity rule, and explicit attention under a
-causal mask computing all S·S query-key pairs (a fused kernel computes S·(S+1)/2). Norms
-(qk_norm, MLA's latent norms) are elementwise: no FLOPs. This module derives that sum from
-the model, the workload and the placement, without the passes' helpers, so that the device
-verifier compares two independent answers.
+FLOP conservation (docs/semantics.md): summed over all GPUs and micro-batches, matmul
+FLOPs (matrix products and fused attention kernels) equal the unsharded model's plus
+exactly these extras: the gate replicated on every GPU of an MoE group (not after dp
+replicas on its GPUs, where each GPU routes its own tokens, nor on a routed excursion),
+K/V projections replicated when nkv < tp, MLA's down-projections (q_a, kv_a) replicated on
+every tp rank ((tp − 1) copies), expert tokens rounded up by the capacity rule, and
+explicit attention under a causal mask computing all S·S query-key pairs (a fused kernel
+computes S·(S+1)/2). In a decode step with A = ceil(T·k·cf) < E active experts the experts
+compute A token slots (one token each), not E·T_e. Blocks with dp replicas (attention data
+parallelism) split the tokens, not the work: no extra. Norms (qk_norm, MLA's latent norms)
+are elementwise: no FLOPs. This module derives that sum from the model, the workload and
+the placement, without the passes' helpers, so that the device verifier compares two
+independent answers.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def expected_flops_per_block(program: Program) -> FlopTable:
     shape = _Shape(workload.microbatch_size, workload.seq, program.model.hidden, context)
     last = program.model.layers - 1
     table: FlopTable = {}
+    spread = False  # whether the tokens are spread over dp replicas (the last non-moe block's)
     for layer_range in program.ranges:
         for layer in layer_range.layer_indices:
             previous: Block | None = None  # the block before, in this layer
@@ -74,11 +79,16 @@ def expected_flops_per_block(program: Program) -> FlopTable:
                     and previous is not None
                     and previous.group != block.group
                 )
-                # routed, its gate runs once, token-split over the sending GPUs
-                routed = excursion and block.dispatch is MoeDispatch.ROUTED
-                table[key] = table.get(key, 0) + _block_flops(program, block, shape, routed)
+                # routed, its gate runs once, token-split over the sending GPUs; after dp
+                # replicas on its own GPUs, once too: each GPU routes its own tokens
+                once = (excursion and block.dispatch is MoeDispatch.ROUTED) or (
+                    block.kind is BlockKind.MOE and spread and not excursion
+                )
+                table[key] = table.get(key, 0) + _block_flops(program, block, shape, once)
                 if not excursion:  # an excursion leaves the tokens where they were
                     previous = block
+                if block.kind is not BlockKind.MOE:
+                    spread = block.dp > 1
     return table
 
 
@@ -170,9 +180,13 @@ def _moe_flops(program: Program, ep: int, shape: _Shape) -> int:
     replicated_gate = (ep - 1) * gate
     routed = t * top_k  # token-expert pairs of the unsharded model
     per_token = 2 * h * ffn * _products(program)
-    # Balanced routing with capacity: every expert gets T_e = ceil(T·k/E·cf) token slots.
+    # Balanced routing with capacity: every expert gets T_e = ceil(T·k/E·cf) token slots;
+    # in a decode step with A = ceil(T·k·cf) < E, only A experts get one token each.
     capacity = Fraction(repr(model.capacity_factor))
     slots = experts * math.ceil(Fraction(routed, max(experts, 1)) * capacity)
+    active = math.ceil(routed * capacity)
+    if program.workload.mode is Mode.DECODE and active < experts:
+        slots = active
     # Shared experts: every token once through n_s experts of inner Fs (token-split over
     # the ranks, so no extra), and Qwen2-MoE's [H, 1] shared gate per token.
     shared = 0

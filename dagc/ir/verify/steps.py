@@ -13,10 +13,17 @@
 - Where steps run: every per-GPU step of a block runs on the block's GPUs, except res2 of an
   excursion, which runs on the input GPUs once insert-transfers has added the excursion's
   transfers, and ln2 and gate of a routed excursion (dispatch=routed), which run on the
-  input GPUs; collectives join the block's GPUs (a routed excursion's dispatch joins the
+  input GPUs, and, in a decode step with fewer active experts than experts, the expert,
+  shared expert and expert_agg steps, which run on the ranks with work (`_moe_ranks`);
+  collectives join the block's GPUs (a routed excursion's dispatch joins the
   input GPUs and the block's); transfers join
   the right sides (send_stage and broadcast the sending side, recv_stage, recv_moe and
-  return the receiving side).
+  return the receiving side; kv_send, a disaggregated prefill's KV handoff, its attention
+  block's GPUs, the senders).
+- KV handoff (a disaggregated serve's prefill, `program.kv_handoff` set, once
+  insert-transfers has run): every attention block has exactly one `kv_send_l{l}`, which
+  writes only `kv_cache_l{l}`, living on the GPUs of layer l's attention group in the
+  decode layout; a program without a handoff has no kv_send.
 - Names: the operation names of one micro-batch are unique.
 - Values: the sharding type-check of the values steps read and write (verify/values.py).
 - Data parallelism: the blocks the data-parallel pass adds (kind `iteration` or
@@ -27,15 +34,18 @@ After collapse-symmetric every GPU set is read restricted to the kept representa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
+from fractions import Fraction
 
-from dagc.ir.logical import BlockKind, MoeDispatch, Program
+from dagc.ir.logical import BlockKind, Mode, MoeDispatch, Program
 from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram, TransferKind
 from dagc.ir.terms import TermKind
 from dagc.ir.verify.data_parallel import check_data_parallel, is_dp_block
 from dagc.ir.verify.errors import VerificationError
 from dagc.ir.verify.values import check_values
+from dagc.split import split_evenly
 
 _COMPUTE = frozenset(
     {
@@ -64,6 +74,9 @@ _JOINT_SIDE = {
     "send_stage": "input",
     "recv_stage": "gpus",
     "gather_stage": "gpus",
+    # a disaggregated serve's prefill: each layer's KV cache sent from its attention GPUs
+    # (the sending side, the block's) to the decode layout's
+    "kv_send": "gpus",
     # sequence parallelism (training): the norm's output gathered, the products' partial
     # sums reduce-scattered, the residual gathered where the next block is not
     # sequence-parallel; in the backward the pairs swapped
@@ -130,8 +143,9 @@ def verify_steps(steps: StepProgram) -> None:
     for block in placed.blocks:
         for step in block.steps:
             _check_step_shape(block, step)
-            _check_step_gpus(block, step, restrict)
+            _check_step_gpus(steps.program, block, step, restrict)
     check_data_parallel(steps)
+    _check_kv_handoff(placed)
     _check_unique_names(steps)
     check_values(steps, restrict)
 
@@ -273,7 +287,7 @@ def _check_step_shape(block: BlockSteps, step: Step) -> None:
         raise VerificationError(f"{where} runs per GPU but communicates")
 
 
-def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None:
+def _check_step_gpus(program: Program, block: BlockSteps, step: Step, restrict: _Restrict) -> None:
     """The GPUs each step runs on, from its block and the semantics' rules.
 
     A backward block's steps run where their forward steps ran (a recompute step too);
@@ -308,14 +322,83 @@ def _check_step_gpus(block: BlockSteps, step: Step, restrict: _Restrict) -> None
         "both": tuple(sorted({*block.input_gpus, *block.gpus})),
     }
     expected = restrict(sides[side])
+    if side == "gpus" and block.kind == BlockKind.MOE and not step.joint:
+        expected = restrict(_moe_ranks(program, block, step))
     if restrict(step.gpus) != expected:
         raise VerificationError(f"{where} runs on {list(step.gpus)}, expected {list(expected)}")
+
+
+def _moe_ranks(program: Program, block: BlockSteps, step: Step) -> tuple[int, ...]:
+    """The GPUs of a moe block a per-GPU step runs on: all of them, but in a decode step
+    with A = ceil(T·k·cf) < E active experts, rank i runs only its first split(A, e)[i]
+    local experts (an expert step covers the ranks running its local expert), the shared
+    experts run on ranks with a token (split(T, e)[i] > 0, or every rank when the tokens
+    are spread over dp replicas on the block's own GPUs) and expert_agg on the ranks
+    running either."""
+    model, workload = program.model, program.workload
+    base = _forward_base(step.base)
+    if base not in ("expert", "shared_expert", "expert_agg") or model.experts is None:
+        return block.gpus
+    group = program.group(block.group).gpus  # every rank, also after a symmetric collapse
+    e = len(group)
+    per_rank = model.experts // e
+    capacity = Fraction(repr(model.capacity_factor))
+    active = math.ceil(workload.tokens_per_microbatch * (model.top_k or 0) * capacity)
+    if workload.mode is Mode.DECODE and active < model.experts:
+        running = split_evenly(active, e)
+    else:
+        running = [per_rank] * e
+    spread = block.input_dp > 1 and not block.excursion
+    tokens = workload.tokens_per_microbatch
+    shared = [
+        bool(model.shared_experts) and (spread or share > 0) for share in split_evenly(tokens, e)
+    ]
+    if base == "expert":
+        local = step.experts[0] % per_rank if step.experts else 0
+        ranks = [r for r in range(e) if running[r] > local]
+    elif base == "shared_expert":
+        ranks = [r for r in range(e) if shared[r]]
+    else:
+        ranks = [r for r in range(e) if running[r] or shared[r]]
+    return tuple(group[r] for r in ranks)
 
 
 def _has_transfers(block: BlockSteps) -> bool:
     """Whether insert-transfers has run on this excursion (it moves res2 back home and adds
     recv_moe, whichever the dispatch)."""
     return any(step.base in ("recv_moe", "return_bwd") for step in block.steps)
+
+
+def _check_kv_handoff(steps: StepProgram) -> None:
+    """One kv_send per attention block (none before insert-transfers), onto the decode
+    layout's attention GPUs of its layer."""
+    program = steps.program
+    receivers: dict[int, tuple[int, ...]] = {}
+    for layer_range in program.kv_handoff:
+        for placed in layer_range.blocks:
+            if placed.kind is BlockKind.ATTENTION:
+                for layer in layer_range.layer_indices:
+                    receivers[layer] = program.group(placed.group).gpus
+    attention = {id(b) for b in steps.blocks if b.kind == BlockKind.ATTENTION and not b.backward}
+    sent = any(step.base == "kv_send" for block in steps.blocks for step in block.steps)
+    for block in steps.blocks:
+        sends = [step for step in block.steps if step.base == "kv_send"]
+        if sends and (not program.kv_handoff or id(block) not in attention):
+            raise VerificationError(f"{_label(block)} sends a KV cache it has no handoff for")
+        if not sent or id(block) not in attention:
+            continue  # insert-transfers adds them all at once
+        if len(sends) != 1:
+            raise VerificationError(f"{_label(block)} has {len(sends)} kv_send steps, expected 1")
+        (send,) = sends
+        name = f"kv_cache_l{block.layer}"
+        if [value.name for value in send.writes] != [name]:
+            raise VerificationError(f"kv_send of {_label(block)} writes other values than {name}")
+        expected = receivers.get(block.layer, ())
+        if set(send.writes[0].gpus) != set(expected):
+            raise VerificationError(
+                f"kv_send of {_label(block)} writes {name} onto {list(send.writes[0].gpus)};"
+                f" the decode layout's attention of l{block.layer} runs on {list(expected)}"
+            )
 
 
 def _check_unique_names(steps: StepProgram) -> None:

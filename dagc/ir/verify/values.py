@@ -4,9 +4,11 @@
 - Every value a step reads was written by an earlier step, and is read as it was written:
   the same shape, dtype, placement and GPUs.
 - Where values live: a step reads values living on its GPUs and writes values onto its own
-  GPUs. A value crosses groups only through a transfer: the sending steps (send_stage,
-  broadcast, return, and a routed excursion's dispatch, which reads on the input GPUs)
-  write onto the receiving GPUs. Where values live is checked once
+  GPUs; the sums over a moe group's ranks (expert_agg, combine, return) read the experts'
+  outputs and their sum on a subset of their GPUs (in decode, experts receiving no token
+  run no operation). A value crosses groups only through a transfer: the sending steps (send_stage,
+  broadcast, return, kv_send, and a routed excursion's dispatch, which reads on the input
+  GPUs) write onto the receiving GPUs. Where values live is checked once
   insert-transfers has run (or when the program needs no transfer): before, a block
   reached from another group still reads its input where the block before left it.
 - A partial sum is read by nothing but a reduction (an all-reduce, combine, or the return
@@ -44,9 +46,18 @@ from dagc.ir.values import PlacementKind, Value, residual_name
 from dagc.ir.verify.data_parallel import DP_STEPS
 from dagc.ir.verify.errors import VerificationError
 
-# Joint steps that write onto another group's GPUs (a transfer's sending side).
+# Joint steps that write onto another group's GPUs (a transfer's sending side; kv_send
+# writes a disaggregated prefill's KV cache onto the decode layout's GPUs).
 SENDERS = frozenset(
-    {"send_stage", "broadcast", "return", "send_grad_stage", "broadcast_bwd", "return_bwd"}
+    {
+        "send_stage",
+        "broadcast",
+        "return",
+        "send_grad_stage",
+        "broadcast_bwd",
+        "return_bwd",
+        "kv_send",
+    }
 )
 # Joint steps that may read a partial sum: they sum it.
 REDUCTIONS = frozenset(
@@ -69,6 +80,16 @@ REDUCTIONS = frozenset(
         "reduce_scatter_mlp_out_bwd",
     }
 )
+
+# Steps that sum what some of their GPUs hold (decode's idle experts run no operation): they
+# may read the experts' outputs and their sum on a subset of their GPUs.
+# (res2 reads the sum directly until insert-collectives puts combine in between.)
+SUM_SOME = {
+    "expert_agg": ("expert", "shared_"),
+    "combine": ("moe_agg",),
+    "return": ("moe_agg",),
+    "res2": ("moe_agg",),
+}
 
 Restrict = Callable[[tuple[int, ...]], tuple[int, ...]]
 
@@ -184,6 +205,12 @@ def _check_lives_here(context: _Context, value: Value) -> None:
         backward = context.kind == "dispatch_bwd"
         step_gpus = context.block.gpus if backward else context.block.input_gpus
     gpus = context.restrict(step_gpus)
+    if value.name.startswith(SUM_SOME.get(context.step.base, ())):
+        # decode: experts that receive no token do not run; a sum over the ranks reads what
+        # the ranks that ran wrote (the others add nothing)
+        if not set(context.restrict(value.gpus)) <= set(gpus):
+            raise context.fail(f"reads {value.name}, which lives on {list(value.gpus)}")
+        return
     if not set(gpus) <= set(value.gpus):
         raise context.fail(
             f"runs on {list(gpus)} but reads {value.name}, which lives on {list(value.gpus)}:"
