@@ -19,7 +19,6 @@ docs/serving.md prints is the one computed here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -28,10 +27,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import dagc
 from dagc.analysis.costs import RooflineParams
 from dagc.cli import app
-from dagc.expand import expand
 from dagc.hardware import PRESETS
 from dagc.ir.logical import DType
 from helpers import EXAMPLES, REPO
@@ -39,27 +36,6 @@ from helpers import EXAMPLES, REPO
 runner = CliRunner()
 
 
-def _has_decode() -> bool:
-    """Whether decode steps are analysed yet: the front end reads `mode = decode`, the
-    expansion has decode attention and the report a serving section (issue 16 lands in
-    parts)."""
-    text = (
-        "model m { layers = 1; hidden = 64; heads = 4; ffn = 128 }\n"
-        "workload { mode = decode; batch = 1; context = 8 }\n"
-        "devices { group g = gpu[0] }\nlayers 0..0 on g { attention; mlp }\n"
-    )
-    try:
-        compiled = dagc.compile_text(text, path="t.dag")
-        graph = expand(compiled).graph
-    except dagc.DiagnosticError:
-        return False
-    names = (graph.name(op) for op in range(graph.num_ops))
-    has_serving = importlib.util.find_spec("dagc.analysis.serving") is not None
-    return has_serving and any(name.startswith("attn_decode") for name in names)
-
-
-# TEMPORARY: removed once the decode front end and decode attention are merged.
-needs_decode = pytest.mark.skipif(not _has_decode(), reason="decode is not merged yet")
 DOC = REPO / "docs" / "serving.md"
 SEPARATION = EXAMPLES / "serving" / "ma_separation_decode.dag"
 W = 2  # bytes per bf16 element
@@ -145,6 +121,19 @@ def test_llama_3_1_70b_kv_cache_per_token_is_320_kib() -> None:
     context = 4096
     assert f"{expected * context / 1e9:.2f}" == "1.34"
     _in_doc("327,680 B", "320 KiB", "4096-token context of one sequence takes 1.34 GB")
+
+
+def test_llama_3_1_70b_tp8_gpu_holds_one_kv_head_of_each_layer() -> None:
+    """examples/serving/llama_3_1_70b_decode_tp8.dag: 64 sequences at context 4096; each of
+    the 8 GPUs holds 1 of the 8 KV heads of every layer."""
+    layers, head_dim, batch, context = 80, 128, 64, 4096
+    per_token = layers * 2 * 1 * head_dim * W
+    assert per_token == 40_960
+    report = _analyze(EXAMPLES / "serving" / "llama_3_1_70b_decode_tp8.dag")
+    assert len(report["gpus"]) == 8
+    for gpu in report["gpus"]:
+        assert gpu["memory"]["kv_cache_bytes"] == batch * context * per_token == 10_737_418_240
+    _in_doc("40,960 B per token", "10.74 GB")
 
 
 def test_deepseek_v3_kv_cache_per_token_is_the_latent_and_the_rope_key(tmp_path: Path) -> None:
@@ -237,7 +226,6 @@ def test_weights_and_kv_cache_of_llama_3_1_8b() -> None:
     _in_doc("7,504,658,432", "15.01 GB", "131,072 B")
 
 
-@needs_decode
 def test_decode_at_batch_1_reads_the_weights_and_the_cache(tmp_path: Path) -> None:
     b, c = 1, 4096
     report = _llama_8b(tmp_path, b, c)
@@ -265,7 +253,28 @@ def test_decode_at_batch_1_reads_the_weights_and_the_cache(tmp_path: Path) -> No
     )
 
 
-@needs_decode
+def test_largest_batch_of_llama_3_1_8b_on_one_h100(tmp_path: Path) -> None:
+    """The weights stay; each sequence adds its cache at context C (and a working set of a
+    few hundred KB that does not change the answer)."""
+    c = 4096
+    embedding = V8 * H8
+    weights = (PRODUCT_PARAMS_8B + embedding) * W  # the projections, lm_head, the table
+    per_sequence = c * KV_PER_TOKEN_8B
+    largest = int((PRESETS["h100"].memory_bytes - weights) // per_sequence)
+    assert largest == 119
+    report = _llama_8b(tmp_path, 1, c)
+    memory = report["gpus"][0]["memory"]
+    assert memory["weight_bytes"] == weights == 16_059_990_016
+    assert memory["kv_cache_bytes"] == per_sequence
+    assert memory["working_set_bytes"] * (largest + 1) < per_sequence  # it moves nothing
+    assert report["serving"]["max_batch"] == largest
+    _in_doc(
+        f"{weights / 1e9:.2f} GB of weights",
+        f"{per_sequence / 1e9:.3f} GB of cache per sequence",
+        f"{largest} sequences",
+    )
+
+
 def test_decode_at_batch_512_is_bound_by_compute_and_the_kv_read(tmp_path: Path) -> None:
     b, c = 512, 512
     report = _llama_8b(tmp_path, b, c)
@@ -296,7 +305,6 @@ def test_decode_at_batch_512_is_bound_by_compute_and_the_kv_read(tmp_path: Path)
     _in_doc("117 times the throughput of B = 1 for 4.4 times the step time")
 
 
-@needs_decode
 def test_serving_llama_3_1_8b_from_its_steps(tmp_path: Path) -> None:
     """TTFT, TPOT, end to end and tokens/s of B = 8 prompts of 2048 tokens and 256 output
     tokens: the prefill, then 255 decode steps at contexts 2049 … 2303, each in closed form."""
@@ -383,7 +391,6 @@ layers 0..0 on g { attention; mlp }
 """
 
 
-@needs_decode
 @pytest.mark.parametrize("batch", [275, 276])
 def test_o_proj_turns_compute_bound_between_275_and_276(tmp_path: Path, batch: int) -> None:
     k = n = 4096
@@ -402,7 +409,6 @@ def test_o_proj_turns_compute_bound_between_275_and_276(tmp_path: Path, batch: i
 # Decode attention's arithmetic intensity
 
 
-@needs_decode
 def test_gqa_decode_attention_does_h_over_kv_flops_per_byte(tmp_path: Path) -> None:
     # 4BhCd FLOPs over about B·C·kv·2d·w bytes: 2h/(kv·w), h/kv in bf16, whatever B and C
     b, c = 64, 4096
@@ -427,7 +433,6 @@ layers 0..0 on g { attention; mlp }
 """
 
 
-@needs_decode
 @pytest.mark.parametrize("gpu", ["h100", "h200"])
 def test_mla_decode_attention_is_near_the_ridge(tmp_path: Path, gpu: str) -> None:
     h, dc, dr = 128, 512, 64
@@ -462,7 +467,6 @@ def _separation_units(context: int) -> tuple[float, float]:
     return a, b
 
 
-@needs_decode
 def test_separation_example_is_the_seed_layout_as_a_decode_step() -> None:
     text = SEPARATION.read_text(encoding="utf-8")
     assert re.search(r"mode\s*=\s*decode", text)
@@ -472,7 +476,6 @@ def test_separation_example_is_the_seed_layout_as_a_decode_step() -> None:
     assert report["totals"]["gpus"] == 16
 
 
-@needs_decode
 def test_separation_decode_is_moe_bound_at_context_4096() -> None:
     layers, m = 4, 2
     a, b = _separation_units(4096)
@@ -485,7 +488,6 @@ def test_separation_decode_is_moe_bound_at_context_4096() -> None:
     _in_doc("idle four fifths")
 
 
-@needs_decode
 def test_separation_decode_is_attention_bound_at_context_32768(tmp_path: Path) -> None:
     layers, m = 4, 2
     a, b = _separation_units(32_768)
@@ -501,7 +503,6 @@ def test_separation_decode_is_attention_bound_at_context_32768(tmp_path: Path) -
     _in_doc("a third of it at 32768")
 
 
-@needs_decode
 @pytest.mark.parametrize("context", [4096, 32_768])
 def test_separation_decode_formula_is_the_ping_pong_for_every_cost_model(context: int) -> None:
     """`dagc formula --matmul-only` gives a + b + (L·m − 1)·max(a, b): both of the spec's
