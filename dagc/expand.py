@@ -16,7 +16,7 @@ from dagc.blocks.shapes import expert_tokens, experts_run, tokens
 from dagc.compiler import CompileResult
 from dagc.diagnostics import Diagnostic, DiagnosticBag, Note
 from dagc.ir.device import ORDER_EDGE, DeviceGraph
-from dagc.ir.logical import BlockKind, Program
+from dagc.ir.logical import BlockKind, Mode, Program, prefill_phase
 from dagc.ir.steps import Phase, StepProgram
 from dagc.ir.toposort import find_cycle
 from dagc.passes.manager import PIPELINE, PassOptions, run_passes
@@ -44,10 +44,16 @@ def expand(
 ) -> Expansion:
     """Expand `compiled` into its device DAG; expansion errors raise DiagnosticError.
 
+    A serve program expands to its prefill phase (dagc.ir.logical.prefill_phase); expand
+    `decode_phase(program, context)` for one of its decode steps.
     `symmetric=True` keeps one GPU per set of GPUs doing identical work (exact for the
     critical path, the formula and the totals; see passes/symmetry.py); None decides by
     size: collapse above SYMMETRY_THRESHOLD operations.
     """
+    if compiled.program.mode is Mode.SERVE:
+        # a serve file as written starts with its prefill (with its KV handoff when
+        # disaggregated); its decode steps are decode_phase(program, context)
+        compiled = replace(compiled, program=prefill_phase(compiled.program))
     bag = DiagnosticBag(compiled.source)
     options = options or PassOptions()
     _refuse_early(compiled, bag, max_ops, may_collapse=symmetric is not False)

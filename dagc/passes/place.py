@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dagc.blocks.shapes import sequence_parallel
-from dagc.ir.logical import BlockKind, Program
+from dagc.ir.logical import BlockKind, Mode, Program
 from dagc.ir.steps import BlockSteps, StepProgram
 from dagc.ir.values import residual_name
 
@@ -21,6 +21,12 @@ def place(program: Program) -> StepProgram:
     the same layer is an excursion: its result returns to that group. A block reached from
     another group's block of the previous layer starts a pipeline stage instead.
     """
+    if program.mode is Mode.SERVE:
+        # its two phases run different programs (and, disaggregated, different layouts)
+        raise ValueError(
+            "a serve program runs in two phases: expand dagc.ir.logical.prefill_phase(program)"
+            " or decode_phase(program, context)"
+        )
     last_layer = program.model.layers - 1
     blocks: list[BlockSteps] = []
     previous_output: tuple[int, ...] | None = None
