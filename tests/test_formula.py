@@ -17,10 +17,12 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +30,7 @@ from typer.testing import CliRunner
 
 import dagc
 import dagc.api
+from dagc.analysis import formula as formula_module
 from dagc.analysis.costs import CostModel, MatmulOnly
 from dagc.analysis.critical_path import critical_path, op_costs
 from dagc.analysis.formula import (
@@ -757,6 +760,133 @@ def test_expression_factors_and_shares() -> None:
         " + AllReduce_Time(10, 2)), Get_Time(2, 1, 1))"
     )
     assert isinstance(expr, Add) and isinstance(expr.items[0], Scale)
+
+
+# The walk keeps the sums at an operation as arrays (`_Walk`, `_Rows`): pruning them must keep
+# exactly what `_Order.prune` keeps, in the same order, whichever way it gets there.
+
+
+def _as_rows(sums: Sequence[Sum], walk: formula_module._Walk) -> formula_module._Rows:
+    """The sums as the walk's rows; `first` from each sum's insertion order."""
+    width = len(walk.columns)
+    column = {int(t): c for c, t in enumerate(walk.columns.tolist())}
+    counts = np.zeros((len(sums), width), dtype=np.int64)
+    first = np.full((len(sums), width), np.iinfo(np.int64).max, dtype=np.int64)
+    for row, total in enumerate(sums):
+        for rank, (term, count) in enumerate(total.counts.items()):
+            counts[row, column[term]] = count
+            first[row, column[term]] = rank
+    keys = np.asarray([s.key for s in sums], dtype=np.uint64)
+    sizes = np.asarray([s.size for s in sums], dtype=np.int64)
+    return formula_module._Rows(counts, first, keys, sizes, False)
+
+
+def _listed(sums: Sequence[Sum]) -> list[list[tuple[int, int]]]:
+    return [list(s.counts.items()) for s in sums]
+
+
+SUM_LISTS = st.lists(
+    st.lists(st.integers(0, len(TERMS) - 1), max_size=7).map(lambda ids: S(*ids)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize(("hall", "pivots"), [(10, 64), (0, 64), (10, 2)])
+@settings(max_examples=60, deadline=None)
+@given(lists=st.lists(SUM_LISTS, min_size=1, max_size=4))
+def test_walk_prune_keeps_what_order_prune_keeps(
+    hall: int, pivots: int, lists: list[list[Sum]]
+) -> None:
+    # hall 0: every matching pair by pair; pivots 2: the block sift at 9 rows already. One
+    # walk for several lists exercises its memo (keyed on the counts less their minimum).
+    saved = formula_module._HALL, formula_module._PIVOTS
+    formula_module._HALL, formula_module._PIVOTS = hall, pivots
+    try:
+        walk = formula_module._Walk(TERMS, [True] * len(TERMS))
+        for sums in lists:
+            expected = _Order(TERMS).prune(sums)
+            kept = walk.prune(_as_rows(sums, walk)).sums(walk.columns)
+            assert _listed(kept) == _listed(expected)
+            assert [s.key for s in kept] == [s.key for s in expected]
+            ordered = walk.prune(_as_rows(sums, walk), keep_order=True).sums(walk.columns)
+            assert sorted(_listed(ordered)) == sorted(_listed(expected))
+    finally:
+        formula_module._HALL, formula_module._PIVOTS = saved
+
+
+def _drop_between_by_definition(sums: list[dict[int, int]]) -> list[dict[int, int]]:
+    """to_expression's rule as first written: drop the first sum on a segment, start again."""
+
+    def between(a: dict[int, int], b: dict[int, int], c: dict[int, int]) -> bool:
+        ratio: Fraction | None = None
+        for term in a.keys() | b.keys() | c.keys():
+            span = a.get(term, 0) - c.get(term, 0)
+            offset = b.get(term, 0) - c.get(term, 0)
+            if span == 0:
+                if offset != 0:
+                    return False
+                continue
+            if ratio is None:
+                ratio = Fraction(offset, span)
+            elif Fraction(offset, span) != ratio:
+                return False
+        return ratio is not None and 0 < ratio < 1
+
+    kept = list(sums)
+    changed = True
+    while changed and len(kept) > 2:
+        changed = False
+        for b in kept:
+            others = [x for x in kept if x is not b]
+            if any(between(a, b, c) for a in others for c in others if a is not c):
+                kept.remove(b)
+                changed = True
+                break
+    return kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    vectors=st.lists(
+        st.lists(st.integers(0, 6), min_size=3, max_size=3),
+        min_size=1,
+        max_size=12,
+        unique_by=tuple,
+    ),
+    family=st.integers(0, 6),
+)
+def test_drop_between_as_defined(vectors: list[list[int]], family: int) -> None:
+    # plus a pipeline-like family k·X + (n − k)·Y, whose inner members all lie between
+    points = [*map(tuple, vectors), *((k, family - k, 9) for k in range(family + 1))]
+    sums = [{t: c for t, c in enumerate(v) if c} for v in dict.fromkeys(points)]
+    expected = _drop_between_by_definition(sums)
+    assert formula_module._drop_between(sums) == expected
+
+
+def test_ranked_sums_lengths_in_the_order_paths_met_their_terms() -> None:
+    # 0.1 + 0.2 + 0.3 = 0.6000000000000001 but 0.3 + 0.2 + 0.1 = 0.6: the walk's ranking
+    # must agree with the length summed along the path, ties kept in row order.
+    terms = [CostTerm(TermKind.ELEMENTWISE, (n,)) for n in (1, 2, 3, 4)]
+    costs = np.asarray([0.1, 0.2, 0.3, 0.6])
+    walk = formula_module._Walk(terms, [True] * 4)
+    salts = [random.Random(n).getrandbits(64) for n in range(4)]
+
+    def sums(*paths: tuple[int, ...]) -> formula_module._Rows:
+        built = []
+        for path in paths:
+            total = EMPTY
+            for term in path:
+                total = total.plus(term, salts[term])
+            built.append(total)
+        return _as_rows(built, walk)
+
+    # one term of 0.6, then 0.1 + 0.2 + 0.3 (longer by one ulp): the second is first
+    assert formula_module._ranked(sums((3,), (0, 1, 2)), costs).tolist() == [1, 0]
+    # summed 0.3 + 0.2 + 0.1 it ties with 0.6: row order
+    assert formula_module._ranked(sums((3,), (2, 1, 0)), costs).tolist() == [0, 1]
+    assert formula_module._ranked(sums((2, 1, 0), (3,)), costs).tolist() == [0, 1]
+    assert formula_module._ranked(sums((3,), (0,), (3, 0)), costs).tolist() == [2, 0, 1]
 
 
 # -- 4. golden files -----------------------------------------------------------------------------

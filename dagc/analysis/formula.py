@@ -19,9 +19,9 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
 from dagc.analysis.costs import CostModel
 from dagc.ir.device import DeviceGraph
@@ -31,6 +31,8 @@ from dagc.ir.toposort import csr
 DEFAULT_MAX_BRANCHES = 32
 
 _HASH_MASK = (1 << 64) - 1
+
+BoolArray = npt.NDArray[np.bool_]
 
 
 # -- sums of terms --------------------------------------------------------------------------
@@ -106,6 +108,11 @@ class _Order:
         if not extra_a:
             return True
         extra_b = {t: c - a.counts.get(t, 0) for t, c in b.counts.items() if c > a.counts.get(t, 0)}
+        return self.covered(extra_a, extra_b)
+
+    def covered(self, extra_a: dict[int, int], extra_b: dict[int, int]) -> bool:
+        """Whether the term occurrences extra_a can each be matched to a distinct larger or
+        equal one of extra_b (the two differences of a pair of sums; memoised)."""
         key = (frozenset(extra_a.items()), frozenset(extra_b.items()))
         found = self._dominated.get(key)
         if found is None:
@@ -158,6 +165,304 @@ class _Order:
 
 # -- the symbolic longest path --------------------------------------------------------------
 
+_NEVER = np.iinfo(np.int64).max  # `first` of a term a sum does not contain
+_BLOCK = 1 << 22  # most elements of one pairwise comparison array (rows are compared in blocks)
+_PIVOTS = 64  # above this many sums at an operation, sift them before comparing all pairs
+_HALL = 10  # most terms whose every subset is checked for Hall's condition at once
+_TIE = 1e-9  # reference costs closer than this (relative) are ranked exactly as summed
+
+
+class _Rows:
+    """The sums of the paths that end at one operation, one row each, as arrays.
+
+    A sum is its vector of term counts over the counted terms (a few dozen), so merging,
+    comparing and extending the sums at an operation is array work. `first` records when
+    the path first met each term (a walk step, increasing along every path): it gives the
+    order in which a formula lists the terms. `keys` is the additive hash of `Sum`.
+    Treated as immutable: extending copies.
+    """
+
+    __slots__ = ("by_size", "counts", "first", "keys", "sizes")
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        first: np.ndarray,
+        keys: np.ndarray,
+        sizes: np.ndarray,
+        by_size: bool,
+    ) -> None:
+        self.counts, self.first, self.keys, self.sizes = counts, first, keys, sizes
+        self.by_size = by_size  # rows already in order of decreasing size
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, index: np.ndarray, by_size: bool) -> _Rows:
+        return _Rows(
+            self.counts[index], self.first[index], self.keys[index], self.sizes[index], by_size
+        )
+
+    def plus(self, column: int, salt: np.uint64, step: int) -> _Rows:
+        """Every sum extended by one occurrence of the term in `column`."""
+        counts = self.counts.copy()
+        new = counts[:, column] == 0
+        counts[:, column] += 1
+        first = self.first
+        if new.any():
+            first = first.copy()
+            first[new, column] = step
+        return _Rows(counts, first, self.keys + salt, self.sizes + 1, self.by_size)
+
+    @staticmethod
+    def concat(parts: list[_Rows]) -> _Rows:
+        return _Rows(
+            np.concatenate([p.counts for p in parts]),
+            np.concatenate([p.first for p in parts]),
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.sizes for p in parts]),
+            False,
+        )
+
+    def sums(self, columns: np.ndarray) -> list[Sum]:
+        """The rows as `Sum`s, each listing its terms in the order its path met them."""
+        result = []
+        for row in range(len(self)):
+            present = np.flatnonzero(self.counts[row])
+            present = present[np.argsort(self.first[row, present], kind="stable")]
+            counts = {int(columns[c]): int(self.counts[row, c]) for c in present}
+            result.append(Sum(counts, int(self.keys[row]), int(self.sizes[row])))
+        return result
+
+
+class _Walk:
+    """What the walk over one graph needs: the counted terms and their order."""
+
+    def __init__(self, terms: list[CostTerm], counted: list[bool]) -> None:
+        self.order = _Order(terms)
+        self._covered: dict[tuple[bytes, bytes], bool] = {}  # _Order.covered by difference
+        self._strict: dict[bytes, np.ndarray] = {}  # self.strict among some columns
+        self._sets: dict[tuple[bytes, tuple[int, ...], bytes], tuple[np.ndarray, np.ndarray]] = {}
+        self._kept: dict[tuple[tuple[int, ...], bytes, bool], np.ndarray | None] = {}
+        self.columns = np.flatnonzero(np.asarray(counted, dtype=bool))
+        self.strict = _strict_order([terms[t] for t in self.columns.tolist()])
+        width = len(self.columns)
+        self.start = _Rows(
+            np.zeros((1, width), dtype=np.int64),
+            np.full((1, width), _NEVER, dtype=np.int64),
+            np.zeros(1, dtype=np.uint64),
+            np.zeros(1, dtype=np.int64),
+            True,
+        )
+
+    def prune(self, rows: _Rows, *, keep_order: bool = False) -> _Rows:
+        """The sums not dominated by another, one of each equal group (the first).
+
+        They come in order of decreasing size, first seen first among equal sizes, as
+        `_Order.prune` orders them (or in their own order with `keep_order`). Domination is
+        a partial order between distinct sums (a sum dominated by another is dominated by a
+        maximal one), so the kept sums are exactly the maximal ones, however they are found.
+        """
+        if len(rows) <= 1:
+            return rows
+        # The answer depends only on how the sums differ, which repeats from layer to layer
+        # and micro-batch to micro-batch: memoised on the counts less their minimum.
+        shifted = rows.counts - rows.counts.min(axis=0)
+        key = (shifted.shape, shifted.tobytes(), keep_order)
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = self._maximal(rows, keep_order)
+        if kept is None:
+            rows.by_size = rows.by_size or not keep_order
+            return rows
+        return rows.take(kept, not keep_order)
+
+    def _maximal(self, rows: _Rows, keep_order: bool) -> np.ndarray | None:
+        """The indices `prune` keeps, in its order (None: every row, as they are)."""
+        count = len(rows)
+        index = np.arange(count)
+        unique = _first_of_each(rows)
+        if unique is not None:
+            rows, index = rows.take(unique, False), index[unique]
+        if not keep_order and not rows.by_size:
+            by_size = np.argsort(-rows.sizes, kind="stable")
+            rows, index = rows.take(by_size, True), index[by_size]
+        if len(rows) > 4 * _PIVOTS:
+            alive = self._sift(rows)
+            rows, index = rows.take(alive, False), index[alive]
+        if len(rows) > 1:
+            left = np.flatnonzero(~self._dominated(rows))
+            index = index[left]
+        if len(index) == count and (index == np.arange(count)).all():
+            return None
+        return index
+
+    @staticmethod
+    def _sift(rows: _Rows) -> np.ndarray:
+        """The rows, in order, that no other row dominates term by term: a first pass for
+        many rows, a block of candidates at a time (comparing every pair costs n², and
+        most are dominated). Such a dominator is larger, so, taken from the largest down, a
+        row that no earlier row dominates is maximal."""
+        counts = rows.counts
+        differ = counts[:, (counts != counts[0]).any(axis=0)]
+        by_size = np.argsort(-rows.sizes, kind="stable")
+        alive = np.ones(len(rows), dtype=bool)
+        done = 0
+        while True:
+            order = by_size[alive[by_size]]
+            pivots, rest = order[done : done + _PIVOTS], order[done + _PIVOTS :]
+            if not len(pivots):
+                break
+            block = max(1, _BLOCK // max(1, len(pivots) * differ.shape[1]))
+            for lo in range(0, len(rest), block):
+                part = rest[lo : lo + block]
+                below = _all_at_most(differ[part], differ[pivots])
+                alive[part[below.any(axis=1)]] = False
+            inner = _all_at_most(differ[pivots], differ[pivots])
+            np.fill_diagonal(inner, False)
+            alive[pivots[inner.any(axis=1)]] = False
+            done += int(alive[pivots].sum())
+        return np.flatnonzero(alive)
+
+    @staticmethod
+    def by_size(rows: _Rows) -> _Rows:
+        """The rows in order of decreasing size, in their order among equal sizes."""
+        if rows.by_size or len(rows) <= 1 or (rows.sizes[:-1] >= rows.sizes[1:]).all():
+            rows.by_size = True
+            return rows
+        return rows.take(np.argsort(-rows.sizes, kind="stable"), True)
+
+    def _dominated(self, rows: _Rows) -> np.ndarray:
+        """Which rows (distinct sums) are dominated by another row."""
+        counts = rows.counts
+        varying = np.flatnonzero((counts != counts[0]).any(axis=0))
+        differ = counts[:, varying]
+        n, width = differ.shape
+        dominated = np.zeros(n, dtype=bool)
+        # Componentwise at most: dominated for every model (costs are non-negative).
+        block = max(1, _BLOCK // max(1, n * width))
+        for lo in range(0, n, block):
+            part = differ[lo : lo + block]
+            below = _all_at_most(part, differ)
+            here = np.arange(len(part))
+            below[here, here + lo] = False
+            dominated[lo : lo + block] = below.any(axis=1)
+        # Otherwise only through a term smaller than another, among the rows left (a row
+        # dominated by a dominated row is dominated by a row left).
+        where = varying.tobytes()
+        strict = self._strict.get(where)
+        if strict is None:
+            strict = self._strict[where] = self.strict[np.ix_(varying, varying)]
+        left = np.flatnonzero(~dominated)
+        if strict.any() and len(left) > 1:
+            self._matched(differ[left], rows.sizes[left], strict, varying, dominated, left)
+        return dominated
+
+    def _matched(
+        self,
+        differ: np.ndarray,
+        sizes: np.ndarray,
+        strict: np.ndarray,
+        varying: np.ndarray,
+        dominated: np.ndarray,
+        left: np.ndarray,
+    ) -> None:
+        """Mark the rows `left` that a matching of their extra terms to larger ones of
+        another's proves dominated.
+
+        A matching exists exactly when Hall's condition holds: every set of a's extra terms
+        has at least as many occurrences among b's extras larger than one of them. With few
+        terms that can be smaller than another, every set is checked at once as array work;
+        otherwise pair by pair (`_Order.covered`).
+        """
+        lower = strict.any(axis=1)  # columns with a larger term among the others
+        more = differ[None, :, :] - differ[:, None, :]  # more[a, b] > 0: b has more
+        possible = ~((more < 0) & ~lower).any(axis=2) & (sizes[None, :] >= sizes[:, None])
+        np.fill_diagonal(possible, False)
+        first, second = np.nonzero(possible)
+        if not len(first):
+            return
+        gathered = more[first, second]
+        short = np.flatnonzero((gathered < 0).any(axis=0))  # columns where a has extras
+        if len(short) <= _HALL:
+            sets, neighbours = self._hall(strict, short)
+            demand = np.maximum(-gathered[:, short], 0).astype(np.float64) @ sets
+            supply = np.maximum(gathered, 0).astype(np.float64) @ neighbours
+            dominated[left[first[(demand <= supply).all(axis=1)]]] = True
+            return
+        terms = self.columns[varying].tolist()
+        where = varying.tobytes()
+        for a, diff in zip(left[first].tolist(), gathered, strict=True):
+            if dominated[a]:
+                continue
+            key = (where, diff.tobytes())
+            found = self._covered.get(key)
+            if found is None:
+                extra_a = {terms[c]: -int(diff[c]) for c in np.flatnonzero(diff < 0)}
+                extra_b = {terms[c]: int(diff[c]) for c in np.flatnonzero(diff > 0)}
+                found = self._covered[key] = self.order.covered(extra_a, extra_b)
+            if found:
+                dominated[a] = True
+
+    def _hall(self, strict: np.ndarray, short: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sets, neighbours): column k of `sets` is the k-th nonempty set of the columns
+        `short` (1.0 for a member); the same column of `neighbours` marks the columns
+        larger than one of its members."""
+        key = (strict.tobytes(), strict.shape, short.tobytes())
+        found = self._sets.get(key)
+        if found is None:
+            members = (np.arange(1, 1 << len(short))[None, :] >> np.arange(len(short))[:, None]) & 1
+            sets = members.astype(np.float64)
+            neighbours = ((strict[short].T.astype(np.float64) @ sets) > 0).astype(np.float64)
+            found = self._sets[key] = (sets, neighbours)
+        return found
+
+
+def _all_at_most(a: np.ndarray, b: np.ndarray) -> BoolArray:
+    """[i, j]: every entry of row a[i] is at most the same entry of row b[j]."""
+    result: BoolArray = np.all(a[:, None, :] <= b[None, :, :], axis=2)
+    return result
+
+
+def _first_of_each(rows: _Rows) -> np.ndarray | None:
+    """Indices of the first row of each group of equal sums, in order (None: all differ)."""
+    first: dict[int, int] = {}
+    for row, key in enumerate(rows.keys.tolist()):
+        first.setdefault(key, row)
+    if len(first) == len(rows):
+        return None  # equal sums have equal keys
+    unique = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    keys = rows.keys[unique]
+    by_key = np.argsort(keys)
+    representative = unique[by_key[np.searchsorted(keys, rows.keys, sorter=by_key)]]
+    if (rows.counts[representative] == rows.counts).all():
+        return unique
+    # Two different sums share a hash (about 2^-64 a pair): compare the counts themselves.
+    seen: dict[bytes, int] = {}
+    for row in range(len(rows)):
+        seen.setdefault(rows.counts[row].tobytes(), row)
+    return np.asarray(sorted(seen.values()), dtype=np.int64)
+
+
+def _strict_order(terms: list[CostTerm]) -> np.ndarray:
+    """strict[a, b]: term a < term b for every monotone model (same function, no argument
+    larger, not the same term)."""
+    n = len(terms)
+    strict = np.zeros((n, n), dtype=bool)
+    groups: dict[TermKind, list[int]] = {}
+    for index, term in enumerate(terms):
+        groups.setdefault(term.kind, []).append(index)
+    for members in groups.values():
+        rows = [(*terms[i].args, terms[i].nodes) for i in members]
+        try:
+            values = np.asarray(rows, dtype=np.int64)
+        except OverflowError:  # arguments past 2^63: compare them as Python integers
+            values = np.asarray(rows, dtype=object)
+        leq = _all_at_most(values, values)
+        np.fill_diagonal(leq, False)  # distinct interned terms are never equal
+        strict[np.ix_(members, members)] = leq
+    return strict
+
 
 @dataclass
 class SymbolicPath:
@@ -184,58 +489,98 @@ def symbolic_longest_path(
     if levels is None:
         raise ValueError("the device graph has a cycle")
     terms = list(graph.terms.terms)
-    order = _Order(terms)
-    rng = random.Random(0)
-    salts = [rng.getrandbits(64) for _ in terms]
     counted = [include(t) for t in terms]
-    op_term = graph.op_term
+    walk = _Walk(terms, counted)
+    rng = random.Random(0)
+    salts = [np.uint64(rng.getrandbits(64)) for _ in terms]
+    column_of = np.full(len(terms), -1, dtype=np.int64)
+    column_of[walk.columns] = np.arange(len(walk.columns))
+    op_column = column_of[graph.op_term].tolist()
+    op_term = graph.op_term.tolist()
     n = graph.num_ops
     offsets, preds = csr(n, graph.dst, graph.src)
-    remaining = np.bincount(graph.src, minlength=n)
+    bounds = offsets.tolist()
+    preds_list = preds.tolist()
+    remaining = np.bincount(graph.src, minlength=n).tolist()
     reference_costs = reference.term_costs(terms) if reference is not None else None
     result = SymbolicPath([], terms)
-    state: dict[int, list[Sum]] = {}
-    sinks: list[Sum] = []
+    state: dict[int, _Rows] = {}
+    sinks: list[_Rows] = []
+    sink_rows = 0
+    step = 0
     for level in levels:
         for op in level.tolist():
-            incoming = [s for p in preds[offsets[op] : offsets[op + 1]].tolist() for s in state[p]]
-            for p in preds[offsets[op] : offsets[op + 1]].tolist():
+            incoming = preds_list[bounds[op] : bounds[op + 1]]
+            if not incoming:
+                rows = walk.start
+            elif len(incoming) == 1:  # already pruned: only the order may change
+                rows = walk.by_size(state[incoming[0]])
+            else:
+                rows = walk.prune(_Rows.concat([state[p] for p in incoming]))
+            for p in incoming:
                 remaining[p] -= 1
                 if remaining[p] == 0:
                     del state[p]
-            sums = order.prune(incoming) if incoming else [EMPTY]
-            if len(sums) > max_branches:
-                sums = _limit(sums, max_branches, reference_costs, result, graph.name(op))
-            term = int(op_term[op])
-            if counted[term]:
-                sums = [s.plus(term, salts[term]) for s in sums]
+            if len(rows) > max_branches:
+                rows = _limit(rows, max_branches, reference_costs, walk, result, graph, op)
+            column = op_column[op]
+            if column >= 0:
+                step += 1
+                rows = rows.plus(column, salts[op_term[op]], step)
             if remaining[op] == 0:
-                sinks.extend(sums)
+                sinks.append(rows)
+                sink_rows += len(rows)
+                if sink_rows > 4096:  # keep the candidates few; their order is kept
+                    sinks = [walk.prune(_Rows.concat(sinks), keep_order=True)]
+                    sink_rows = len(sinks[0])
             else:
-                state[op] = sums
-    result.sums = order.prune(sinks)
+                state[op] = rows
+    if sinks:
+        result.sums = walk.prune(_Rows.concat(sinks)).sums(walk.columns)
     return result
 
 
 def _limit(
-    sums: list[Sum],
+    rows: _Rows,
     limit: int,
     reference_costs: np.ndarray | None,
+    walk: _Walk,
     result: SymbolicPath,
-    where: str,
-) -> list[Sum]:
+    graph: DeviceGraph,
+    op: int,
+) -> _Rows:
     """Keep the `limit` sums longest under the reference model: a sound lower bound."""
     if reference_costs is None:
-        raise FormulaTooLarge(where, len(sums), limit)
-    ranked = sorted(sums, key=lambda s: -sum(reference_costs[t] * c for t, c in s.counts.items()))
+        raise FormulaTooLarge(graph.name(op), len(rows), limit)
+    ranked = _ranked(rows, reference_costs[walk.columns])
     if result.exact:
         result.notes.append(
-            f"{len(sums)} incomparable branches meet at {where}, more than the limit of"
-            f" {limit}: the formula keeps the {limit} longest under the reference cost model."
-            " It is exact for that model and a lower bound for others."
+            f"{len(rows)} incomparable branches meet at {graph.name(op)}, more than the limit"
+            f" of {limit}: the formula keeps the {limit} longest under the reference cost"
+            " model. It is exact for that model and a lower bound for others."
         )
     result.exact = False
-    return ranked[:limit]
+    return rows.take(ranked[:limit], False)
+
+
+def _ranked(rows: _Rows, costs: np.ndarray) -> np.ndarray:
+    """Rows from longest to shortest under `costs`, ties in row order.
+
+    A path's length is summed in the order the path met its terms (a sum of floats depends
+    on the order, and near-ties decide which branches stay); one array product is enough
+    when no two lengths are within rounding of each other.
+    """
+    lengths = rows.counts @ costs
+    order = np.argsort(-lengths, kind="stable")
+    ranked = lengths[order]
+    if len(ranked) < 2 or (ranked[:-1] - ranked[1:] > _TIE * ranked[0]).all():
+        return order
+    met = np.argsort(rows.first, axis=1, kind="stable")  # terms not met come last, adding 0
+    parts = np.take_along_axis(rows.counts, met, axis=1) * costs[met]
+    exact = np.zeros(len(rows))
+    for column in range(parts.shape[1]):
+        exact = exact + parts[:, column]
+    return np.argsort(-exact, kind="stable")
 
 
 class FormulaTooLarge(Exception):
@@ -316,35 +661,36 @@ def _drop_between(sums: list[dict[int, int]]) -> list[dict[int, int]]:
     If b = c + λ·(a − c) with 0 < λ < 1, then under any cost model b's value is the same
     weighted mean of a's and c's, so b is never the strict maximum: dropping it changes no
     value. (Pipelines make such families: k·X + (n − k)·Y for k = 0..n.)
+
+    The sums are tried in order, each against those still kept (earlier ones dropped, later
+    ones not yet): a sum kept stays kept when others go, since fewer pairs remain.
     """
-    kept = list(sums)
-    changed = True
-    while changed and len(kept) > 2:
-        changed = False
-        for b in kept:
-            others = [x for x in kept if x is not b]
-            if any(_between(a, b, c) for a in others for c in others if a is not c):
-                kept.remove(b)
-                changed = True
-                break
-    return kept
+    if len(sums) <= 2:
+        return list(sums)
+    columns = list(dict.fromkeys(t for s in sums for t in s))
+    vectors = np.asarray([[s.get(t, 0) for t in columns] for s in sums], dtype=np.int64)
+    kept = np.ones(len(sums), dtype=bool)
+    for b in range(len(sums)):
+        if kept.sum() <= 2:
+            break
+        others = np.flatnonzero(kept)
+        others = others[others != b]
+        if _on_a_segment(vectors[others] - vectors[b]):
+            kept[b] = False
+    return [s for s, keep in zip(sums, kept.tolist(), strict=True) if keep]
 
 
-def _between(a: dict[int, int], b: dict[int, int], c: dict[int, int]) -> bool:
-    ratio: Fraction | None = None
-    for term in a.keys() | b.keys() | c.keys():
-        span = a.get(term, 0) - c.get(term, 0)
-        offset = b.get(term, 0) - c.get(term, 0)
-        if span == 0:
-            if offset != 0:
-                return False
-            continue
-        here = Fraction(offset, span)
-        if ratio is None:
-            ratio = here
-        elif here != ratio:
-            return False
-    return ratio is not None and 0 < ratio < 1
+def _on_a_segment(offsets: np.ndarray) -> bool:
+    """Whether two of the (nonzero) offsets from a point point in opposite directions, i.e.
+    the point lies strictly between two others."""
+    offsets = offsets[offsets.any(axis=1)]  # an equal sum is not between anything
+    steps = np.gcd.reduce(np.abs(offsets), axis=1)
+    directions = offsets // steps[:, None]
+    leading = directions[np.arange(len(directions)), (directions != 0).argmax(axis=1)]
+    canonical = np.ascontiguousarray(directions * np.sign(leading)[:, None])
+    keys = canonical.view(np.dtype((np.void, canonical.itemsize * canonical.shape[1])))[:, 0]
+    forward = set(keys[leading > 0].tolist())
+    return any(key in forward for key in keys[leading < 0].tolist())
 
 
 def _sum_expr(counts: dict[int, int], terms: list[CostTerm]) -> Expr:
