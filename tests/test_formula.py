@@ -770,15 +770,13 @@ def _as_rows(sums: Sequence[Sum], walk: formula_module._Walk) -> formula_module.
     """The sums as the walk's rows; `first` from each sum's insertion order."""
     width = len(walk.columns)
     column = {int(t): c for c, t in enumerate(walk.columns.tolist())}
-    counts = np.zeros((len(sums), width), dtype=np.int64)
-    first = np.full((len(sums), width), np.iinfo(np.int64).max, dtype=np.int64)
+    counts = np.zeros((len(sums), width), dtype=np.int32)
+    first = np.full((len(sums), width), np.iinfo(np.int32).max, dtype=np.int32)
     for row, total in enumerate(sums):
         for rank, (term, count) in enumerate(total.counts.items()):
             counts[row, column[term]] = count
             first[row, column[term]] = rank
-    keys = np.asarray([s.key for s in sums], dtype=np.uint64)
-    sizes = np.asarray([s.size for s in sums], dtype=np.int64)
-    return formula_module._Rows(counts, first, keys, sizes, False)
+    return formula_module._Rows(counts, first, False)
 
 
 def _listed(sums: Sequence[Sum]) -> list[list[tuple[int, int]]]:
@@ -806,10 +804,10 @@ def test_walk_prune_keeps_what_order_prune_keeps(
         walk = formula_module._Walk(TERMS, [True] * len(TERMS))
         for sums in lists:
             expected = _Order(TERMS).prune(sums)
-            kept = walk.prune(_as_rows(sums, walk)).sums(walk.columns)
+            kept = walk.prune(_as_rows(sums, walk)).sums(walk.columns, SALTS)
             assert _listed(kept) == _listed(expected)
             assert [s.key for s in kept] == [s.key for s in expected]
-            ordered = walk.prune(_as_rows(sums, walk), keep_order=True).sums(walk.columns)
+            ordered = walk.prune(_as_rows(sums, walk), keep_order=True).sums(walk.columns, SALTS)
             assert sorted(_listed(ordered)) == sorted(_listed(expected))
     finally:
         formula_module._HALL, formula_module._PIVOTS = saved

@@ -165,7 +165,8 @@ class _Order:
 
 # -- the symbolic longest path --------------------------------------------------------------
 
-_NEVER = np.iinfo(np.int64).max  # `first` of a term a sum does not contain
+# Counts and walk steps are at most the operation count (below 2^31): int32 halves the memory.
+_NEVER = np.iinfo(np.int32).max  # `first` of a term a sum does not contain
 _BLOCK = 1 << 22  # most elements of one pairwise comparison array (rows are compared in blocks)
 _PIVOTS = 64  # above this many sums at an operation, sift them before comparing all pairs
 _HALL = 10  # most terms whose every subset is checked for Hall's condition at once
@@ -178,32 +179,30 @@ class _Rows:
     A sum is its vector of term counts over the counted terms (a few dozen), so merging,
     comparing and extending the sums at an operation is array work. `first` records when
     the path first met each term (a walk step, increasing along every path): it gives the
-    order in which a formula lists the terms. `keys` is the additive hash of `Sum`.
-    Treated as immutable: extending copies.
+    order in which a formula lists the terms. Treated as immutable: extending copies.
     """
 
-    __slots__ = ("by_size", "counts", "first", "keys", "sizes")
+    __slots__ = ("_sizes", "by_size", "counts", "first")
 
-    def __init__(
-        self,
-        counts: np.ndarray,
-        first: np.ndarray,
-        keys: np.ndarray,
-        sizes: np.ndarray,
-        by_size: bool,
-    ) -> None:
-        self.counts, self.first, self.keys, self.sizes = counts, first, keys, sizes
+    def __init__(self, counts: np.ndarray, first: np.ndarray, by_size: bool) -> None:
+        self.counts, self.first = counts, first
         self.by_size = by_size  # rows already in order of decreasing size
+        self._sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.counts)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """The number of terms of each sum."""
+        if self._sizes is None:
+            self._sizes = self.counts.sum(axis=1, dtype=np.int64)
+        return self._sizes
 
     def take(self, index: np.ndarray, by_size: bool) -> _Rows:
-        return _Rows(
-            self.counts[index], self.first[index], self.keys[index], self.sizes[index], by_size
-        )
+        return _Rows(self.counts[index], self.first[index], by_size)
 
-    def plus(self, column: int, salt: np.uint64, step: int) -> _Rows:
+    def plus(self, column: int, step: int) -> _Rows:
         """Every sum extended by one occurrence of the term in `column`."""
         counts = self.counts.copy()
         new = counts[:, column] == 0
@@ -212,26 +211,22 @@ class _Rows:
         if new.any():
             first = first.copy()
             first[new, column] = step
-        return _Rows(counts, first, self.keys + salt, self.sizes + 1, self.by_size)
+        return _Rows(counts, first, self.by_size)
 
     @staticmethod
     def concat(parts: list[_Rows]) -> _Rows:
-        return _Rows(
-            np.concatenate([p.counts for p in parts]),
-            np.concatenate([p.first for p in parts]),
-            np.concatenate([p.keys for p in parts]),
-            np.concatenate([p.sizes for p in parts]),
-            False,
-        )
+        counts = np.concatenate([p.counts for p in parts])
+        return _Rows(counts, np.concatenate([p.first for p in parts]), False)
 
-    def sums(self, columns: np.ndarray) -> list[Sum]:
+    def sums(self, columns: np.ndarray, salts: list[int]) -> list[Sum]:
         """The rows as `Sum`s, each listing its terms in the order its path met them."""
         result = []
         for row in range(len(self)):
             present = np.flatnonzero(self.counts[row])
             present = present[np.argsort(self.first[row, present], kind="stable")]
             counts = {int(columns[c]): int(self.counts[row, c]) for c in present}
-            result.append(Sum(counts, int(self.keys[row]), int(self.sizes[row])))
+            key = sum(salts[t] * c for t, c in counts.items()) & _HASH_MASK
+            result.append(Sum(counts, key, sum(counts.values())))
         return result
 
 
@@ -243,16 +238,12 @@ class _Walk:
         self._covered: dict[tuple[bytes, bytes], bool] = {}  # _Order.covered by difference
         self._strict: dict[bytes, np.ndarray] = {}  # self.strict among some columns
         self._sets: dict[tuple[bytes, tuple[int, ...], bytes], tuple[np.ndarray, np.ndarray]] = {}
-        self._kept: dict[tuple[tuple[int, ...], bytes, bool], np.ndarray | None] = {}
+        self._kept: dict[tuple[tuple[int, ...], int, bytes, bool], np.ndarray | None] = {}
         self.columns = np.flatnonzero(np.asarray(counted, dtype=bool))
         self.strict = _strict_order([terms[t] for t in self.columns.tolist()])
         width = len(self.columns)
         self.start = _Rows(
-            np.zeros((1, width), dtype=np.int64),
-            np.full((1, width), _NEVER, dtype=np.int64),
-            np.zeros(1, dtype=np.uint64),
-            np.zeros(1, dtype=np.int64),
-            True,
+            np.zeros((1, width), dtype=np.int32), np.full((1, width), _NEVER, dtype=np.int32), True
         )
 
     def prune(self, rows: _Rows, *, keep_order: bool = False) -> _Rows:
@@ -268,7 +259,9 @@ class _Walk:
         # The answer depends only on how the sums differ, which repeats from layer to layer
         # and micro-batch to micro-batch: memoised on the counts less their minimum.
         shifted = rows.counts - rows.counts.min(axis=0)
-        key = (shifted.shape, shifted.tobytes(), keep_order)
+        if shifted.max() < 128:  # a shorter key hashes faster
+            shifted = shifted.astype(np.int8)
+        key = (shifted.shape, shifted.dtype.itemsize, shifted.tobytes(), keep_order)
         kept = self._kept.get(key)
         if kept is None:
             kept = self._kept[key] = self._maximal(rows, keep_order)
@@ -426,22 +419,12 @@ def _all_at_most(a: np.ndarray, b: np.ndarray) -> BoolArray:
 
 def _first_of_each(rows: _Rows) -> np.ndarray | None:
     """Indices of the first row of each group of equal sums, in order (None: all differ)."""
-    first: dict[int, int] = {}
-    for row, key in enumerate(rows.keys.tolist()):
-        first.setdefault(key, row)
+    counts = np.ascontiguousarray(rows.counts)
+    whole = counts.view(np.dtype((np.void, counts.itemsize * counts.shape[1])))[:, 0]
+    _, first = np.unique(whole, return_index=True)
     if len(first) == len(rows):
-        return None  # equal sums have equal keys
-    unique = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-    keys = rows.keys[unique]
-    by_key = np.argsort(keys)
-    representative = unique[by_key[np.searchsorted(keys, rows.keys, sorter=by_key)]]
-    if (rows.counts[representative] == rows.counts).all():
-        return unique
-    # Two different sums share a hash (about 2^-64 a pair): compare the counts themselves.
-    seen: dict[bytes, int] = {}
-    for row in range(len(rows)):
-        seen.setdefault(rows.counts[row].tobytes(), row)
-    return np.asarray(sorted(seen.values()), dtype=np.int64)
+        return None
+    return np.sort(first)
 
 
 def _strict_order(terms: list[CostTerm]) -> np.ndarray:
@@ -492,11 +475,10 @@ def symbolic_longest_path(
     counted = [include(t) for t in terms]
     walk = _Walk(terms, counted)
     rng = random.Random(0)
-    salts = [np.uint64(rng.getrandbits(64)) for _ in terms]
+    salts = [rng.getrandbits(64) for _ in terms]
     column_of = np.full(len(terms), -1, dtype=np.int64)
     column_of[walk.columns] = np.arange(len(walk.columns))
     op_column = column_of[graph.op_term].tolist()
-    op_term = graph.op_term.tolist()
     n = graph.num_ops
     offsets, preds = csr(n, graph.dst, graph.src)
     bounds = offsets.tolist()
@@ -515,8 +497,12 @@ def symbolic_longest_path(
                 rows = walk.start
             elif len(incoming) == 1:  # already pruned: only the order may change
                 rows = walk.by_size(state[incoming[0]])
-            else:
-                rows = walk.prune(_Rows.concat([state[p] for p in incoming]))
+            else:  # the same sums may arrive twice (an operation that adds no term)
+                arriving = list({id(state[p]): state[p] for p in incoming}.values())
+                if len(arriving) == 1:
+                    rows = walk.by_size(arriving[0])
+                else:
+                    rows = walk.prune(_Rows.concat(arriving))
             for p in incoming:
                 remaining[p] -= 1
                 if remaining[p] == 0:
@@ -526,7 +512,7 @@ def symbolic_longest_path(
             column = op_column[op]
             if column >= 0:
                 step += 1
-                rows = rows.plus(column, salts[op_term[op]], step)
+                rows = rows.plus(column, step)
             if remaining[op] == 0:
                 sinks.append(rows)
                 sink_rows += len(rows)
@@ -536,7 +522,7 @@ def symbolic_longest_path(
             else:
                 state[op] = rows
     if sinks:
-        result.sums = walk.prune(_Rows.concat(sinks)).sums(walk.columns)
+        result.sums = walk.prune(_Rows.concat(sinks)).sums(walk.columns, salts)
     return result
 
 
