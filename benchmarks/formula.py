@@ -8,8 +8,9 @@ For each configuration: the operations of the whole program and of the collapsed
 the symbolic walk visits (`dagc formula` always collapses GPUs doing identical work), the
 incomparable branches that met at one operation (from the formula's note; "exact" when they
 fit the limit), then the wall time of `dagc formula FILE --format F -o /dev/null` for each
-format, process start included: the median of --repeat runs. Each format is a separate
-command, so each pays for the whole derivation. The figures are recorded in
+format, process start included: the median of --repeat runs, wall time and (after the
+slash) the CPU time of the process, which other jobs on a shared machine inflate less. Each
+format is a separate command, so each pays for the whole derivation. The figures are recorded in
 docs/performance.md ("Formula").
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,29 +64,35 @@ def sizes(arguments: list[str]) -> tuple[int, int]:
     return graph.full_num_ops, graph.num_ops
 
 
-def run(arguments: list[str], output_format: str) -> tuple[float, str]:
-    """Seconds of one `dagc formula` command, and its stderr."""
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(arguments: list[str], output_format: str) -> tuple[float, float, str]:
+    """Wall and CPU seconds of one `dagc formula` command, and its stderr."""
     command = [str(ROOT / ".venv" / "bin" / "dagc"), "formula", *arguments]
     command += ["--format", output_format, "-o", "/dev/null"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, done.stderr
+    return time.perf_counter() - started, _cpu() - cpu, done.stderr
 
 
 def measure(name: str, formats: list[str], repeat: int) -> dict[str, Any]:
     arguments = CONFIGS[name]
     full, walked = sizes(arguments)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, tuple[float, float]] = {}
     branches = "exact"
     for output_format in formats:
-        times = []
+        walls, cpus = [], []
         for _ in range(repeat):
-            elapsed, stderr = run(arguments, output_format)
-            times.append(elapsed)
+            wall, cpu, stderr = run(arguments, output_format)
+            walls.append(wall)
+            cpus.append(cpu)
             found = BRANCHES.search(stderr)
             if found:
                 branches = found.group(1)
-        seconds[output_format] = statistics.median(times)
+        seconds[output_format] = statistics.median(walls), statistics.median(cpus)
     return {"name": name, "ops": full, "walked": walked, "branches": branches, "s": seconds}
 
 
@@ -101,7 +109,7 @@ def main() -> None:
     for name in names:
         row = measure(name, args.formats, args.repeat)
         cells = [name, f"{row['ops']:,}", f"{row['walked']:,}", row["branches"]]
-        cells += [f"{row['s'][f]:.2f} s" for f in args.formats]
+        cells += [f"{row['s'][f][0]:.2f} / {row['s'][f][1]:.2f} s" for f in args.formats]
         print("| " + " | ".join(cells) + " |", flush=True)
     sys.exit(0)
 
