@@ -356,7 +356,9 @@ def test_sweep_text_and_markdown(tmp_path: Path, plugin: Path) -> None:
 def test_sweep_auto_doubles_from_the_smallest_batch(tmp_path: Path) -> None:
     compiled = dagc.compile_text(config({8: "  batch = 12", 9: DECODE + "; microbatches = 3"}))
     assert auto_batches(compiled.program, None) == [3 * 2**k for k in range(11)]  # ≤ 4096
-    assert auto_batches(compiled.program, 20) == [3, 6, 12]
+    assert auto_batches(compiled.program, 20) == [3, 6, 12]  # 20 is no multiple of m = 3
+    # the largest batch that fits ends the sweep, where the doublings stop short of it
+    assert auto_batches(compiled.program, 21) == [3, 6, 12, 21]
     assert batch_problem(compiled.program, 4) == "not divisible by the 3 micro-batches"
     assert batch_problem(compiled.program, 6) is None
 
