@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 import dagc
-from dagc.cli import analyze, check, formula, lower, new, pictures, profile
+from dagc.cli import analyze, check, formula, lower, new, pictures, profile, search
 from dagc.cli.errors import DagcGroup
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ app.command()(profile.profile)
 app.command("render")(pictures.render)
 app.command("timeline")(pictures.timeline)
 app.command("new")(new.new)
+app.command("search")(search.search)
 
 
 def run() -> None:
