@@ -17,7 +17,7 @@ from dagc.cli import app
 from dagc.compiler import compile_text
 from dagc.ir.logical import Program, Training
 from dagc.search import Axes, Options, Space, search
-from dagc.search.dagfile import program_to_dag
+from dagc.backends.dagfile import program_to_dag
 from dagc.search.evaluate import compiled, evaluate
 from dagc.search.prune import lower_bound, reduce, step_bound, step_ir
 from dagc.search.space import Invalid, layout_program, layouts
@@ -272,3 +272,18 @@ def test_evaluate_matches_analyze() -> None:
     analysis = analyze_compiled(compiled(layout_program(space, layout))).analysis
     assert analysis.serving is not None
     assert evaluation.tpot_s == analysis.serving.tpot_s  # type: ignore[union-attr]
+
+
+def test_plot_is_deterministic(tmp_path: Path) -> None:
+    source = tmp_path / "toy.dag"
+    source.write_text(program_to_dag(program(DECODE, moe=True)), encoding="utf-8")
+    pictures = []
+    for workers in ("1", "2"):
+        plot = tmp_path / f"front{workers}.svg"
+        result = runner.invoke(
+            app, ["search", str(source), "--plot", str(plot), "--workers", workers, "--top", "3"]
+        )
+        assert result.exit_code == 0, result.output
+        pictures.append(plot.read_text(encoding="utf-8"))
+    assert pictures[0] == pictures[1] and pictures[0].startswith("<svg")
+    assert "tokens/s per GPU" in pictures[0]

@@ -240,7 +240,7 @@ def search(
             usage_error(
                 "no layout fits: nothing to write with -o", "look at the counts, or widen the space"
             )
-        from dagc.search.dagfile import program_to_dag
+        from dagc.backends.dagfile import program_to_dag
 
         text = program_to_dag(best)
         emit(output, lambda out: out.write(text))
