@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from dagc.analysis.selection import cost_model
 from dagc.api import analyze_compiled
+from dagc.backends.dagfile import program_to_dag
 from dagc.cli import app
 from dagc.compiler import compile_text
 from dagc.ir.logical import Program, Training
 from dagc.search import Axes, Options, Space, search
-from dagc.backends.dagfile import program_to_dag
 from dagc.search.evaluate import compiled, evaluate
 from dagc.search.prune import lower_bound, reduce, step_bound, step_ir
 from dagc.search.space import Invalid, layout_program, layouts
