@@ -287,3 +287,15 @@ def test_plot_is_deterministic(tmp_path: Path) -> None:
         pictures.append(plot.read_text(encoding="utf-8"))
     assert pictures[0] == pictures[1] and pictures[0].startswith("<svg")
     assert "tokens/s per GPU" in pictures[0]
+
+
+def test_ray_gives_the_same_result() -> None:
+    """`--ray local` starts Ray on this machine; the result is the in-process one."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dagc[ray]')")
+    space = Space(program(PREFILL), 4)
+    try:
+        remote = search(space, Options(top=3, wave=2, ray="local"))
+    finally:
+        ray.shutdown()
+    local = search(space, Options(top=3, wave=2))
+    assert remote.ranked == local.ranked and remote.counts == local.counts

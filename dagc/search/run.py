@@ -22,11 +22,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from dagc.analysis.selection import CostOptions, cost_model
-from dagc.ir.logical import Mode, Program
+from dagc.ir.logical import Mode, Program, Schedule
 from dagc.search.evaluate import (
     Bounded,
     Evaluation,
@@ -138,7 +138,14 @@ def search(
             continue
         valid.append(layout)
     with _pool(options) as pool:
-        bounded = pool.map(_bound_task(space, options.costs), valid, "bounds", progress)
+        # layouts that differ only in what the bound cannot see share one bound
+        keys = [bound_key(layout) for layout in valid]
+        unique = list(dict.fromkeys(keys))
+        found = pool.map(_bound_task(space, options.costs), unique, "bounds", progress)
+        by_key = dict(zip(unique, found, strict=True))
+        bounded = [
+            replace(by_key[key], layout=layout) for key, layout in zip(keys, valid, strict=True)
+        ]
         candidates: list[tuple[float, Layout]] = []
         over_memory_bound = over_sla_bound = 0
         _, params = cost_model(space.base, options.costs)
@@ -205,6 +212,15 @@ SLACK = 1e-9
 def _above(value: float) -> float:
     """`value` plus the rounding slack (for a bound to be worse than it, surely)."""
     return value + SLACK * abs(value)
+
+
+def bound_key(layout: Layout) -> Layout:
+    """The layout whose bound `layout` shares: a pipeline schedule changes only program
+    order (the `order` pass), never the step IR the bound is computed from, so zb_h1 and
+    1f1b (one chunk per stage) have the same bound."""
+    if layout.schedule is Schedule.ZB_H1:
+        return replace(layout, schedule=Schedule.ONE_F_ONE_B)
+    return layout
 
 
 def _over_sla(
