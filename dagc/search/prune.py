@@ -27,9 +27,10 @@ unreduced one.
 
 **Memory.** Weights (and, training, gradients and optimizer states under the ZeRO rule),
 the KV cache, and the largest working set of one operation, as dagc/analysis/memory.py
-counts them, from the same step IR; a training program's saved activations are left out
-(≥ 0), so the figure is a lower bound of the estimate `dagc analyze` gives: a layout above
-the GPU's memory here is above it there.
+counts them, from the same step IR; for a training program, of the saved activations only
+one micro-batch's forward values (all alive when its first backward operation on the GPU
+starts; the liveness peak is at least that). So the figure is a lower bound of the
+estimate `dagc analyze` gives: a layout above the GPU's memory here is above it there.
 
 **Serve** (collocated; the space holds no disaggregated layout): TTFT is the prefill's
 critical path, bounded as above; each decode step at context C ≥ I + 1 takes at least the
@@ -44,11 +45,11 @@ from dataclasses import dataclass, replace
 
 from dagc.analysis.capacity import kv_cache_bytes, largest_context
 from dagc.analysis.costs import CostModel
-from dagc.analysis.memory import activation_bytes, training_memory
+from dagc.analysis.memory import KEEPING_PHASES, activation_bytes, training_memory, value_bytes
 from dagc.blocks.moe import idle_expert_parameters
 from dagc.blocks.params import layer_parameters
 from dagc.ir.logical import BlockKind, LayerRange, Mode, Program, decode_phase, prefill_phase
-from dagc.ir.steps import IterationKind, Phase, StepProgram, Stream
+from dagc.ir.steps import IterationKind, Phase, Step, StepProgram, Stream
 from dagc.ir.terms import CostTerm
 from dagc.passes.manager import run_passes
 
@@ -179,12 +180,46 @@ def _memory(
                 working[gpu] = max(working[gpu], activation_bytes(step, rank, w))
     gpus = set(held) | set(working)
     if full.training is not None:
+        saved = _saved_once(steps, multiplicity)
         return max(
-            training_memory(full.training, held[g], w, 0, working[g]).peak_bytes for g in gpus
+            training_memory(full.training, held[g], w, saved[g], working[g]).peak_bytes
+            for g in gpus
         )
     context = kv_context if kv_context is not None else largest_context(full)
     kv = kv_cache_bytes(full, context) if context is not None else {}
     return max(held[g] * w + working[g] + kv.get(g, 0) for g in gpus)
+
+
+def _saved_once(steps: StepProgram, multiplicity: tuple[int, ...]) -> dict[int, int]:
+    """Per GPU, the bytes of one micro-batch's saved values written by its forward: all of
+    them are alive at once when the micro-batch's first backward (or recompute) operation
+    on the GPU starts, since every schedule runs a micro-batch's forward on a GPU before
+    its backward there (dagc/analysis/memory.py, saved_values, the rule it restates)."""
+    writers: dict[str, tuple[Step, bool]] = {}
+    for block in steps.blocks:
+        per_layer = block.kind in PER_LAYER
+        for step in block.steps:
+            if step.phase is Phase.FORWARD:
+                for value in step.writes:
+                    writers[value.name] = (step, per_layer)
+    seen: set[tuple[str, int]] = set()
+    saved: dict[int, int] = defaultdict(int)
+    for step in steps.steps():
+        if step.phase not in KEEPING_PHASES:
+            continue
+        for value in step.reads:
+            if value.name not in writers:
+                continue
+            writer, per_layer = writers[value.name]
+            for gpu in step.gpus:
+                if gpu not in value.gpus or (not writer.joint and gpu not in writer.gpus):
+                    continue
+                if (value.name, gpu) in seen:
+                    continue
+                seen.add((value.name, gpu))
+                weight = multiplicity[writer.layer] if per_layer else 1
+                saved[gpu] += value_bytes(value, gpu) * weight
+    return saved
 
 
 @dataclass(frozen=True)
