@@ -45,13 +45,11 @@ layers 0..{layers - 1} on g {{ embed; attention tp=2; mlp tp=2; lm_head tp=2 }}
 def many_microbatches(microbatches: int) -> str:
     """The seed's baseline (4 layers, TP8 inside each of two stages) with many micro-batches."""
     text = (ROOT / "examples/seed/baseline_tp8_pp2.dag").read_text()
-    return text.replace(
-        "  dtype = bf16\n", f"  dtype = bf16\n  microbatches = {microbatches}\n"
-    )
+    return text.replace("  dtype = bf16\n", f"  dtype = bf16\n  microbatches = {microbatches}\n")
 
 
 def many_experts(experts: int, ep: int) -> str:
-    """An MoE of 16 layers (8 micro-batches) with `experts` experts per layer, `ep`-way expert parallel."""
+    """An MoE of 16 layers, `experts` experts per layer, `ep`-way expert parallel."""
     return f"""
 model many_experts {{ layers = 16; hidden = 4096; heads = 32; head_dim = 128
   experts = {experts}; top_k = 8; expert_ffn = 1024; activation = swiglu; vocab = 32000 }}

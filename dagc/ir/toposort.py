@@ -38,16 +38,35 @@ def gather_values(offsets: IntArray, values: IntArray, nodes: IntArray) -> IntAr
     return values[index]
 
 
+# Below this many nodes a level is processed one node at a time in Python: numpy's cost per
+# call (some microseconds) would dominate. A deep program's graph is a chain of levels of
+# one or two operations each, as many levels as operations.
+NARROW = 16
+
+
 def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[IntArray] | None:
-    """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle."""
+    """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle.
+
+    Each level is sorted. Wide levels are processed with numpy, narrow ones (fewer than
+    NARROW nodes) node by node: the same levels either way."""
     indegree = np.bincount(dst, minlength=num_nodes).astype(np.int64)
     offsets, successors = csr(num_nodes, src, dst)
     frontier = np.flatnonzero(indegree == 0).astype(np.int64)
     levels: list[IntArray] = []
     seen = 0
+    # Python views of the same arrays, made on the first narrow level
+    py: tuple[list[int], list[int], list[int]] | None = None
     while frontier.size:
         levels.append(frontier)
         seen += frontier.size
+        if frontier.size < NARROW:
+            if py is None:
+                py = (offsets.tolist(), successors.tolist(), indegree.tolist())
+            frontier = _narrow_step(py, frontier.tolist())
+            continue
+        if py is not None:  # back to numpy: bring the counts back
+            indegree = np.asarray(py[2], dtype=np.int64)
+            py = None
         nxt = gather_values(offsets, successors, frontier)
         if nxt.size == 0:
             break
@@ -56,6 +75,20 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
         # A node reached by several edges of this level appears once per edge.
         frontier = np.unique(ready) if ready.size > 1 else ready
     return levels if seen == num_nodes else None
+
+
+def _narrow_step(py: tuple[list[int], list[int], list[int]], frontier: list[int]) -> IntArray:
+    """The next level after `frontier`, counting down the in-degrees in `py` (sorted, as
+    np.unique gives it)."""
+    offsets, successors, indegree = py
+    ready: list[int] = []
+    for node in frontier:
+        for succ in successors[offsets[node] : offsets[node + 1]]:
+            indegree[succ] -= 1
+            if indegree[succ] == 0:
+                ready.append(succ)
+    ready.sort()
+    return np.asarray(ready, dtype=np.int64)
 
 
 def nodes_on_cycles(num_nodes: int, src: IntArray, dst: IntArray) -> IntArray:
