@@ -42,20 +42,16 @@ def critical_path(graph: DeviceGraph, costs: FloatArray) -> CriticalPath:
     offsets, preds = csr(n, graph.dst, graph.src)
     start = np.zeros(n, dtype=np.float64)
     finish = np.zeros(n, dtype=np.float64)
-    # Python views for narrow levels (a deep program's chain), where numpy's cost per call
-    # would dominate; the same float64 max and sum either way.
-    py: tuple[list[int], list[int], list[float]] | None = None
+    # Narrow levels (a deep program's chain) node by node, where numpy's cost per call would
+    # dominate; the same float64 max and sum either way.
     for level in levels:
         if level.size < NARROW:
-            if py is None:
-                py = (offsets.tolist(), preds.tolist(), costs.tolist())
-            offs, pre, cost = py
             for op in level.tolist():
                 ready = 0.0
-                for p in pre[offs[op] : offs[op + 1]]:
+                for p in preds[offsets[op] : offsets[op + 1]].tolist():
                     ready = max(ready, float(finish[p]))
                 start[op] = ready
-                finish[op] = ready + cost[op]
+                finish[op] = ready + costs[op]
             continue
         owner, pred = gather(offsets, preds, level)
         if pred.size:

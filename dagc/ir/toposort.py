@@ -54,19 +54,12 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
     frontier = np.flatnonzero(indegree == 0).astype(np.int64)
     levels: list[IntArray] = []
     seen = 0
-    # Python views of the same arrays, made on the first narrow level
-    py: tuple[list[int], list[int], list[int]] | None = None
     while frontier.size:
         levels.append(frontier)
         seen += frontier.size
         if frontier.size < NARROW:
-            if py is None:
-                py = (offsets.tolist(), successors.tolist(), indegree.tolist())
-            frontier = _narrow_step(py, frontier.tolist())
+            frontier = _narrow_step(offsets, successors, indegree, frontier.tolist())
             continue
-        if py is not None:  # back to numpy: bring the counts back
-            indegree = np.asarray(py[2], dtype=np.int64)
-            py = None
         nxt = gather_values(offsets, successors, frontier)
         if nxt.size == 0:
             break
@@ -77,15 +70,17 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
     return levels if seen == num_nodes else None
 
 
-def _narrow_step(py: tuple[list[int], list[int], list[int]], frontier: list[int]) -> IntArray:
-    """The next level after `frontier`, counting down the in-degrees in `py` (sorted, as
-    np.unique gives it)."""
-    offsets, successors, indegree = py
+def _narrow_step(
+    offsets: IntArray, successors: IntArray, indegree: IntArray, frontier: list[int]
+) -> IntArray:
+    """The next level after `frontier`, counting down `indegree` (sorted, as np.unique
+    gives it). Scalar numpy access: no Python copy of the graph (memory stays per edge)."""
     ready: list[int] = []
     for node in frontier:
-        for succ in successors[offsets[node] : offsets[node + 1]]:
-            indegree[succ] -= 1
-            if indegree[succ] == 0:
+        for succ in successors[offsets[node] : offsets[node + 1]].tolist():
+            left = int(indegree[succ]) - 1
+            indegree[succ] = left
+            if left == 0:
                 ready.append(succ)
     ready.sort()
     return np.asarray(ready, dtype=np.int64)
