@@ -77,6 +77,14 @@ def lower_to_steps(program: Program, options: PassOptions | None = None) -> Step
     return result
 
 
+def verify(ir: object, *, ordered: bool = True) -> None:
+    """dagc.ir.verify.verify, imported on first use: only --verify and the tests verify, so
+    the verifiers' modules stay out of every other start."""
+    from dagc.ir.verify import verify as verify_level
+
+    verify_level(ir, ordered=ordered)
+
+
 def run_passes(
     program: Any,
     options: PassOptions | None = None,
@@ -96,9 +104,6 @@ def run_passes(
         raise ValueError(f"unknown pass {sorted(unknown)[0]}")
     if resume_after is not None and resume_after not in REGISTRY:
         raise ValueError(f"unknown pass {resume_after}")
-    if options.verify_each:
-        # Only under --verify and in tests: the verifiers' modules stay out of every start.
-        from dagc.ir.verify import verify
     ir: Any = program
     names = [each.name for each in PIPELINE]
     first = names.index(resume_after) + 1 if resume_after is not None else 0
