@@ -50,7 +50,7 @@ def main(
 def make_app(only: str | None = None) -> typer.Typer:
     """The typer app: every command, or only the command named `only`.
 
-    Typer turns each command's signature into click's options when the app runs, about 4 ms
+    Typer turns each command's signature into click's options when the app runs, about 3 ms
     a command; `run` builds only the command it is asked for (see docs/performance.md).
     """
     program = typer.Typer(
