@@ -230,7 +230,7 @@ def test_missing_option_value() -> None:
 def test_bad_option_value() -> None:
     assert _usage_error(["lower", str(BASELINE), "--emit", "dot"]) == (
         "dagc: error: invalid value for `--emit`: `dot` is not one of `ast`, `ir`, `steps`,"
-        " `device`, `json`\n     = help: `dagc lower -h` describes its options\n"
+        " `device`, `json`, `dag`\n     = help: `dagc lower -h` describes its options\n"
     )
 
 
