@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint setup graphviz clean
+.PHONY: demo test lint setup graphviz clean parser
 
 demo: setup
 	$(BIN)/dagc check examples/seed/baseline_tp8_pp2.dag examples/seed/ma_separation.dag
@@ -23,6 +23,11 @@ lint: setup
 	$(BIN)/mypy
 
 setup: $(VENV)/.installed graphviz
+
+# After a change to grammar/dag.lark: regenerate the parser dagc runs (tests/test_startup.py
+# fails until then).
+parser: $(VENV)/.installed
+	$(BIN)/python tools/generate_parser.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

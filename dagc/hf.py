@@ -592,7 +592,10 @@ def _resolve(layout: Layout, spec: _Spec) -> _Placed:
         )
     if layout.dtype not in DTYPES:
         raise option_error(f"unknown dtype `{layout.dtype}`", f"use one of {', '.join(DTYPES)}")
-    tp = layout.tp or min(layout.gpus, LARGEST_DEFAULT_TP)
+    # with attention dp a stage is every GPU of it (its attention replicas, the experts
+    # over all of them)
+    stage = layout.gpus // (layout.pp or 1)
+    tp = layout.tp or (stage if layout.attention_dp else min(layout.gpus, LARGEST_DEFAULT_TP))
     if layout.gpus % tp:
         raise option_error(
             f"--tp {tp} does not divide --gpus {layout.gpus}",
@@ -602,15 +605,15 @@ def _resolve(layout: Layout, spec: _Spec) -> _Placed:
     if tp * pp != layout.gpus:
         raise option_error(
             f"--tp {tp} × --pp {pp} is {tp * pp} GPUs, not --gpus {layout.gpus}",
-            "every GPU runs one pipeline stage's tensor-parallel rank (data-parallel replicas"
-            " are not modelled): make tp × pp equal the GPUs",
+            "every GPU runs one pipeline stage's tensor-parallel rank (for data-parallel"
+            " attention replicas use --attention-dp): make tp × pp equal the GPUs",
         )
     if pp > spec.layers:
         raise option_error(
             f"--pp {pp} is more pipeline stages than the model's {spec.layers} layers",
             f"use at most --pp {spec.layers}",
         )
-    if tp > spec.heads:
+    if tp > spec.heads and not layout.attention_dp:
         raise option_error(
             f"--tp {tp} is more than the model's {spec.heads} attention heads",
             "tensor parallelism splits the heads: use a smaller --tp and more --pp",

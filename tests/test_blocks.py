@@ -92,9 +92,7 @@ KIND_SPECIFIC = ("o_proj", "mlp_down", "mlp_up", "expert_agg", "attn_scores", "q
 
 @pytest.mark.parametrize(
     "path",
-    sorted(
-        p for p in DAGC.rglob("*.py") if "blocks" not in p.parts and "verify" not in p.parts
-    ),
+    sorted(p for p in DAGC.rglob("*.py") if "blocks" not in p.parts and "verify" not in p.parts),
     ids=lambda p: str(p.relative_to(DAGC)),
 )
 def test_no_module_outside_blocks_names_a_kind_specific_step(path: Path) -> None:

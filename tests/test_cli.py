@@ -196,7 +196,7 @@ def test_unknown_command_far_from_every_command() -> None:
     assert _usage_error(["frob"]) == (
         "dagc: error: unknown command `frob`\n"
         "     = help: the commands are `analyze`, `check`, `compare`, `formula`, `lower`,"
-        " `new`, `profile`, `render` or `timeline`; `dagc -h` describes them\n"
+        " `new`, `profile`, `render`, `search` or `timeline`; `dagc -h` describes them\n"
     )
 
 
@@ -230,7 +230,7 @@ def test_missing_option_value() -> None:
 def test_bad_option_value() -> None:
     assert _usage_error(["lower", str(BASELINE), "--emit", "dot"]) == (
         "dagc: error: invalid value for `--emit`: `dot` is not one of `ast`, `ir`, `steps`,"
-        " `device`, `json`\n     = help: `dagc lower -h` describes its options\n"
+        " `device`, `json`, `dag`\n     = help: `dagc lower -h` describes its options\n"
     )
 
 

@@ -400,7 +400,8 @@ def test_unknown_key(
             19,
             "`layers` statement",
             "dp",
-            "data-parallel replicas are not modelled: each group runs one copy of its layers",
+            "`dp` belongs to a block (`attention tp=1 dp=8`: attention data parallelism), or"
+            " to the training section (replicas of the whole layout)",
         ),
         (
             {16: "  attention tp=4 sp"},

@@ -489,9 +489,16 @@ def _layout_of_text(text: str) -> list[str]:
         (["--context", "5"], "--context belongs to --mode decode, not --mode prefill"),
         (["--mode", "decode", "--input", "5"], "--input belongs to --mode serve"),
         (["--mode", "fast"], "unknown mode `fast`"),
-        (["--gpus", "16", "--attention-dp"], "cannot be pipeline stages"),
+        (["--gpus", "16", "--pp", "2", "--attention-dp"], "cannot be pipeline stages"),
     ],
 )
 def test_serving_option_errors(args: list[str], message: str, tmp_path: Path) -> None:
     path = _write_config(tmp_path, _small("LlamaForCausalLM"))
     assert message in _fails(["--hf", str(path), *args])
+
+
+def test_attention_dp_takes_every_gpu_as_one_stage_by_default(tmp_path: Path) -> None:
+    # more GPUs than heads and than the default tp of 8: the stage is all 16 GPUs
+    path = _write_config(tmp_path, _small("Qwen3MoeForCausalLM"))
+    text = new_from_hf(path, Layout(gpus=16, mode="decode", batch=16, attention_dp=True)).text
+    assert "--gpus 16 --tp 16 --pp 1 --ep 16" in text and "attention tp=1 dp=16" in text

@@ -63,8 +63,8 @@ EXPLICIT = {
 
 @cache
 def _grammar() -> Lark:
-    # dagc.frontend.parser._lark() is built with cache=True, and a Lark loaded from its
-    # cache has no `.grammar` for from_lark to read, so build the same grammar uncached.
+    # dagc.frontend.parser._lark() is loaded from generated tables (dagc/frontend/dag_lalr.py)
+    # and has no `.grammar` for from_lark to read, so build the same grammar with lark.
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 

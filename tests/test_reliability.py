@@ -105,57 +105,9 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
 
 
-# -- the parser cache ---------------------------------------------------------------------------
-
-_PLANT = """\
-import pickle, sys
-class Boom:
-    def __reduce__(self):
-        return (open, (sys.argv[1], "w"))
-with open(sys.argv[2], "wb") as f:
-    f.write(b"not-the-hash\\n")
-    pickle.dump(Boom(), f)
-"""
-
-
-def _dagc_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dagc", "check", str(BASELINE)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def test_parser_cache_is_private_and_never_in_the_shared_temp_folder(tmp_path: Path) -> None:
-    shared, cache = tmp_path / "tmp", tmp_path / "cache"
-    shared.mkdir()
-    result = _dagc_check({"TMPDIR": str(shared), "XDG_CACHE_HOME": str(cache)})
-    assert result.returncode == 0, result.stderr
-    assert list(shared.iterdir()) == []  # lark's default would have put its pickle here
-    folder = cache / "dagc"
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert [p.suffix for p in folder.iterdir()] == [".pickle"]
-    again = _dagc_check({"TMPDIR": str(shared), "XDG_CACHE_HOME": str(cache)})
-    assert again.returncode == 0, again.stderr  # and loads from it the second time
-
-
-@pytest.mark.parametrize("how", ["folder open to others", "file writable by others"])
-def test_parser_cache_planted_by_someone_else_is_not_loaded(tmp_path: Path, how: str) -> None:
-    cache = tmp_path / "cache"
-    _dagc_check({"XDG_CACHE_HOME": str(cache)})  # make the folder and learn the file's name
-    folder = cache / "dagc"
-    (planted,) = folder.iterdir()
-    marker = tmp_path / "code-ran"
-    subprocess.run([sys.executable, "-c", _PLANT, str(marker), str(planted)], check=True)
-    if how == "folder open to others":
-        folder.chmod(0o777)
-    else:
-        planted.chmod(0o666)
-    result = _dagc_check({"XDG_CACHE_HOME": str(cache)})
-    assert result.returncode == 0, result.stderr
-    assert not marker.exists()
+# -- no parser cache ----------------------------------------------------------------------------
+# The parser runs from generated tables (dagc/frontend/dag_lalr.py): there is no pickle to
+# keep or to plant. tests/test_startup.py checks that dagc writes no cache anywhere.
 
 
 # -- no NaN or Infinity: parameters in physical ranges, plugin values checked -------------------

@@ -356,7 +356,9 @@ def test_sweep_text_and_markdown(tmp_path: Path, plugin: Path) -> None:
 def test_sweep_auto_doubles_from_the_smallest_batch(tmp_path: Path) -> None:
     compiled = dagc.compile_text(config({8: "  batch = 12", 9: DECODE + "; microbatches = 3"}))
     assert auto_batches(compiled.program, None) == [3 * 2**k for k in range(11)]  # ≤ 4096
-    assert auto_batches(compiled.program, 20) == [3, 6, 12]
+    assert auto_batches(compiled.program, 20) == [3, 6, 12]  # 20 is no multiple of m = 3
+    # the largest batch that fits ends the sweep, where the doublings stop short of it
+    assert auto_batches(compiled.program, 21) == [3, 6, 12, 21]
     assert batch_problem(compiled.program, 4) == "not divisible by the 3 micro-batches"
     assert batch_problem(compiled.program, 6) is None
 
@@ -621,8 +623,10 @@ def test_max_batch_bounds_the_sweep(tmp_path: Path, plugin: Path) -> None:
     result = sweep(file, plugin, *small, "--batch-sweep", "auto", "--format", "json")
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
-    assert [row["batch"] for row in rows] == [2**k for k in range(len(rows))]
-    assert rows[-1]["batch"] <= largest < 2 * rows[-1]["batch"]
+    doublings = [row["batch"] for row in rows[:-1]]
+    assert doublings == [2**k for k in range(len(rows) - 1)]
+    assert rows[-1]["batch"] == largest  # the sweep ends where memory does
+    assert doublings[-1] < largest < 2 * doublings[-1]
     assert all(row["fits"] for row in rows)
     beyond = sweep(file, plugin, *small, "--batch-sweep", f"{largest},{largest + 1}")
     fits = [line.split()[-1] for line in beyond.stdout.splitlines()[-2:]]

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dagc.ir.device import DeviceGraph
-from dagc.ir.toposort import csr, gather
+from dagc.ir.toposort import NARROW, csr, gather
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -42,7 +42,17 @@ def critical_path(graph: DeviceGraph, costs: FloatArray) -> CriticalPath:
     offsets, preds = csr(n, graph.dst, graph.src)
     start = np.zeros(n, dtype=np.float64)
     finish = np.zeros(n, dtype=np.float64)
+    # Narrow levels (a deep program's chain) node by node, where numpy's cost per call would
+    # dominate; the same float64 max and sum either way.
     for level in levels:
+        if level.size < NARROW:
+            for op in level.tolist():
+                ready = 0.0
+                for p in preds[offsets[op] : offsets[op + 1]].tolist():
+                    ready = max(ready, float(finish[p]))
+                start[op] = ready
+                finish[op] = ready + costs[op]
+            continue
         owner, pred = gather(offsets, preds, level)
         if pred.size:
             latest = np.zeros(len(level), dtype=np.float64)

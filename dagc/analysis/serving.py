@@ -418,8 +418,8 @@ def batch_problem(program: Program, batch: int) -> str | None:
 
 def auto_batches(program: Program, limit: int | None) -> list[int]:
     """`--batch-sweep auto`: the smallest valid batch (micro-batches × the largest dp) and
-    its doublings up to `limit` (the largest batch that fits, else AUTO_SWEEP_LIMIT); at
-    least the smallest."""
+    its doublings up to `limit` (the largest batch that fits, else AUTO_SWEEP_LIMIT), then
+    the largest batch that fits itself, where the curve ends; at least the smallest."""
     smallest = program.workload.microbatches * largest_dp(program)
     top = max(limit if limit is not None else AUTO_SWEEP_LIMIT, smallest)
     batches = []
@@ -427,4 +427,6 @@ def auto_batches(program: Program, limit: int | None) -> list[int]:
     while batch <= top:
         batches.append(batch)
         batch *= 2
+    if limit is not None and limit > batches[-1] and limit % program.workload.microbatches == 0:
+        batches.append(limit)
     return batches

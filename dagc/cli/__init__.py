@@ -9,7 +9,19 @@ rule for warnings and --werror; `errors` prints click's usage errors in dagc's s
 `program` assembles the app and holds the console-script entry point `run`.
 """
 
-from dagc.cli.program import app, run
+from typing import Any
+
+from dagc.cli.program import run
 from dagc.cli.shared import ISSUES_URL
+
+
+def __getattr__(name: str) -> Any:
+    """`app`, built on first use: `run` builds only the command it runs."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from dagc.cli import program
+
+    return program.app
+
 
 __all__ = ["ISSUES_URL", "app", "run"]

@@ -33,6 +33,7 @@ class Emit(enum.StrEnum):
     steps = "steps"
     device = "device"
     json = "json"
+    dag = "dag"
 
 
 def lower(
@@ -42,7 +43,8 @@ def lower(
         typer.Option(
             "--emit",
             help="What to print: the syntax tree (ast), the logical IR (ir), the step IR"
-            " (steps), the device IR (device) or the device DAG as node-link JSON (json).",
+            " (steps), the device IR (device), the device DAG as node-link JSON (json) or"
+            " the checked program as a .dag file (dag).",
         ),
     ] = Emit.ir,
     print_after: Annotated[
@@ -73,6 +75,9 @@ def lower(
     """
     if emit_ is Emit.ast:
         _lower_ast(file, output, print_after or [], werror, phase, context)
+        return
+    if emit_ is Emit.dag:
+        _lower_dag(file, output, print_after or [], werror, phase, context)
         return
     result = run_library(lambda: dagc.compile_file(file, werror=werror))
     result = select_phase(result, phase, context, default=emit_ is not Emit.ir or bool(print_after))
@@ -113,6 +118,34 @@ def _lower_ast(
         )
     tree = run_library(lambda: dagc.parse_source(dagc.read_source(file)))
     emit(output, lambda out: out.write(dump(tree) + "\n"))
+
+
+def _lower_dag(
+    file: Path,
+    output: Path | None,
+    print_after: list[str],
+    werror: bool,
+    phase: PhaseChoice | None,
+    context: int | None,
+) -> None:
+    """The checked program written back as a .dag file (dagc.backends.dagfile): the whole
+    program, so the options that pick a phase or run passes are refused, not ignored."""
+    from dagc.backends.dagfile import program_to_dag
+
+    if phase is not None or context is not None:
+        usage_error(
+            f"{'--phase' if phase is not None else '--context'} does nothing with --emit dag",
+            "the .dag file is the whole program, both phases in one; use --emit ir, steps,"
+            " device or json for one phase",
+        )
+    if print_after:
+        usage_error(
+            "--print-after does nothing with --emit dag",
+            "no pass runs before the program is written; use --emit ir, steps, device or json",
+        )
+    result = run_library(lambda: dagc.compile_file(file, werror=werror))
+    check_warnings(result.warnings, werror)
+    emit(output, lambda out: out.write(program_to_dag(result.program)))
 
 
 def _pass_names() -> str:

@@ -1,7 +1,10 @@
 """Parse .dag text into the AST, turning lark's errors into dagc diagnostics.
 
 The grammar lives in grammar/dag.lark (shipped inside the wheel as dagc/grammar/dag.lark).
-Syntax errors are recovered from line by line, so one run reports several of them.
+The parser runs from dagc/frontend/dag_lalr.py, which lark's standalone tool generates from
+the grammar (tools/generate_parser.py; a test checks that it is up to date): no lark import,
+no table building and no cache at run time. Syntax errors are recovered from line by line,
+so one run reports several of them.
 """
 
 from __future__ import annotations
@@ -11,13 +14,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
-from lark.lexer import PatternStr
-
 from dagc.diagnostics import DiagnosticBag, Note
 from dagc.frontend import ast
-from dagc.frontend.parser_cache import private_cache_file
+from dagc.frontend.dag_lalr import (
+    Lark,
+    Lark_StandAlone,
+    PatternStr,
+    Token,
+    Transformer,
+    UnexpectedCharacters,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+    v_args,
+)
 from dagc.source import SourceFile, Span
 
 MAX_SYNTAX_ERRORS = 20
@@ -47,14 +57,10 @@ def grammar_text() -> str:
 
 @functools.cache
 def _lark() -> Lark:
-    cache = private_cache_file()  # never lark's shared-folder default: see parser_cache.py
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=cache if cache is not None else False,
-    )
+    """The parser, from the generated tables (its options are baked into them: LALR(1),
+    contextual lexer, positions propagated, placeholders for missing optionals)."""
+    parser: Lark = Lark_StandAlone()  # type: ignore[no-untyped-call]
+    return parser
 
 
 def parse(source: SourceFile, bag: DiagnosticBag) -> ast.File | None:

@@ -292,7 +292,8 @@ UNSUPPORTED_KEYS: dict[str, str] = {
     "norm_eps": _NOT_COSTED,
     "dropout": "dropout is two keys: `attention_dropout` and `hidden_dropout` (probabilities"
     " in [0, 1), applied in training)",
-    "dp": "data-parallel replicas are not modelled: each group runs one copy of its layers",
+    "dp": "`dp` belongs to a block (`attention tp=1 dp=8`: attention data parallelism), or"
+    " to the training section (replicas of the whole layout)",
     "sp": "sequence parallelism is not modelled: `tp` splits the block's weights and heads",
     "cp": "context parallelism is not modelled: each GPU of a block sees the whole sequence",
     "etp": "tensor parallelism inside an expert is not modelled: `ep` places whole experts",

@@ -38,8 +38,17 @@ def gather_values(offsets: IntArray, values: IntArray, nodes: IntArray) -> IntAr
     return values[index]
 
 
+# Below this many nodes a level is processed one node at a time in Python: numpy's cost per
+# call (some microseconds) would dominate. A deep program's graph is a chain of levels of
+# one or two operations each, as many levels as operations.
+NARROW = 16
+
+
 def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[IntArray] | None:
-    """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle."""
+    """Nodes grouped by level (a node's level exceeds its predecessors'); None on a cycle.
+
+    Each level is sorted. Wide levels are processed with numpy, narrow ones (fewer than
+    NARROW nodes) node by node: the same levels either way."""
     indegree = np.bincount(dst, minlength=num_nodes).astype(np.int64)
     offsets, successors = csr(num_nodes, src, dst)
     frontier = np.flatnonzero(indegree == 0).astype(np.int64)
@@ -48,14 +57,43 @@ def topological_levels(num_nodes: int, src: IntArray, dst: IntArray) -> list[Int
     while frontier.size:
         levels.append(frontier)
         seen += frontier.size
+        if frontier.size < NARROW:
+            frontier = _narrow_step(offsets, successors, indegree, frontier.tolist())
+            continue
         nxt = gather_values(offsets, successors, frontier)
         if nxt.size == 0:
             break
         np.subtract.at(indegree, nxt, 1)
         ready = nxt[indegree[nxt] == 0]
         # A node reached by several edges of this level appears once per edge.
-        frontier = np.unique(ready) if ready.size > 1 else ready
+        frontier = _sorted_unique(ready) if ready.size > 1 else ready
     return levels if seen == num_nodes else None
+
+
+def _narrow_step(
+    offsets: IntArray, successors: IntArray, indegree: IntArray, frontier: list[int]
+) -> IntArray:
+    """The next level after `frontier`, counting down `indegree` (sorted, as np.unique
+    gives it). Scalar numpy access: no Python copy of the graph (memory stays per edge)."""
+    ready: list[int] = []
+    for node in frontier:
+        for succ in successors[offsets[node] : offsets[node + 1]].tolist():
+            left = int(indegree[succ]) - 1
+            indegree[succ] = left
+            if left == 0:
+                ready.append(succ)
+    ready.sort()
+    return np.asarray(ready, dtype=np.int64)
+
+
+def _sorted_unique(values: IntArray) -> IntArray:
+    """np.unique(values), without np.unique: in numpy 2.4 its first call imports numpy.ma
+    (~10 ms, more than a whole small analysis spends sorting)."""
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def nodes_on_cycles(num_nodes: int, src: IntArray, dst: IntArray) -> IntArray:

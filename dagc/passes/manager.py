@@ -9,7 +9,6 @@ from typing import Any, TextIO
 
 from dagc.ir.logical import Program
 from dagc.ir.steps import StepProgram
-from dagc.ir.verify import verify
 from dagc.passes.backward import backward
 from dagc.passes.collectives import insert_collectives
 from dagc.passes.data_parallel import data_parallel
@@ -76,6 +75,14 @@ def lower_to_steps(program: Program, options: PassOptions | None = None) -> Step
     result = run_passes(program, options, until="assign-streams")
     assert isinstance(result, StepProgram)
     return result
+
+
+def verify(ir: object, *, ordered: bool = True) -> None:
+    """dagc.ir.verify.verify, imported on first use: only --verify and the tests verify, so
+    the verifiers' modules stay out of every other start."""
+    from dagc.ir.verify import verify as verify_level
+
+    verify_level(ir, ordered=ordered)
 
 
 def run_passes(

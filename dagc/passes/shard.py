@@ -23,7 +23,7 @@ def _shard(steps: StepProgram, kind: BlockKind) -> StepProgram:
     def rewrite(program: Program, block: BlockSteps) -> BlockSteps:
         return with_steps(block, block_module.compute(program, block))
 
-    sharded = map_blocks(steps, kind, rewrite)
+    sharded = map_blocks(steps, kind, rewrite, templates=True)
     inputs = [
         value
         for block in sharded.blocks
