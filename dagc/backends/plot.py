@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from dagc.analysis.serving import Sweep, SweepRow
@@ -18,6 +19,7 @@ from dagc.outputs import write_text_atomically
 WIDTH, HEIGHT = 640, 420
 LEFT, RIGHT, TOP, BOTTOM = 84, 24, 44, 64  # margins around the plotting area
 TICKS = 5  # about this many intervals per axis
+INNER_W, INNER_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM  # the plotting area
 
 
 def nice_step(top: float, ticks: int = TICKS) -> float:
@@ -62,55 +64,73 @@ def _plotted(sweep: Sweep) -> list[SweepRow]:
     return sorted(rows, key=lambda row: row.batch)
 
 
-def sweep_svg(sweep: Sweep) -> str:
-    """The SVG text of the sweep's curve."""
-    rows = _plotted(sweep)
-    xs = [row.tpot_s * 1e3 for row in rows if row.tpot_s is not None]
-    ys = [row.tokens_per_s_per_gpu for row in rows if row.tokens_per_s_per_gpu is not None]
+@dataclass(frozen=True)
+class Frame:
+    """A plot's picture so far (title, grid, ticks, axes and their titles) and the maps
+    from data to picture coordinates."""
+
+    lines: list[str]
+    x_ticks: list[float]
+    y_ticks: list[float]
+
+    def px(self, x: float) -> float:
+        return LEFT + INNER_W * (x - self.x_ticks[0]) / (self.x_ticks[-1] - self.x_ticks[0])
+
+    def py(self, y: float) -> float:
+        return TOP + INNER_H * (1 - (y - self.y_ticks[0]) / (self.y_ticks[-1] - self.y_ticks[0]))
+
+
+def frame(xs: list[float], ys: list[float], title: str, x_title: str, y_title: str) -> Frame:
+    """The frame of a plot of these points: `title` (escaped here) on top, ticks from
+    `_axis`, light grid lines, black axes and their titles."""
     x_ticks, y_ticks = _axis(xs), _axis(ys)
-    x_step = x_ticks[1] - x_ticks[0]
-    y_step = y_ticks[1] - y_ticks[0]
-    inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def px(x: float) -> float:
-        return LEFT + inner_w * (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0])
-
-    def py(y: float) -> float:
-        return TOP + inner_h * (1 - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]))
-
-    out = [
+    x_step, y_step = x_ticks[1] - x_ticks[0], y_ticks[1] - y_ticks[0]
+    box = Frame([], x_ticks, y_ticks)
+    out = box.lines
+    out += [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'
         f' viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         f'<text x="{WIDTH / 2:.2f}" y="22" text-anchor="middle" font-size="14">'
-        f"{escape(sweep.source)}: tokens/s per GPU against TPOT ({sweep.mode.value})</text>",
+        f"{escape(title)}</text>",
     ]
     for value in x_ticks:
-        x = px(value)
+        x = box.px(value)
         out.append(
-            f'<line x1="{x:.2f}" y1="{TOP}" x2="{x:.2f}" y2="{TOP + inner_h}" stroke="#e6e6e6"/>'
+            f'<line x1="{x:.2f}" y1="{TOP}" x2="{x:.2f}" y2="{TOP + INNER_H}" stroke="#e6e6e6"/>'
         )
         out.append(
-            f'<text x="{x:.2f}" y="{TOP + inner_h + 18}" text-anchor="middle">'
+            f'<text x="{x:.2f}" y="{TOP + INNER_H + 18}" text-anchor="middle">'
             f"{_label(value, x_step)}</text>"
         )
     for value in y_ticks:
-        y = py(value)
+        y = box.py(value)
         out.append(
-            f'<line x1="{LEFT}" y1="{y:.2f}" x2="{LEFT + inner_w}" y2="{y:.2f}" stroke="#e6e6e6"/>'
+            f'<line x1="{LEFT}" y1="{y:.2f}" x2="{LEFT + INNER_W}" y2="{y:.2f}" stroke="#e6e6e6"/>'
         )
         out.append(
             f'<text x="{LEFT - 8}" y="{y + 4:.2f}" text-anchor="end">{_label(value, y_step)}</text>'
         )
     out += [
-        f'<line x1="{LEFT}" y1="{TOP + inner_h}" x2="{LEFT + inner_w}" y2="{TOP + inner_h}"'
+        f'<line x1="{LEFT}" y1="{TOP + INNER_H}" x2="{LEFT + INNER_W}" y2="{TOP + INNER_H}"'
         ' stroke="black"/>',
-        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + inner_h}" stroke="black"/>',
-        f'<text x="{LEFT + inner_w / 2:.2f}" y="{HEIGHT - 22}" text-anchor="middle">'
-        "TPOT (ms per output token)</text>",
-        f'<text x="18" y="{TOP + inner_h / 2:.2f}" text-anchor="middle"'
-        f' transform="rotate(-90 18 {TOP + inner_h / 2:.2f})">tokens/s per GPU</text>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + INNER_H}" stroke="black"/>',
+        f'<text x="{LEFT + INNER_W / 2:.2f}" y="{HEIGHT - 22}" text-anchor="middle">'
+        f"{x_title}</text>",
+        f'<text x="18" y="{TOP + INNER_H / 2:.2f}" text-anchor="middle"'
+        f' transform="rotate(-90 18 {TOP + INNER_H / 2:.2f})">{y_title}</text>',
     ]
+    return box
+
+
+def sweep_svg(sweep: Sweep) -> str:
+    """The SVG text of the sweep's curve."""
+    rows = _plotted(sweep)
+    xs = [row.tpot_s * 1e3 for row in rows if row.tpot_s is not None]
+    ys = [row.tokens_per_s_per_gpu for row in rows if row.tokens_per_s_per_gpu is not None]
+    title = f"{sweep.source}: tokens/s per GPU against TPOT ({sweep.mode.value})"
+    box = frame(xs, ys, title, "TPOT (ms per output token)", "tokens/s per GPU")
+    out, px, py, inner_w = box.lines, box.px, box.py, INNER_W
     points = [(px(x), py(y), row) for x, y, row in zip(xs, ys, rows, strict=True)]
     if len(points) > 1:
         path = " ".join(f"{x:.2f},{y:.2f}" for x, y, _ in points)

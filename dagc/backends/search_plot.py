@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from xml.sax.saxutils import escape
 
-from dagc.backends.plot import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, _axis, _label
+from dagc.backends.plot import HEIGHT, INNER_W, LEFT, RIGHT, WIDTH, frame
 from dagc.backends.search_report import GB, Row, SearchReport
 from dagc.outputs import write_text_atomically
 
@@ -46,49 +46,9 @@ def pareto_svg(report: SearchReport) -> str:
     front = [r for r in report.pareto if r in shown]
     xs = [_value(r, x_name) for r in shown]
     ys = [_value(r, y_name) for r in shown]
-    x_ticks, y_ticks = _axis(xs), _axis(ys)
-    x_step, y_step = x_ticks[1] - x_ticks[0], y_ticks[1] - y_ticks[0]
-    inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def px(x: float) -> float:
-        return LEFT + inner_w * (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0])
-
-    def py(y: float) -> float:
-        return TOP + inner_h * (1 - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]))
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'
-        f' viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
-        f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{WIDTH / 2:.2f}" y="22" text-anchor="middle" font-size="14">'
-        f"{escape(report.model)} on {report.gpus} GPUs: Pareto front ({report.mode})</text>",
-    ]
-    for value in x_ticks:
-        x = px(value)
-        out.append(
-            f'<line x1="{x:.2f}" y1="{TOP}" x2="{x:.2f}" y2="{TOP + inner_h}" stroke="#e6e6e6"/>'
-        )
-        out.append(
-            f'<text x="{x:.2f}" y="{TOP + inner_h + 18}" text-anchor="middle">'
-            f"{_label(value, x_step)}</text>"
-        )
-    for value in y_ticks:
-        y = py(value)
-        out.append(
-            f'<line x1="{LEFT}" y1="{y:.2f}" x2="{LEFT + inner_w}" y2="{y:.2f}" stroke="#e6e6e6"/>'
-        )
-        out.append(
-            f'<text x="{LEFT - 8}" y="{y + 4:.2f}" text-anchor="end">{_label(value, y_step)}</text>'
-        )
-    out += [
-        f'<line x1="{LEFT}" y1="{TOP + inner_h}" x2="{LEFT + inner_w}" y2="{TOP + inner_h}"'
-        ' stroke="black"/>',
-        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + inner_h}" stroke="black"/>',
-        f'<text x="{LEFT + inner_w / 2:.2f}" y="{HEIGHT - 22}" text-anchor="middle">'
-        f"{x_title}</text>",
-        f'<text x="18" y="{TOP + inner_h / 2:.2f}" text-anchor="middle"'
-        f' transform="rotate(-90 18 {TOP + inner_h / 2:.2f})">{y_title}</text>',
-    ]
+    title = f"{report.model} on {report.gpus} GPUs: Pareto front ({report.mode})"
+    box = frame(xs, ys, title, x_title, y_title)
+    out, px, py, inner_w = box.lines, box.px, box.py, INNER_W
     for x, y in zip(xs, ys, strict=True):
         out.append(f'<circle cx="{px(x):.2f}" cy="{py(y):.2f}" r="2.5" fill="#bbbbbb"/>')
     points = [(px(_value(r, x_name)), py(_value(r, y_name)), r) for r in front]
