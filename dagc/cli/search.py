@@ -15,6 +15,7 @@ from dagc.cli.shared import (
     SetOpt,
     TableOpt,
     emit,
+    parse_settings,
     run_library,
     usage_error,
 )
@@ -213,7 +214,7 @@ def search(
         top=top,
         tpot_max_s=tpot_max / 1e3 if tpot_max is not None else None,
         ttft_max_s=ttft_max / 1e3 if ttft_max is not None else None,
-        costs=CostOptions(None, _settings(settings), cost_table),
+        costs=CostOptions(None, parse_settings(settings), cost_table),
         workers=workers,
         ray=ray,
         prune=not no_prune,
@@ -253,21 +254,6 @@ def _zero(text: str | None) -> tuple[int, ...] | None:
     if any(part not in ("0", "1") for part in parts):
         usage_error(f"--zero expects 0 and/or 1, got `{text}`", "e.g. --zero 1")
     return tuple(int(part) for part in parts)
-
-
-def _settings(items: list[str] | None) -> dict[str, float]:
-    overrides: dict[str, float] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            overrides[key.strip()] = float(value)
-        except ValueError:
-            usage_error(
-                f"--set expects KEY=NUMBER, got `{item}`", "e.g. --set matmul_efficiency=0.6"
-            )
-    return overrides
 
 
 def _mode(base: Program) -> str:

@@ -163,8 +163,13 @@ def cost_options(
     """The library's CostOptions for the cost options of the command line."""
     from dagc.api import CostOptions
 
+    return CostOptions(gpu, parse_settings(settings), table, plugin, matmul_only)
+
+
+def parse_settings(items: list[str] | None) -> dict[str, float]:
+    """`--set KEY=NUMBER` options as roofline overrides (a bad one is a usage error)."""
     overrides: dict[str, float] = {}
-    for item in settings or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         try:
             if not sep:
@@ -174,7 +179,7 @@ def cost_options(
             usage_error(
                 f"--set expects KEY=NUMBER, got `{item}`", "e.g. --set matmul_efficiency=0.6"
             )
-    return CostOptions(gpu, overrides, table, plugin, matmul_only)
+    return overrides
 
 
 def fail_input(error: DiagnosticError) -> NoReturn:
