@@ -21,10 +21,11 @@ SCOPE = (
     "causal or full attention; GQA and MLA; shared experts; vocabulary-parallel embeddings) "
     "in one given layout: tp, sequence parallelism, pp, ep, attention data parallelism, "
     "attention/MoE separation with broadcast or routed dispatch, disaggregated prefill and "
-    "decode, micro-batches, communication overlapping compute where the file says so.",
+    "decode, micro-batches, communication overlapping compute where the file says so; "
+    "`dagc search` ranks layouts with exact pruning (slow on large spaces).",
     "Not modelled yet: continuous batching and paged KV memory, speculative decoding, "
     "tensor parallelism inside data-parallel replicas, contention between overlapping "
-    "operations, layout search.",
+    "operations.",
 )
 
 _EXPORTS = {
