@@ -10,7 +10,21 @@ term), plus the once-per-iteration tail once. So
 
     critical path ≥ max over (GPU, stream) of  m · Σ per-micro-batch steps + Σ tail steps
 
-priced by the same cost model. No device DAG is built: the step IR (the pipeline's front
+priced by the same cost model, plus **fill and drain**: the first operation o of a
+(GPU g, stream σ) chain is a copy (micro-batch j, or the tail) of a template node; every
+template ancestor A of *every* node on (g, σ) is, in micro-batch j, an ancestor of o (data
+edges of one micro-batch; a tail node reads every micro-batch's writers), and none lies on
+(g, σ)'s chain (a cycle otherwise). Among A, the nodes on one other (h, σ') all lie on
+h's chain, so the chain from the first to the last of them covers them all and reaches o:
+fill ≥ max over (h, σ') of  W(A ∩ (h, σ')) + fill(ancestors common to those nodes),
+recursively (memoised; past a call budget a set counts 0, still a bound). Drain is the
+same with descendants. Pipelines: the stage s GPU's first op waits for micro-batch j's
+forward over stages 0..s−1 (each stage's busiest GPU). Training's drain is small (a
+weight-gradient node has few descendants: only data edges are used, never the schedule).
+On the reduced program a node of an interior layer counts its multiplicity (every copy
+is related when the other node is in another layer) except when the set was taken from
+nodes of the same interior layer ("pinned": one copy counted). critical path ≥
+max over (g, σ) of fill + busy + drain. No device DAG is built: the step IR (the pipeline's front
 half, up to `assign-streams`) is enough, and it is built on a *reduced* program.
 
 **The reduced program.** The layers of one layer range run the same blocks on the same
