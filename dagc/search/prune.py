@@ -10,7 +10,21 @@ term), plus the once-per-iteration tail once. So
 
     critical path ≥ max over (GPU, stream) of  m · Σ per-micro-batch steps + Σ tail steps
 
-priced by the same cost model. No device DAG is built: the step IR (the pipeline's front
+priced by the same cost model, plus **fill and drain**: the first operation o of a
+(GPU g, stream σ) chain is a copy (micro-batch j, or the tail) of a template node; every
+template ancestor A of *every* node on (g, σ) is, in micro-batch j, an ancestor of o (data
+edges of one micro-batch; a tail node reads every micro-batch's writers), and none lies on
+(g, σ)'s chain (a cycle otherwise). Among A, the nodes on one other (h, σ') all lie on
+h's chain, so the chain from the first to the last of them covers them all and reaches o:
+fill ≥ max over (h, σ') of  W(A ∩ (h, σ')) + fill(ancestors common to those nodes),
+recursively (memoised; past a call budget a set counts 0, still a bound). Drain is the
+same with descendants. Pipelines: the stage s GPU's first op waits for micro-batch j's
+forward over stages 0..s−1 (each stage's busiest GPU). Training's drain is small (a
+weight-gradient node has few descendants: only data edges are used, never the schedule).
+On the reduced program a node of an interior layer counts its multiplicity (every copy
+is related when the other node is in another layer) except when the set was taken from
+nodes of the same interior layer ("pinned": one copy counted). critical path ≥
+max over (g, σ) of fill + busy + drain. No device DAG is built: the step IR (the pipeline's front
 half, up to `assign-streams`) is enough, and it is built on a *reduced* program.
 
 **The reduced program.** The layers of one layer range run the same blocks on the same
@@ -43,6 +57,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from dagc.analysis.capacity import kv_cache_bytes, largest_context
 from dagc.analysis.costs import CostModel
 from dagc.analysis.memory import KEEPING_PHASES, activation_bytes, training_memory, value_bytes
@@ -52,6 +68,7 @@ from dagc.ir.logical import BlockKind, LayerRange, Mode, Program, decode_phase, 
 from dagc.ir.steps import IterationKind, Phase, Step, StepProgram, Stream
 from dagc.ir.terms import CostTerm
 from dagc.passes.manager import run_passes
+from dagc.passes.microbatch import template_data_edges
 
 # Block kinds whose steps repeat for every layer of a range.
 PER_LAYER = frozenset(
@@ -130,10 +147,140 @@ def step_bound(
                 busy[gpu, step.stream][term] += times
     terms = list(dict.fromkeys(t for counts in busy.values() for t in counts))
     price = dict(zip(terms, model.term_costs(terms).tolist(), strict=True))
+    chains = {key: sum(price[t] * n for t, n in counts.items()) for key, counts in busy.items()}
+    ends = _Ends(steps, multiplicity, model, full, params).bounds()
     time = max(
-        (sum(price[t] * n for t, n in counts.items()) for counts in busy.values()), default=0.0
+        (busy_s + sum(ends.get(key, (0.0, 0.0))) for key, busy_s in chains.items()),
+        default=0.0,
     )
     return StepCosts(time, _memory(steps, multiplicity, params, full, kv_context))
+
+
+class _Ends:
+    """fill(g, σ) and drain(g, σ) of every (GPU, stream) from one micro-batch's template
+    (see the module docstring, "Fill and drain")."""
+
+    # recursive calls of `_longest` per direction; past it a set counts 0 (still a bound)
+    BUDGET = 400
+
+    def __init__(
+        self,
+        steps: StepProgram,
+        multiplicity: tuple[int, ...],
+        model: CostModel,
+        full: Program,
+        params: dict[int, int],
+    ) -> None:
+        all_steps = tuple(steps.steps())
+        per_layer: list[bool] = []
+        for block in steps.blocks:
+            flag = block.kind in PER_LAYER or block.kind is IterationKind.ITERATION
+            per_layer += [flag] * len(block.steps)
+        terms: list[CostTerm] = []
+        weight: list[int] = []
+        layer: list[int] = []  # an interior layer's index (multiplicity > 1), else −1
+        self.groups: dict[tuple[int, Stream], list[int]] = defaultdict(list)
+        for step, flag in zip(all_steps, per_layer, strict=True):
+            times = multiplicity[step.layer] if flag and step.layer_in_name else 1
+            for rank in range(step.width):
+                term = step.term(rank)
+                if step.base in WHOLE_MODEL:
+                    term = _whole_model(full, step.base, term, params[step.gpus[rank]])
+                node = len(terms)
+                terms.append(term)
+                weight.append(times)
+                layer.append(step.layer if times > 1 else -1)
+                on = step.gpus if step.joint else (step.gpus[rank],)
+                for gpu in on:
+                    self.groups[gpu, step.stream].append(node)
+        n = len(terms)
+        unique = list(dict.fromkeys(terms))
+        priced = dict(zip(unique, model.term_costs(unique).tolist(), strict=True))
+        one = np.array([priced[t] for t in terms], dtype=np.float64)
+        self.cost_one = one
+        self.cost_all = one * np.array(weight, dtype=np.float64)
+        self.layer = np.array(layer, dtype=np.int64)
+        self.n = n
+        inputs = frozenset(value.name for value in steps.inputs)
+        src, dst = template_data_edges(all_steps, inputs)
+        preds: list[list[int]] = [[] for _ in range(n)]
+        succs: list[list[int]] = [[] for _ in range(n)]
+        for a, b in zip(src, dst, strict=True):
+            preds[b].append(a)
+            succs[a].append(b)
+        # template indices follow step order, a topological order of the data edges
+        self.anc = [0] * n
+        for node in range(n):
+            bits = 0
+            for p in preds[node]:
+                bits |= self.anc[p] | (1 << p)
+            self.anc[node] = bits
+        self.desc = [0] * n
+        for node in reversed(range(n)):
+            bits = 0
+            for q in succs[node]:
+                bits |= self.desc[q] | (1 << q)
+            self.desc[node] = bits
+        self.index = {key: np.array(nodes, dtype=np.int64) for key, nodes in self.groups.items()}
+
+    def bounds(self) -> dict[tuple[int, Stream], tuple[float, float]]:
+        result: dict[tuple[int, Stream], tuple[float, float]] = {}
+        ends = []
+        for relation in (self.anc, self.desc):
+            memo: dict[tuple[int, frozenset[int]], float] = {}
+            budget = [self.BUDGET]
+            ends.append(
+                {
+                    key: self._longest(*self._common(relation, nodes), relation, memo, budget)
+                    for key, nodes in self.groups.items()
+                }
+            )
+        for key in self.groups:
+            result[key] = (ends[0][key], ends[1][key])
+        return result
+
+    def _common(self, relation: list[int], nodes: list[int]) -> tuple[int, frozenset[int]]:
+        """The nodes related to every one of `nodes` (ancestors or descendants), and the
+        interior layers `nodes` touch."""
+        bits = -1
+        for node in nodes:
+            bits &= relation[node]
+        layers = frozenset(int(x) for x in self.layer[nodes] if x >= 0)
+        return (bits if nodes else 0), layers
+
+    def _longest(
+        self,
+        bits: int,
+        pinned: frozenset[int],
+        relation: list[int],
+        memo: dict[tuple[int, frozenset[int]], float],
+        budget: list[int],
+    ) -> float:
+        """A lower bound of the longest path through copies of the template nodes in
+        `bits` (every copy of each related to the chain's end), with an interior layer in
+        `pinned` counted once (one copy of it is known to be related)."""
+        if bits == 0 or budget[0] <= 0:
+            return 0.0
+        key = (bits, pinned)
+        if key in memo:
+            return memo[key]
+        budget[0] -= 1
+        raw = np.frombuffer(bits.to_bytes((self.n + 7) // 8, "little"), dtype=np.uint8)
+        inside = np.unpackbits(raw, bitorder="little")[: self.n].astype(bool)
+        once = np.isin(self.layer, list(pinned)) if pinned else np.zeros(self.n, dtype=bool)
+        cost = np.where(once, self.cost_one, self.cost_all)
+        best = 0.0
+        for nodes in self.index.values():
+            chosen = nodes[inside[nodes]]
+            if len(chosen) == 0:
+                continue
+            segment = float(cost[chosen].sum())
+            common, layers = self._common(relation, chosen.tolist())
+            best = max(
+                best, segment + self._longest(common, pinned | layers, relation, memo, budget)
+            )
+        memo[key] = best
+        return best
 
 
 # Once-per-program steps over all of a GPU's parameters (dagc/passes/data_parallel.py):
