@@ -1421,8 +1421,8 @@ class _Lowering:
             self.bag.warning(
                 pp_entry.span,
                 f"{layers} layers do not split evenly over pp={pp}:"
-                f" {_stages_get(0, big - 1, f'{sizes[0]} layers')},"
-                f" {_stages_get(big, pp - 1, str(sizes[-1]))}",
+                f" {_get('stage', 0, big - 1, f'{sizes[0]} layers')},"
+                f" {_get('stage', big, pp - 1, str(sizes[-1]))}",
                 help=f"the stages with the most layers set the pace; a pp dividing {layers}"
                 " splits evenly, or write one `layers` statement per stage to choose the split",
             )
@@ -1456,8 +1456,8 @@ class _Lowering:
             self.bag.warning(
                 span,
                 f"{layers} layers do not split evenly into pp·virtual_stages = {chunks} chunks:"
-                f" {_chunks_get(0, big - 1, f'{sizes[0]} layers')},"
-                f" {_chunks_get(big, chunks - 1, str(sizes[-1]))}",
+                f" {_get('chunk', 0, big - 1, f'{sizes[0]} layers')},"
+                f" {_get('chunk', big, chunks - 1, str(sizes[-1]))}",
                 help=f"the chunks with the most layers set the pace; pp·virtual_stages dividing"
                 f" {layers} splits evenly",
             )
@@ -1799,8 +1799,8 @@ class _Lowering:
             self.bag.warning(
                 entry.span,
                 f"a micro-batch's {bm} sequences do not split evenly over dp={dp} replicas:"
-                f" {_replicas_get(0, big - 1, f'{sizes[0]} sequences')},"
-                f" {_replicas_get(big, dp - 1, str(sizes[-1]))}",
+                f" {_get('replica', 0, big - 1, f'{sizes[0]} sequences')},"
+                f" {_get('replica', big, dp - 1, str(sizes[-1]))}",
                 help="the replicas with the most sequences set the pace; a micro-batch of a"
                 f" multiple of {dp} sequences splits evenly",
             )
@@ -1877,7 +1877,8 @@ class _Lowering:
                 self.bag.warning(
                     span,
                     f"{count} {what} do not split evenly over tp={tp}:"
-                    f" {_ranks_get(0, big - 1, sizes[0])}, {_ranks_get(big, tp - 1, sizes[-1])}",
+                    f" {_get('rank', 0, big - 1, sizes[0])},"
+                    f" {_get('rank', big, tp - 1, sizes[-1])}",
                     help=f"the busiest rank sets the pace; a tp dividing {count} balances the work",
                 )
         if kind is BlockKind.ATTENTION:
@@ -2021,32 +2022,12 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _ranks_get(first: int, last: int, count: int) -> str:
-    """`rank 0 gets 3` or `ranks 0-7 get 3`."""
+def _get(noun: str, first: int, last: int, count: object) -> str:
+    """`rank 0 gets 3`, `stages 13-15 get 3 layers`: what a run of ranks, stages, replicas
+    or chunks gets from an uneven split."""
     if first == last:
-        return f"rank {first} gets {count}"
-    return f"ranks {first}-{last} get {count}"
-
-
-def _stages_get(first: int, last: int, count: str) -> str:
-    """`stage 0 gets 2 layers` or `stages 13-15 get 3`."""
-    if first == last:
-        return f"stage {first} gets {count}"
-    return f"stages {first}-{last} get {count}"
-
-
-def _replicas_get(first: int, last: int, count: str) -> str:
-    """`replica 0 gets 2 sequences` or `replicas 3-7 get 3`."""
-    if first == last:
-        return f"replica {first} gets {count}"
-    return f"replicas {first}-{last} get {count}"
-
-
-def _chunks_get(first: int, last: int, count: str) -> str:
-    """`chunk 0 gets 2 layers` or `chunks 3-7 get 3`."""
-    if first == last:
-        return f"chunk {first} gets {count}"
-    return f"chunks {first}-{last} get {count}"
+        return f"{noun} {first} gets {count}"
+    return f"{noun}s {first}-{last} get {count}"
 
 
 def _layers_text(first: int, last: int) -> str:
