@@ -136,3 +136,40 @@ def check(
     assert caret_column(rendered[2]) == column
     if width is not None:
         assert rendered[2].count("^") == width
+
+
+def two_stage_training(
+    *, dp: int = 2, zero: int = 0, microbatches: int = 4, batch: int = 16, extra: str = ""
+) -> str:
+    """A training file: 4 layers (hidden 1024, 16 heads, ffn 4096, seq 128) on two stages of
+    tp=2 (gpu[0..1], gpu[2..3]); `extra` adds lines to the training section (`zero` is
+    written only when it is not the default 0)."""
+    zero_line = f"  zero = {zero}\n" if zero else ""
+    return f"""
+model m {{
+  layers = 4
+  hidden = 1024
+  heads = 16
+  ffn = 4096
+}}
+workload {{
+  batch = {batch}
+  seq = 128
+  microbatches = {microbatches}
+}}
+training {{
+  dp = {dp}
+{zero_line}{extra}}}
+devices {{
+  group g0 = gpu[0..1]
+  group g1 = gpu[2..3]
+}}
+layers 0..1 on g0 {{
+  attention tp=2
+  mlp tp=2
+}}
+layers 2..3 on g1 {{
+  attention tp=2
+  mlp tp=2
+}}
+"""

@@ -32,6 +32,7 @@ from dagc.ir.steps import BlockSteps, Phase, Step, StepProgram
 from dagc.ir.terms import CostTerm, TermKind
 from dagc.ir.values import Dim, Value
 from dagc.passes.microbatch import microbatch
+from helpers import two_stage_training
 
 H, FFN, HEADS, SEQ = 1024, 4096, 16, 128
 W = 2  # bf16
@@ -40,36 +41,9 @@ W = 2  # bf16
 def training_file(
     *, dp: int = 2, zero: int = 0, microbatches: int = 4, batch: int = 16, extra: str = ""
 ) -> str:
-    """Four layers on two stages of tp=2 (gpu[0..1], gpu[2..3]), a training section."""
-    return f"""
-model m {{
-  layers = 4
-  hidden = {H}
-  heads = {HEADS}
-  ffn = {FFN}
-}}
-workload {{
-  batch = {batch}
-  seq = {SEQ}
-  microbatches = {microbatches}
-}}
-training {{
-  dp = {dp}
-  zero = {zero}
-{extra}}}
-devices {{
-  group g0 = gpu[0..1]
-  group g1 = gpu[2..3]
-}}
-layers 0..1 on g0 {{
-  attention tp=2
-  mlp tp=2
-}}
-layers 2..3 on g1 {{
-  attention tp=2
-  mlp tp=2
-}}
-"""
+    """Four layers on two stages of tp=2 (gpu[0..1], gpu[2..3]), a training section (the
+    sizes H, FFN, HEADS, SEQ above)."""
+    return two_stage_training(dp=dp, zero=zero, microbatches=microbatches, batch=batch, extra=extra)
 
 
 # Weight elements per GPU: 2 layers, each q, k, v (H × H/2 each), o (H/2 × H), mlp up and
@@ -105,7 +79,7 @@ def test_zero0_optimizer_is_twelve_bytes_per_parameter() -> None:
 
 
 def test_prefill_memory_has_no_training_parts() -> None:
-    text = training_file().replace("training {\n  dp = 2\n  zero = 0\n}", "")
+    text = training_file().replace("training {\n  dp = 2\n}", "")
     assert "training" not in text
     analysis = _analysis(text.replace("batch = 16", "batch = 8"))
     for g in analysis.gpus:

@@ -26,6 +26,7 @@ from dagc.backends.style import PHASE_COLOUR
 from dagc.backends.timeline import _phase_legend, draw_gantt, gantt_rows, trace_events
 from dagc.compiler import compile_text
 from dagc.ir.steps import Phase
+from helpers import two_stage_training
 
 L, H, HEADS, D, FFN, SEQ = 4, 1024, 16, 64, 4096, 128
 PEAK = 1e15  # --set peak_flops, so MFU's denominator is known here
@@ -34,34 +35,8 @@ HAS_BACKWARD = importlib.util.find_spec("dagc.passes.backward") is not None
 
 
 def training_file(*, dp: int = 2, m: int = 4, batch: int = 16, extra: str = "") -> str:
-    return f"""
-model m {{
-  layers = {L}
-  hidden = {H}
-  heads = {HEADS}
-  ffn = {FFN}
-}}
-workload {{
-  batch = {batch}
-  seq = {SEQ}
-  microbatches = {m}
-}}
-training {{
-  dp = {dp}
-{extra}}}
-devices {{
-  group g0 = gpu[0..1]
-  group g1 = gpu[2..3]
-}}
-layers 0..1 on g0 {{
-  attention tp=2
-  mlp tp=2
-}}
-layers 2..3 on g1 {{
-  attention tp=2
-  mlp tp=2
-}}
-"""
+    """Four layers on two stages of tp=2 (the sizes L, H, HEADS, FFN, SEQ above)."""
+    return two_stage_training(dp=dp, microbatches=m, batch=batch, extra=extra)
 
 
 PREFILL = training_file().replace("training {\n  dp = 2\n}\n", "")
