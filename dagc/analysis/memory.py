@@ -48,10 +48,9 @@ import numpy.typing as npt
 
 from dagc.analysis.capacity import kv_cache_bytes, largest_context
 from dagc.blocks import weight_products
-from dagc.blocks.moe import idle_expert_parameters
-from dagc.blocks.params import gpu_parameters
+from dagc.blocks.params import gpu_parameters, idle_parameters
 from dagc.ir.device import DeviceGraph
-from dagc.ir.logical import BlockKind, DType, Training
+from dagc.ir.logical import DType, Training
 from dagc.ir.steps import Phase, Step
 from dagc.ir.terms import TermKind
 from dagc.ir.values import MASK_DTYPE, Value
@@ -177,10 +176,8 @@ def weights_and_working_sets(
     """
     w = graph.program.workload.dtype.bytes
     held = gpu_parameters(graph.program.model, graph.full_steps())  # data-parallel's rule
-    for block in graph.blocks:  # experts that run no operation (decode) are held all the same
-        if block.kind is BlockKind.MOE and not block.backward:
-            for gpu, n in idle_expert_parameters(graph.program, block).items():
-                held[gpu] = held.get(gpu, 0) + n
+    for gpu, layers in idle_parameters(graph.program, graph.blocks).items():
+        held[gpu] = held.get(gpu, 0) + sum(layers.values())  # decode's idle experts
     weights: dict[int, int] = defaultdict(int, {gpu: n * w for gpu, n in held.items()})
     working_sets: dict[int, int] = defaultdict(int)
     peaks: dict[int, Step] = {}

@@ -51,6 +51,10 @@ def _no_inputs(program: Program, block: BlockSteps) -> tuple[Value, ...]:
     return ()
 
 
+def _no_idle_weights(program: Program, block: BlockSteps) -> dict[int, int]:
+    return {}
+
+
 @dataclass(frozen=True)
 class BlockModule:
     """One block kind: its options, needs, split, steps, collectives and weights.
@@ -82,6 +86,8 @@ class BlockModule:
       f), which sums the partial gradients the block's sharded products leave for a value
       every rank holds whole (`all_reduce_attn_bwd`).
     - `recompute_core`: steps selective recomputation reruns (attention's core).
+    - `idle_weights(program, block)`: {gpu: weight elements} the block's GPUs hold for work
+      that runs no operation (a decode step's idle experts), which no product names.
     - `inputs(program, block)`: values the block's steps read that no step writes, the
       program's inputs from outside the step (a decode step's KV cache); its shard pass
       adds them to `StepProgram.inputs`.
@@ -104,6 +110,7 @@ class BlockModule:
     backward_all_reduce: str = ""
     recompute_core: frozenset[str] = frozenset()
     inputs: Callable[[Program, BlockSteps], tuple[Value, ...]] = _no_inputs
+    idle_weights: Callable[[Program, BlockSteps], dict[int, int]] = _no_idle_weights
 
     @property
     def degree_key(self) -> str | None:

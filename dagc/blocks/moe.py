@@ -409,4 +409,5 @@ MODULE = BlockModule(
     least_ops_per_expert=3,  # up, act, down
     grad_only=frozenset({"res2", "expert_agg"}),
     backward_all_reduce="all_reduce_moe_bwd",
+    idle_weights=idle_expert_parameters,
 )

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from dagc.blocks import MODULES, weight_products
-from dagc.ir.logical import Model
-from dagc.ir.steps import Phase, Step
+from dagc.ir.logical import Model, Program
+from dagc.ir.steps import BlockSteps, Phase, Step
 from dagc.ir.terms import TermKind
 
 WEIGHT_PRODUCTS = weight_products()
@@ -60,6 +60,20 @@ def layer_parameters(model: Model, steps: Iterable[Step]) -> dict[int, dict[int,
             if index != keep:
                 held[gpu][layer] -= size
     return {gpu: {layer: n for layer, n in layers.items() if n > 0} for gpu, layers in held.items()}
+
+
+def idle_parameters(program: Program, blocks: Iterable[BlockSteps]) -> dict[int, dict[int, int]]:
+    """{gpu: {layer: parameters}}: weight elements GPUs hold for work that runs no operation
+    (a block module's `idle_weights`: a decode step's idle experts), which the products do
+    not name; forward blocks only."""
+    held: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for block in blocks:
+        kind = block.block_kind
+        if kind is None or block.backward:
+            continue
+        for gpu, n in MODULES[kind].idle_weights(program, block).items():
+            held[gpu][block.layer] += n
+    return held
 
 
 def gpu_parameters(model: Model, steps: Iterable[Step]) -> dict[int, int]:

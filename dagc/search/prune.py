@@ -62,8 +62,7 @@ import numpy as np
 from dagc.analysis.capacity import kv_cache_bytes, largest_context
 from dagc.analysis.costs import CostModel
 from dagc.analysis.memory import KEEPING_PHASES, activation_bytes, training_memory, value_bytes
-from dagc.blocks.moe import idle_expert_parameters
-from dagc.blocks.params import layer_parameters
+from dagc.blocks.params import idle_parameters, layer_parameters
 from dagc.ir.logical import BlockKind, LayerRange, Mode, Program, decode_phase, prefill_phase
 from dagc.ir.steps import IterationKind, Phase, Step, StepProgram, Stream
 from dagc.ir.terms import CostTerm
@@ -316,10 +315,8 @@ def _memory(
     program = steps.program
     w = program.workload.dtype.bytes
     held = defaultdict(int, params)
-    for block in steps.blocks:
-        if block.kind is BlockKind.MOE and not block.backward:
-            for gpu, n in idle_expert_parameters(program, block).items():
-                held[gpu] += n * multiplicity[block.layer]
+    for gpu, layers in idle_parameters(program, steps.blocks).items():
+        held[gpu] += sum(n * multiplicity[layer] for layer, n in layers.items())
     working: dict[int, int] = defaultdict(int)
     for step in steps.steps():
         if not step.joint:
